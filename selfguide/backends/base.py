@@ -1,0 +1,98 @@
+"""The one interface every generation engine implements: a batch of prompts in, n samples per prompt out."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings, named as in vLLM's SamplingParams and mapped one-to-one by every backend."""
+
+    n: int = 1
+    """Completions returned per prompt."""
+    best_of: int | None = None
+    """Sample this many and return the `n` with the highest log-probability (None: sample exactly `n`)."""
+    temperature: float = 1.0
+    """0 means greedy decoding."""
+    top_k: int = 0
+    """0 disables top-k."""
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    """Cut a completion at the first of these strings (the string itself is dropped)."""
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @property
+    def samples(self) -> int:
+        """How many completions are drawn per prompt before the best `n` are kept."""
+        return max(self.n, self.best_of or self.n)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    logprob: float = 0.0
+    """Sum of the token log-probabilities of the completion (ranking key for `best_of`)."""
+    tokens: int = 0
+
+
+@dataclass
+class Throughput:
+    """What a backend did, for summaries and benchmarks."""
+
+    prompts: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds else 0.0
+
+
+Messages = Sequence[dict[str, str]]
+"""Chat messages: `{"role": "system" | "user" | "assistant", "content": ...}`."""
+
+
+class GenerationBackend(Protocol):
+    """A loaded model that renders chat prompts and samples completions."""
+
+    throughput: Throughput
+
+    def render_chat(self, messages: Messages, response_prefix: str = "") -> str:
+        """The model's own chat template applied to `messages`, ready for the assistant's turn,
+        followed by `response_prefix` (the start of the assistant's answer)."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` as this model tokenizes it."""
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams, desc: str = "") -> list[list[Completion]]:
+        """`params.n` completions for each prompt, in prompt order."""
+
+    def adapter_disabled(self) -> contextlib.AbstractContextManager[None]:
+        """Inside this block, generate with the base model even when an adapter is loaded."""
+
+    def close(self) -> None:
+        """Free the model (GPU memory)."""
+
+
+def select_best(completions: list[Completion], n: int) -> list[Completion]:
+    """The `n` completions with the highest log-probability, in that order (stable on ties)."""
+    return sorted(completions, key=lambda c: -c.logprob)[:n]
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to the first occurrence of any stop string."""
+    cut = len(text)
+    for s in stop:
+        index = text.find(s)
+        if index != -1:
+            cut = min(cut, index)
+    return text[:cut]

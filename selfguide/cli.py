@@ -1,0 +1,182 @@
+"""The `selfguide` command line: validate manifests, run jobs locally, run one stage (what pods run).
+
+Exit codes: 0 success; 2 invalid input (manifest or arguments); 3 a permanent failure that a retry cannot
+fix (model not found, unusable data, no GPU); 1 anything else (worth a retry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Iterator
+
+import typer
+
+from selfguide.manifest import ManifestError, load_manifest, load_manifests
+from selfguide.spec import SelfGuideJob
+
+EXIT_INVALID = 2
+EXIT_PERMANENT = 3
+TERMINATION_LOG_ENV = "SELFGUIDE_TERMINATION_LOG"
+"""File that receives a one-line JSON outcome (Kubernetes shows it as the container's termination message)."""
+MAX_TERMINATION_MESSAGE = 4096
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="SELF-GUIDE: a model writes, filters and fine-tunes on its own task data.")
+
+log = logging.getLogger("selfguide")
+
+
+class PermanentError(Exception):
+    """A failure that retrying cannot fix; the message is shown to the user as it is."""
+
+
+def permanent_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "do not retry" (imported lazily: they live in modules that load torch)."""
+    from selfguide.backends import BackendUnavailable
+    from selfguide.devices import DeviceUnavailable
+    from selfguide.models import ModelNotFound
+
+    return PermanentError, ModelNotFound, DeviceUnavailable, BackendUnavailable
+
+
+def setup_logging(verbose: bool, json_logs: bool) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    if json_logs:
+        fmt = '{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", "message": %(message_json)s}'
+        handler = logging.StreamHandler()
+        handler.setFormatter(_JsonFormatter(fmt))
+        logging.basicConfig(level=level, handlers=[handler], force=True)
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        record.message_json = json.dumps(record.getMessage())
+        return super().format(record)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def write_termination_message(outcome: dict[str, Any]) -> None:
+    """Record the outcome where Kubernetes reads the termination message (no-op when unset)."""
+    path = os.environ.get(TERMINATION_LOG_ENV)
+    if not path:
+        return
+    text = json.dumps(outcome, separators=(",", ":"), ensure_ascii=False)
+    if len(text.encode()) > MAX_TERMINATION_MESSAGE:
+        text = json.dumps({k: outcome[k] for k in ("stage", "ok", "error") if k in outcome})[:MAX_TERMINATION_MESSAGE]
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as error:
+        log.warning("cannot write the termination message to %s: %s", path, error)
+
+
+def print_problems(error: ManifestError, prefix: str = "") -> None:
+    for problem in error.problems:
+        typer.echo(f"{prefix}{problem}", err=True)
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="One JSON object per log line.")] = False,
+) -> None:
+    setup_logging(verbose, json_logs)
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="Manifest files ('-' for standard input).")]) -> None:
+    """Check SelfGuideJob manifests with the same rules as the cluster's CRD; one line per problem."""
+    bad = False
+    for file in files:
+        try:
+            jobs = load_manifests(file)
+        except ManifestError as error:
+            print_problems(error, f"{file}: " if len(files) > 1 else "")
+            bad = True
+            continue
+        for job in jobs:
+            typer.echo(f"{file}: SelfGuideJob {job.metadata.name} is valid")
+    if bad:
+        raise typer.Exit(EXIT_INVALID)
+
+
+def _load_or_exit(file: Path) -> SelfGuideJob:
+    try:
+        return load_manifest(file)
+    except ManifestError as error:
+        print_problems(error)
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="A SelfGuideJob manifest.")],
+    workdir: Annotated[Path, typer.Option(help="Where artifacts go (created if missing).")] = Path("runs/job"),
+    force: Annotated[bool, typer.Option(help="Rerun stages even when complete for this config.")] = False,
+) -> None:
+    """Run every stage of a job on this machine (same stages and artifacts as on a cluster)."""
+    from selfguide.runner import run_stage, stages_for
+    from selfguide.summary import print_run_summary
+
+    job = _load_or_exit(file)
+    outcomes = []
+    with failures_to_exit_codes():
+        for stage in stages_for(job.spec):
+            log.info("stage %s: starting", stage)
+            outcomes.append(run_stage(job.spec, workdir, stage, force=force))
+    print_run_summary(job, workdir, outcomes)
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="generate, train or evaluate.")],
+    spec: Annotated[Path, typer.Option(help="The SelfGuideJob manifest (mounted from a ConfigMap in pods).")],
+    workdir: Annotated[Path, typer.Option(help="The job's artifact directory.")],
+    force: Annotated[bool, typer.Option(help="Rerun even when complete for this config.")] = False,
+) -> None:
+    """Run one stage; this is what stage pods execute."""
+    from selfguide.runner import STAGES, run_stage
+
+    if name not in STAGES:
+        raise fail(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}", EXIT_INVALID)
+    job = _load_or_exit(spec)
+    with failures_to_exit_codes(stage=name):
+        outcome = run_stage(job.spec, workdir, name, force=force)
+    write_termination_message({"stage": name, "ok": True, "skipped": outcome.skipped, "summary": outcome.summary})
+    typer.echo(json.dumps({"stage": name, "skipped": outcome.skipped, "summary": outcome.summary}))
+
+
+@contextlib.contextmanager
+def failures_to_exit_codes(stage: str | None = None) -> Iterator[None]:
+    """Turn failures into a one-line error and an exit code (3 permanent, 1 retryable), never a traceback."""
+    try:
+        yield
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        permanent = isinstance(error, permanent_errors())
+        if not permanent:
+            log.error("failed", exc_info=True)
+        message = str(error) or type(error).__name__
+        write_termination_message({"stage": stage, "ok": False, "permanent": permanent, "error": message})
+        raise fail(message, EXIT_PERMANENT if permanent else 1) from None
+
+
+def main() -> None:
+    app(prog_name="selfguide")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

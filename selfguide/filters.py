@@ -1,0 +1,175 @@
+"""Rule-based filters on generated inputs and annotation samples (SELF-GUIDE section 2.3).
+
+Every filter is a small object with a `name` and a `reason(text)` that returns None to keep the text or
+a short drop reason. Nothing here is shared between jobs: term lists and seen-sets live in the instances.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+GREETINGS = (
+    "Sure, I'd be happy to help!",
+    "Of course!",
+    "Let me check on that.",
+    "I'm here to help.",
+    "Great question!",
+    "Let me see.",
+    "That's a good question.",
+    "Thanks for asking.",
+    "Let me help you with that.",
+    "No problem, here's the answer.",
+    "I'm glad you asked.",
+    "Alright, let me explain.",
+    "Absolutely!",
+    "I understand your question.",
+)
+"""The paper's noise phrases: chat boilerplate that signals a completion is not a task input/output."""
+
+
+class TextFilter(Protocol):
+    name: str
+
+    def reason(self, text: str) -> str | None:
+        """None to keep `text`, else why it is dropped."""
+
+
+class EmptyFilter:
+    name = "empty"
+
+    def reason(self, text: str) -> str | None:
+        return "empty" if not text.strip() else None
+
+
+@dataclass(frozen=True)
+class LengthBand:
+    low: float
+    high: float
+
+
+def length_band(reference: Sequence[str], sigmas: float, min_spread: float) -> LengthBand:
+    """mean +/- sigmas * sd of the reference lengths (characters, population sd, as the reference code).
+
+    The half-width is at least `min_spread * mean`, so identical gold lengths (sd = 0) still admit
+    near-identical lengths, and the lower bound is clamped at zero (the reference code drops everything
+    in both cases)."""
+    lengths = [len(text) for text in reference]
+    mean = statistics.fmean(lengths)
+    half = max(sigmas * statistics.pstdev(lengths), min_spread * mean)
+    return LengthBand(max(0.0, mean - half), mean + half)
+
+
+class LengthFilter:
+    name = "length"
+
+    def __init__(self, band: LengthBand) -> None:
+        self.band = band
+
+    def reason(self, text: str) -> str | None:
+        n = len(text)
+        if n < self.band.low:
+            return "too_short"
+        if n > self.band.high:
+            return "too_long"
+        return None
+
+
+class NoiseFilter:
+    """Drops texts containing a noise term (case-insensitive substring)."""
+
+    name = "noise"
+
+    def __init__(self, extra_terms: Iterable[str] = ()) -> None:
+        self.terms = tuple(term.casefold() for term in (*GREETINGS, *extra_terms))
+
+    def reason(self, text: str) -> str | None:
+        folded = text.casefold()
+        return "noise_term" if any(term in folded for term in self.terms) else None
+
+
+def dedup_key(text: str) -> str:
+    """Exact-duplicate identity: whitespace differences do not make a new input."""
+    return " ".join(text.split())
+
+
+@dataclass
+class DuplicateFilter:
+    """Drops exact duplicates of the gold inputs and of inputs accepted earlier (call `add` on accept)."""
+
+    name: str = "duplicate"
+    seen: set[str] = field(default_factory=set)
+
+    def reason(self, text: str) -> str | None:
+        return "duplicate" if dedup_key(text) in self.seen else None
+
+    def add(self, text: str) -> None:
+        self.seen.add(dedup_key(text))
+
+
+def shingles(text: str, n: int = 3) -> frozenset[str]:
+    folded = " ".join(text.casefold().split())
+    return frozenset(folded[i : i + n] for i in range(max(1, len(folded) - n + 1)))
+
+
+@dataclass
+class NearDuplicateFilter:
+    """Beyond the paper: drops texts whose character-trigram Jaccard similarity to an accepted one
+    reaches `threshold` (call `add` on accept)."""
+
+    threshold: float
+    name: str = "near_duplicate"
+    kept: list[frozenset[str]] = field(default_factory=list)
+
+    def reason(self, text: str) -> str | None:
+        grams = shingles(text)
+        for other in self.kept:
+            union = len(grams | other)
+            if union and len(grams & other) / union >= self.threshold:
+                return "near_duplicate"
+        return None
+
+    def add(self, text: str) -> None:
+        self.kept.append(shingles(text))
+
+
+def first_failure(filters: Sequence[TextFilter], text: str) -> tuple[str, str] | None:
+    """`(filter name, reason)` of the first filter that drops `text`, or None when all keep it."""
+    for f in filters:
+        reason = f.reason(text)
+        if reason is not None:
+            return f.name, reason
+    return None
+
+
+_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def normalize_answer(text: str) -> str:
+    """Super-NaturalInstructions normalisation: lower case, no punctuation, single spaces."""
+    return " ".join(_PUNCT.sub(" ", text.lower()).split())
+
+
+class LabelMapper:
+    """Maps a free-text answer onto the label space, or None when it names no label unambiguously.
+
+    An answer equal to a label after normalisation maps to it; otherwise it maps to the single label that
+    appears in it as whole words ("The answer is positive." -> positive); two or more labels, or none,
+    make it invalid. (The reference code's mapping was a no-op and order-dependent.)"""
+
+    def __init__(self, labels: Sequence[str]) -> None:
+        self.by_norm = {normalize_answer(label): label for label in labels}
+        self.patterns = {
+            label: re.compile(rf"(?<!\w){re.escape(norm)}(?!\w)") for norm, label in self.by_norm.items() if norm
+        }
+
+    def __call__(self, answer: str) -> str | None:
+        norm = normalize_answer(answer)
+        if norm in self.by_norm:
+            return self.by_norm[norm]
+        found = [label for label, pattern in self.patterns.items() if pattern.search(norm)]
+        return found[0] if len(found) == 1 else None

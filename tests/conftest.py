@@ -1,0 +1,3 @@
+"""Shared pytest configuration: the Kubernetes test harness fixtures (tests/harness/fixtures.py)."""
+
+pytest_plugins = ["tests.harness.fixtures"]
