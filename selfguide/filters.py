@@ -31,6 +31,10 @@ GREETINGS = (
 )
 """The paper's noise phrases: chat boilerplate that signals a completion is not a task input/output."""
 
+PROMPT_MARKERS = ("[input]", "[output]", "[instruction]")
+"""The prompts' own markers: a completion that contains one is talking about the prompt, not doing the task.
+(The reference code used the bare words "input" and "output", which also drops genuine task text.)"""
+
 
 class TextFilter(Protocol):
     name: str
@@ -80,12 +84,13 @@ class LengthFilter:
 
 
 class NoiseFilter:
-    """Drops texts containing a noise term (case-insensitive substring)."""
+    """Drops texts containing a noise term: a greeting, a prompt marker or a job's own term
+    (case-insensitive substring)."""
 
     name = "noise"
 
     def __init__(self, extra_terms: Iterable[str] = ()) -> None:
-        self.terms = tuple(term.casefold() for term in (*GREETINGS, *extra_terms))
+        self.terms = tuple(term.casefold() for term in (*GREETINGS, *PROMPT_MARKERS, *extra_terms))
 
     def reason(self, text: str) -> str | None:
         folded = text.casefold()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from selfguide.artifacts import atomic_write_json, atomic_write_jsonl
 from selfguide.backends.base import GenerationBackend, SamplingParams
 from selfguide.filters import (
@@ -64,7 +66,7 @@ class Candidate:
         self.stage, self.filter, self.reason = stage, filter_name, reason
 
     def row(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if v is not None}
+        return {to_camel(k): v for k, v in vars(self).items() if v is not None}
 
 
 @dataclass

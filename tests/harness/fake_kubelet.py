@@ -69,13 +69,22 @@ def _condition(kind: str, ok: bool, reason: str | None = None) -> dict[str, str]
 
 
 def path_rewriter(mapping: dict[str, Path]) -> Callable[[str], str]:
-    """A function replacing each mapped container path, as a whole path prefix, by its local path."""
+    """A function replacing each mapped container path, as a whole path prefix, by its local path.
+
+    A path that goes on below a mount path and exists on this machine is left alone: with a volume
+    mounted at ``/work``, ``/work/out`` is rewritten but this test run's ``/work/main/.venv/bin/python``
+    is not."""
     local = {p.rstrip("/"): str(target) for p, target in mapping.items() if p.rstrip("/")}
     if not local:
         return lambda text: text
-    paths = sorted(local, key=len, reverse=True)
-    pattern = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, paths)) + r")(?![\w.-])")
-    return lambda text: pattern.sub(lambda m: local[m.group(1)], text)
+    mounts = "|".join(map(re.escape, sorted(local, key=len, reverse=True)))
+    pattern = re.compile(r"(?<![\w./-])(" + mounts + r")(?![\w.-])(/[^\s'\"`:;,=()\[\]{}<>|&$]*)?")
+
+    def replace(match: re.Match[str]) -> str:
+        mount, rest = match.group(1), match.group(2) or ""
+        return match.group(0) if rest.strip("/") and os.path.exists(match.group(0)) else local[mount] + rest
+
+    return lambda text: pattern.sub(replace, text)
 
 
 def expand_vars(text: str, env: dict[str, str]) -> str:
