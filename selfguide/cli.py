@@ -31,14 +31,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 log = logging.getLogger("selfguide")
 
 
-class PermanentError(Exception):
-    """A failure that retrying cannot fix; the message is shown to the user as it is."""
-
-
 def permanent_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "do not retry" (imported lazily: they live in modules that load torch)."""
     from selfguide.backends import BackendUnavailable
     from selfguide.devices import DeviceUnavailable
+    from selfguide.errors import PermanentError
     from selfguide.models import ModelNotFound
 
     return PermanentError, ModelNotFound, DeviceUnavailable, BackendUnavailable

@@ -75,6 +75,14 @@ def stage_function(stage: str) -> StageFunction:
         from selfguide.stages.generate import generate_stage
 
         return generate_stage
+    if stage == "train":
+        from selfguide.stages.train import train_stage
+
+        return train_stage
+    if stage == "evaluate":
+        from selfguide.stages.evaluate import evaluate_stage
+
+        return evaluate_stage
     raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
 
 

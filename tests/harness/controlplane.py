@@ -169,11 +169,13 @@ class ControlPlane:
         self._wait_ok(f"{self.url}/readyz", deadline, token=self.tokens[ADMIN])
         if not self.controllers:
             return
+        health = []
         for name, user, args in (
             ("kube-controller-manager", CONTROLLER_MANAGER, self._controller_manager_args()),
             ("kube-scheduler", SCHEDULER, []),
         ):
             port = free_port()
+            health.append(f"https://127.0.0.1:{port}/healthz")
             kubeconfig = self.kubeconfig(user)
             self._spawn(name, [
                 f"--kubeconfig={kubeconfig}",
@@ -186,7 +188,8 @@ class ControlPlane:
                 "--leader-elect=false",
                 *args,
             ])
-            self._wait_ok(f"https://127.0.0.1:{port}/healthz", deadline)
+        for url in health:
+            self._wait_ok(url, deadline)
         # The service account controller works once namespace "default" has its ServiceAccount.
         self._wait_ok(f"{self.url}/api/v1/namespaces/default/serviceaccounts/default", deadline,
                       token=self.tokens[ADMIN])
@@ -273,6 +276,9 @@ class ControlPlane:
             f"--cluster-signing-key-file={self.pki / 'ca.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--pvclaimbinder-sync-period=2s",
+            # Every controller gets its own ServiceAccount token at start; the default 20 QPS serialises that.
+            "--kube-api-qps=500",
+            "--kube-api-burst=1000",
         ]
 
     def _spawn(self, name: str, args: list[str]) -> None:

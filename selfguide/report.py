@@ -1,0 +1,95 @@
+"""The readable evaluation report (Markdown) and its plots (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from selfguide.artifacts import atomic_write_text
+from selfguide.spec import SelfGuideJobSpec
+
+SYSTEM_NAMES = {
+    "fewShotPrompting": "Few-shot prompting",
+    "selfGuide": "SELF-GUIDE",
+    "fewShotFinetuning": "Few-shot fine-tuning",
+}
+
+
+def funnel_steps(funnel: dict[str, Any]) -> list[tuple[str, int]]:
+    """(step, remaining) pairs of the generate stage's filter report."""
+    steps = [("generated inputs", funnel["inputs"]["in"]), ("after input filters", funnel["inputs"]["kept"]),
+             ("after annotation vote", funnel["annotation"]["kept"])]
+    if "balance" in funnel:
+        steps.append(("after class balancing", funnel["balance"]["kept"]))
+    return steps
+
+
+def _plots(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict], funnel: dict[str, Any],
+           out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    names = list(report["scores"])
+    ax.bar([SYSTEM_NAMES.get(n, n) for n in names], [report["scores"][n] for n in names],
+           color=["#9e9e9e", "#1f77b4", "#ff7f0e"][: len(names)])
+    ax.set_ylabel(report["metric"].replace("_", " "))
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{report['examples']} evaluation examples")
+    fig.tight_layout()
+    fig.savefig(out_dir / "scores.png", dpi=100)
+    files.append("scores.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for ax, field, gold in (
+        (axes[0], "input", [e.input for e in spec.task.examples]),
+        (axes[1], "output", [e.output for e in spec.task.examples]),
+    ):
+        ax.hist([len(r[field]) for r in generated], bins=20, alpha=0.7, label="generated")
+        for length in map(len, gold):
+            ax.axvline(length, color="black", linestyle="--", linewidth=1)
+        ax.set_xlabel(f"{field} length (characters); dashed: gold examples")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "lengths.png", dpi=100)
+    files.append("lengths.png")
+
+    steps = funnel_steps(funnel)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.barh([s for s, _ in steps][::-1], [n for _, n in steps][::-1], color="#2ca02c")
+    ax.set_xlabel("examples")
+    ax.set_title("Filter funnel")
+    fig.tight_layout()
+    fig.savefig(out_dir / "funnel.png", dpi=100)
+    files.append("funnel.png")
+    plt.close("all")
+    return files
+
+
+def write_readable_report(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict],
+                          funnel: dict[str, Any], out_dir: Path) -> None:
+    plots = _plots(spec, report, generated, funnel, out_dir)
+    lines = [
+        "# SELF-GUIDE evaluation report", "",
+        f"Metric: **{report['metric']}** ({report['metricVariant']}), {report['examples']} examples.", "",
+        "| system | score |", "| --- | ---: |",
+        *(f"| {SYSTEM_NAMES.get(n, n)} | {s:.2f} |" for n, s in report["scores"].items()),
+        "", f"Delta (SELF-GUIDE - few-shot prompting): **{report['delta']:+.2f}**", "",
+        "## Generated data", "",
+        *(f"- {step}: {n}" for step, n in funnel_steps(funnel)), "",
+        *(f"![{p}]({p})" for p in plots), "",
+        "## Sample predictions", "",
+        "| input | gold | few-shot | SELF-GUIDE |", "| --- | --- | --- | --- |",
+    ]
+    for row in report["predictions"][:20]:
+        cells = [row["input"], row["gold"], row["fewShotPrompting"]["answer"], row["selfGuide"]["answer"]]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def _cell(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split()).replace("|", "\\|")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -1,0 +1,160 @@
+"""The `evaluate` stage: few-shot prompting of the base model versus base + adapter, on a held-out set.
+
+Both models get the same few-shot chat prompt and greedy decoding; with LoRA one model load serves both
+(the adapter is switched off for the baseline). Writes report.json, report.md and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from selfguide.artifacts import atomic_write_json, read_json, read_jsonl
+from selfguide.backends.base import GenerationBackend, SamplingParams
+from selfguide.errors import PermanentError
+from selfguide.metrics import EXACT_MATCH, ROUGE_L, exact_match, mean, rouge_l
+from selfguide.models import pvc_path
+from selfguide.prompts import few_shot_messages
+from selfguide.spec import EvalExample, SelfGuideJobSpec, TaskType, TrainingMethod
+from selfguide.spec.evaluation import EvaluationSpec
+
+REPORT_JSON = "report.json"
+
+
+def load_eval_set(spec: EvaluationSpec) -> list[EvalExample]:
+    """The evaluation examples, inline or from a JSONL file; bad data is a permanent error naming the line."""
+    if spec.examples is not None:
+        examples = list(spec.examples)
+    else:
+        assert spec.path is not None
+        path = pvc_path(spec.path) if spec.path.startswith("pvc://") else Path(spec.path)
+        if not path.is_file():
+            raise PermanentError(f"spec.evaluation.path: {spec.path} does not exist")
+        examples = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                examples.append(EvalExample.model_validate(json.loads(line)))
+            except (ValueError, ValidationError) as error:
+                first = str(error).splitlines()[0] if not isinstance(error, ValidationError) else \
+                    "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False))
+                raise PermanentError(f"spec.evaluation.path: {spec.path} line {number}: {first}") from None
+        if not examples:
+            raise PermanentError(f"spec.evaluation.path: {spec.path} holds no examples")
+    return examples[: spec.max_examples] if spec.max_examples else examples
+
+
+class Scorer:
+    """The task's metric for one answer."""
+
+    def __init__(self, spec: SelfGuideJobSpec, examples: list[EvalExample]) -> None:
+        self.classification = spec.task.type is TaskType.CLASSIFICATION
+        self.metric = EXACT_MATCH if self.classification else ROUGE_L
+        self.labels = set(spec.task.labels or []) | {e.output for e in examples} | {e.output for e in spec.task.examples}
+
+    def __call__(self, answer: str, example: EvalExample) -> float:
+        if self.classification:
+            return exact_match(answer, example.output, self.labels)
+        return rouge_l(answer, example.outputs or [example.output])
+
+
+def predict(backend: GenerationBackend, spec: SelfGuideJobSpec, examples: list[EvalExample], desc: str) -> list[str]:
+    assert spec.evaluation is not None
+    prompts = [backend.render_chat(few_shot_messages(spec.task, e.input)) for e in examples]
+    params = SamplingParams(temperature=0.0, max_tokens=spec.evaluation.max_new_tokens)
+    return [c[0].text.strip() for c in backend.generate(prompts, params, desc=desc)]
+
+
+def _open(spec: SelfGuideJobSpec, adapter: Path | None = None, model_dir: Path | None = None) -> GenerationBackend:
+    from selfguide.backends import open_backend
+    from selfguide.spec import ModelSpec
+
+    assert spec.evaluation is not None
+    model = spec.model if model_dir is None else ModelSpec(name=str(model_dir.resolve()), dtype=spec.model.dtype)
+    return open_backend(model, spec.generation.backend, spec.evaluation.batch_size,
+                        adapter=str(adapter) if adapter else None)
+
+
+def run_models(spec: SelfGuideJobSpec, workdir: Path, staging: Path, examples: list[EvalExample]) -> dict[str, list[str]]:
+    """Predictions of every compared system, keyed by system name."""
+    from selfguide.training import ADAPTER_DIR, MODEL_DIR
+
+    predictions: dict[str, list[str]] = {}
+    if spec.training.method is TrainingMethod.LORA:
+        backend = _open(spec, adapter=workdir / "train" / ADAPTER_DIR)
+        try:
+            with backend.adapter_disabled():
+                predictions["fewShotPrompting"] = predict(backend, spec, examples, "evaluating base model")
+            predictions["selfGuide"] = predict(backend, spec, examples, "evaluating fine-tuned model")
+        finally:
+            backend.close()
+    else:
+        for name, model_dir in (("fewShotPrompting", None), ("selfGuide", workdir / "train" / MODEL_DIR)):
+            backend = _open(spec, model_dir=model_dir)
+            try:
+                predictions[name] = predict(backend, spec, examples, f"evaluating {name}")
+            finally:
+                backend.close()
+    if spec.evaluation and spec.evaluation.few_shot_finetune_baseline:
+        predictions["fewShotFinetuning"] = _few_shot_finetune(spec, workdir, staging, examples)
+    return predictions
+
+
+def _few_shot_finetune(spec: SelfGuideJobSpec, workdir: Path, staging: Path, examples: list[EvalExample]) -> list[str]:
+    """The paper's baseline: the same fine-tuning on the gold examples alone."""
+    from selfguide.models import locate
+    from selfguide.training import ADAPTER_DIR, MODEL_DIR, train
+
+    out = staging / "few_shot_finetune"
+    train(locate(spec.model), spec.model, spec.task, spec.training, spec.task.examples, out,
+          checkpoint_dir=workdir / ".checkpoints" / "few-shot-finetune", base_model_name=spec.model.name)
+    if spec.training.method is TrainingMethod.LORA:
+        backend = _open(spec, adapter=out / ADAPTER_DIR)
+    else:
+        backend = _open(spec, model_dir=out / MODEL_DIR)
+    try:
+        return predict(backend, spec, examples, "evaluating few-shot fine-tuning")
+    finally:
+        backend.close()
+
+
+def build_report(spec: SelfGuideJobSpec, examples: list[EvalExample], predictions: dict[str, list[str]]) -> dict[str, Any]:
+    scorer = Scorer(spec, examples)
+    scores = {name: [scorer(a, e) for a, e in zip(answers, examples)] for name, answers in predictions.items()}
+    baseline, finetuned = mean(scores["fewShotPrompting"]), mean(scores["selfGuide"])
+    rows = []
+    for i, example in enumerate(examples):
+        row: dict[str, Any] = {"input": example.input, "gold": example.output}
+        for name in predictions:
+            row[name] = {"answer": predictions[name][i], "score": scores[name][i]}
+        rows.append(row)
+    return {
+        "metric": scorer.metric,
+        "metricVariant": (
+            "exact match after SNI normalisation of the last label occurring in the answer"
+            if scorer.classification else "token ROUGE-L F1 (rouge-score, Porter stemmer), best over references"
+        ),
+        "examples": len(examples),
+        "scores": {name: round(mean(values), 2) for name, values in scores.items()},
+        "baseline": round(baseline, 2),
+        "finetuned": round(finetuned, 2),
+        "delta": round(finetuned - baseline, 2),
+        "predictions": rows,
+    }
+
+
+def evaluate_stage(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict[str, Any]:
+    from selfguide.report import write_readable_report
+
+    assert spec.evaluation is not None
+    examples = load_eval_set(spec.evaluation)
+    report = build_report(spec, examples, run_models(spec, workdir, staging, examples))
+    atomic_write_json(staging / REPORT_JSON, report)
+    generated = read_jsonl(workdir / "generate" / "train.jsonl")
+    funnel = read_json(workdir / "generate" / "filter_report.json")
+    write_readable_report(spec, report, generated, funnel, staging)
+    return {k: report[k] for k in ("metric", "examples", "baseline", "finetuned", "delta", "scores")}

@@ -1,0 +1,194 @@
+"""Fine-tuning on (input, output) pairs: LoRA by default, loss on the output tokens only.
+
+Each example is trained as the exact few-shot chat prompt the model sees at inference (SELF-GUIDE trains on
+its few-shot prompt plus the output), followed by the output and the end-of-turn token; every prompt
+token is masked out of the loss. Checkpoints are written once per epoch outside the stage directory, so a
+crashed run resumes from the last epoch instead of starting over.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
+
+from selfguide.artifacts import atomic_write_jsonl
+from selfguide.backends.transformers_backend import load_tokenizer, render_chat
+from selfguide.devices import resolve_device, resolve_dtype
+from selfguide.models import ModelLocation
+from selfguide.prompts import few_shot_messages
+from selfguide.spec import Example, ModelSpec, TaskSpec, TrainingMethod, TrainingSpec
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+ADAPTER_DIR = "adapter"
+MODEL_DIR = "model"
+MERGED_DIR = "merged"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase, task: TaskSpec, example: Example, max_length: int,
+    demos: Sequence[Example] | None = None,
+) -> Encoded:
+    """Token ids of prompt + output + end-of-turn, with the prompt masked out of the labels.
+
+    Too-long sequences lose tokens from the left (the oldest few-shot turns), never from the output."""
+    prompt = render_chat(tokenizer, few_shot_messages(task, example.input, demos))
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(example.output.strip() + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    ids = (prompt_ids + answer_ids)[-max_length:]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[-max_length:]
+    return Encoded(ids, labels)
+
+
+class PadCollator:
+    """Right-pads a batch; padded positions are masked out of attention and loss."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
+        width = max(len(e.input_ids) for e in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, e in enumerate(batch):
+            ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
+            labels[row, : len(e.labels)] = torch.tensor(e.labels)
+            mask[row, : len(e.input_ids)] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def lora_config(spec: TrainingSpec) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        # every linear layer of the transformer blocks (attention and MLP projections), never the head
+        target_modules=list(spec.lora.target_modules) if spec.lora.target_modules else "all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    epochs: int
+    examples: int
+    losses: list[float]
+    tokens: int
+    seconds: float
+    trainable_parameters: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def train(
+    location: ModelLocation,
+    model_spec: ModelSpec,
+    task: TaskSpec,
+    spec: TrainingSpec,
+    examples: Sequence[Example],
+    out_dir: Path,
+    checkpoint_dir: Path,
+    base_model_name: str,
+) -> TrainResult:
+    """Fine-tune and write the adapter (or the full model) and per-step metrics into `out_dir`."""
+    set_seed(spec.seed)
+    device = resolve_device()
+    tokenizer = load_tokenizer(location, model_spec.trust_remote_code)
+    tokenizer.padding_side = "right"
+    dtype = resolve_dtype(model_spec.dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(
+        location.path, revision=location.revision, dtype=dtype, trust_remote_code=model_spec.trust_remote_code
+    )
+    if spec.method is TrainingMethod.LORA:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(spec))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    dataset = [encode_example(tokenizer, task, e, spec.max_length) for e in examples]
+    tokens = sum(len(e.input_ids) for e in dataset) * spec.epochs
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=spec.epochs,
+        per_device_train_batch_size=spec.batch_size,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps,
+        learning_rate=spec.learning_rate,
+        warmup_steps=math.ceil(spec.warmup_ratio * _total_steps(len(dataset), spec)),
+        weight_decay=spec.weight_decay,
+        lr_scheduler_type="linear",
+        logging_steps=1,
+        save_strategy="epoch",
+        save_total_limit=1,
+        seed=spec.seed,
+        bf16=dtype is torch.bfloat16,
+        fp16=dtype is torch.float16 and spec.method is TrainingMethod.LORA,
+        use_cpu=device.type == "cpu",
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                      data_collator=PadCollator(tokenizer.pad_token_id))
+    resume = _last_checkpoint(checkpoint_dir)
+    if resume:
+        log.info("resuming training from %s", resume)
+    output = trainer.train(resume_from_checkpoint=resume)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    atomic_write_jsonl(out_dir / METRICS_FILE, (
+        {"step": h["step"], "epoch": round(h["epoch"], 4), "loss": h["loss"],
+         "learningRate": h.get("learning_rate"), "gradNorm": h.get("grad_norm")} for h in history
+    ))
+    _save(model, tokenizer, spec, out_dir, base_model_name)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return TrainResult(
+        steps=trainer.state.global_step, epochs=spec.epochs, examples=len(dataset),
+        losses=[h["loss"] for h in history], tokens=tokens, seconds=output.metrics.get("train_runtime", 0.0),
+        trainable_parameters=trainable,
+    )
+
+
+def _total_steps(examples: int, spec: TrainingSpec) -> int:
+    per_epoch = math.ceil(math.ceil(examples / spec.batch_size) / spec.gradient_accumulation_steps)
+    return per_epoch * spec.epochs
+
+
+def _last_checkpoint(directory: Path) -> str | None:
+    checkpoints = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def _save(model: Any, tokenizer: PreTrainedTokenizerBase, spec: TrainingSpec, out_dir: Path, base: str) -> None:
+    tokenizer.padding_side = "left"
+    if spec.method is TrainingMethod.LORA:
+        model.peft_config["default"].base_model_name_or_path = base
+        model.save_pretrained(out_dir / ADAPTER_DIR, save_embedding_layers=False)
+        tokenizer.save_pretrained(out_dir / ADAPTER_DIR)
+        if spec.merge_adapter:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(out_dir / MERGED_DIR)
+            tokenizer.save_pretrained(out_dir / MERGED_DIR)
+    else:
+        model.save_pretrained(out_dir / MODEL_DIR)
+        tokenizer.save_pretrained(out_dir / MODEL_DIR)
