@@ -155,6 +155,19 @@ def stage(
     typer.echo(json.dumps({"stage": name, "skipped": outcome.skipped, "summary": outcome.summary}))
 
 
+@app.command()
+def crd(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+) -> None:
+    """Print the SelfGuideJob CustomResourceDefinition, generated from the spec models."""
+    from selfguide.crd import render
+
+    if output is None:
+        typer.echo(render(), nl=False)
+    else:
+        output.write_text(render(), encoding="utf-8")
+
+
 @contextlib.contextmanager
 def failures_to_exit_codes(stage: str | None = None) -> Iterator[None]:
     """Turn failures into a one-line error and an exit code (3 permanent, 1 retryable), never a traceback."""

@@ -155,7 +155,12 @@ _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 
 
 def normalize_answer(text: str) -> str:
-    """Super-NaturalInstructions normalisation: lower case, no punctuation, single spaces."""
+    """Super-NaturalInstructions normalisation: lower case, punctuation deleted, single spaces."""
+    return " ".join(_PUNCT.sub("", text.lower()).split())
+
+
+def words_only(text: str) -> str:
+    """Lower case with punctuation turned into spaces, for whole-word matching ("answer:positive")."""
     return " ".join(_PUNCT.sub(" ", text.lower()).split())
 
 
@@ -169,12 +174,13 @@ class LabelMapper:
     def __init__(self, labels: Sequence[str]) -> None:
         self.by_norm = {normalize_answer(label): label for label in labels}
         self.patterns = {
-            label: re.compile(rf"(?<!\w){re.escape(norm)}(?!\w)") for norm, label in self.by_norm.items() if norm
+            label: re.compile(rf"(?<!\w){re.escape(words_only(label))}(?!\w)") for label in labels if words_only(label)
         }
 
     def __call__(self, answer: str) -> str | None:
         norm = normalize_answer(answer)
         if norm in self.by_norm:
             return self.by_norm[norm]
-        found = [label for label, pattern in self.patterns.items() if pattern.search(norm)]
+        words = words_only(answer)
+        found = [label for label, pattern in self.patterns.items() if pattern.search(words)]
         return found[0] if len(found) == 1 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,8 @@ def problems_from(error: ValidationError) -> list[Problem]:
 
 def parse_documents(text: str) -> list[Any]:
     """The YAML documents of a file, empty ones dropped. Raises yaml.YAMLError."""
-    return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
 
 
 def validate_object(obj: Any) -> SelfGuideJob:
@@ -80,10 +82,15 @@ def validate_object(obj: Any) -> SelfGuideJob:
     if not isinstance(obj, dict):
         kind = type(obj).__name__ if obj is not None else "nothing"
         raise ManifestError("manifest", [Problem("", f"a manifest must be a mapping, got {kind}")])
+    # Python callers may omit apiVersion and kind; a manifest file must name them, as kubectl requires.
+    problems = [Problem(key, _FRIENDLY["missing"]) for key in ("apiVersion", "kind") if key not in obj]
     try:
-        return SelfGuideJob.model_validate(obj)
+        job = SelfGuideJob.model_validate(obj, by_alias=True, by_name=False)
     except ValidationError as error:
-        raise ManifestError("manifest", problems_from(error)) from None
+        problems.extend(problems_from(error))
+    if problems:
+        raise ManifestError("manifest", problems)
+    return job
 
 
 def load_manifests(path: str | Path) -> list[SelfGuideJob]:
@@ -104,6 +111,8 @@ def load_manifests(path: str | Path) -> list[SelfGuideJob]:
         raise ManifestError(source, [Problem("", f"not UTF-8 text (byte {error.start})")]) from None
     if "\x00" in text:
         raise ManifestError(source, [Problem("", "not a text file (contains NUL bytes)")])
+    if not text.strip():
+        raise ManifestError(source, [Problem("", "the file is empty; expected a SelfGuideJob manifest")])
     try:
         documents = parse_documents(text)
     except yaml.YAMLError as error:
@@ -136,6 +145,4 @@ def load_manifest(path: str | Path) -> SelfGuideJob:
 
 
 def _stdin_bytes() -> bytes:
-    import sys
-
     return sys.stdin.buffer.read(MAX_FILE_BYTES + 1)

@@ -26,6 +26,12 @@ from selfguide.spec import SelfGuideJobSpec
 log = logging.getLogger(__name__)
 
 STAGES = ("generate", "train", "evaluate")
+STAGE_INPUTS = {
+    "generate": ("task", "model", "generation"),
+    "train": ("task", "model", "generation", "training"),
+    "evaluate": ("task", "model", "generation", "training", "evaluation"),
+}
+"""The spec sections each stage's output depends on."""
 
 StageFunction = Callable[[SelfGuideJobSpec, Path, Path], dict[str, Any]]
 """(spec, workdir, staging dir) -> summary. Reads earlier stages from workdir, writes into staging."""
@@ -33,11 +39,9 @@ StageFunction = Callable[[SelfGuideJobSpec, Path, Path], dict[str, Any]]
 
 def stage_config(spec: SelfGuideJobSpec, stage: str) -> dict[str, Any]:
     """The parts of the spec a stage's output depends on (cluster settings never count)."""
-    parts = {
-        "generate": ("task", "model", "generation"),
-        "train": ("task", "model", "generation", "training"),
-        "evaluate": ("task", "model", "generation", "training", "evaluation"),
-    }[stage]
+    if stage not in STAGE_INPUTS:
+        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    parts = STAGE_INPUTS[stage]
     manifest = spec.to_manifest()
     return {part: manifest.get(part) for part in parts}
 

@@ -21,6 +21,8 @@ class SamplingParams:
     """0 disables top-k."""
     top_p: float = 1.0
     max_tokens: int = 256
+    min_tokens: int = 0
+    """Generate at least this many tokens before an end-of-sequence may end a completion (benchmarks)."""
     stop: tuple[str, ...] = ()
     """Cut a completion at the first of these strings (the string itself is dropped)."""
     seed: int | None = None

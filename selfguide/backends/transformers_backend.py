@@ -113,6 +113,7 @@ class TransformersBackend:
             do_sample=not params.greedy,
             num_return_sequences=draws,
             max_new_tokens=params.max_tokens,
+            min_new_tokens=params.min_tokens or None,
             stop_strings=list(params.stop) or None,
             eos_token_id=defaults.eos_token_id if defaults.eos_token_id is not None else self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,

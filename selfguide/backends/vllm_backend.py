@@ -24,6 +24,7 @@ def to_vllm_sampling(params: SamplingParams) -> dict[str, Any]:
         "top_k": params.top_k if params.top_k > 0 and not greedy else -1,
         "top_p": 1.0 if greedy else params.top_p,
         "max_tokens": params.max_tokens,
+        "min_tokens": params.min_tokens,
         "stop": list(params.stop) or None,
         "seed": params.seed,
         "logprobs": 0 if params.best_of and params.best_of > params.n else None,
