@@ -67,7 +67,10 @@ def config_hash(obj: Any) -> str:
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield an empty staging directory; on success it replaces `target` in one rename.
 
-    A crash leaves only a `.target.*` staging directory, which the next run removes."""
+    A crash leaves only a `.target.*` staging directory, which the next run removes. A symbolic link as
+    `target` is followed, so a stage directory can be shared between work directories."""
+    if target.is_symlink():
+        target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.*"):
         shutil.rmtree(stale, ignore_errors=True)

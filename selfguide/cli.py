@@ -175,6 +175,9 @@ def failures_to_exit_codes(stage: str | None = None) -> Iterator[None]:
         yield
     except (typer.Exit, KeyboardInterrupt):
         raise
+    except ManifestError as error:
+        print_problems(error, f"{error.source}: ")
+        raise typer.Exit(EXIT_INVALID) from None
     except Exception as error:
         permanent = isinstance(error, permanent_errors())
         if not permanent:
@@ -182,6 +185,61 @@ def failures_to_exit_codes(stage: str | None = None) -> Iterator[None]:
         message = str(error) or type(error).__name__
         write_termination_message({"stage": stage, "ok": False, "permanent": permanent, "error": message})
         raise fail(message, EXIT_PERMANENT if permanent else 1) from None
+
+
+def _overrides(config: Path | None) -> dict[str, Any]:
+    """Spec fields (YAML, same layout as `spec:` of a manifest) applied to every task."""
+    if config is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise fail(f"{config}: {error}", EXIT_INVALID) from None
+    if not isinstance(data, dict):
+        raise fail(f"{config}: expected a mapping of spec fields", EXIT_INVALID)
+    return data
+
+
+TaskFiles = Annotated[list[Path], typer.Argument(help="Task files in the schema of ../shared/benchmarks/sni.")]
+ConfigOption = Annotated[Path | None, typer.Option(help="YAML of spec fields applied to every task (budgets).")]
+MaxEvalOption = Annotated[int | None, typer.Option(help="Score at most this many examples per task.")]
+
+
+@app.command()
+def bench(
+    tasks: TaskFiles,
+    workdir: Annotated[Path, typer.Option(help="One sub-directory per task; reruns resume.")] = Path("runs/bench"),
+    config: ConfigOption = None,
+    max_eval: MaxEvalOption = None,
+) -> None:
+    """Few-shot prompting versus SELF-GUIDE on each task's test split (the paper's table)."""
+    from selfguide.bench import run_bench, table
+
+    with failures_to_exit_codes():
+        scores = run_bench(tasks, workdir, _overrides(config), max_eval)
+    typer.echo(table(scores))
+
+
+@app.command()
+def sweep(
+    tasks: TaskFiles,
+    workdir: Annotated[Path, typer.Option(help="Where every configuration's runs go.")] = Path("runs/sweep"),
+    temperature: Annotated[list[float], typer.Option(help="Input-generation temperatures.")] = [0.6, 0.8, 1.0],
+    length_filters: Annotated[list[bool], typer.Option(help="Length filters on (true) and/or off (false).")] = [True],
+    epochs: Annotated[list[int], typer.Option(help="Training epochs.")] = [1, 2, 3],
+    config: ConfigOption = None,
+    max_eval: MaxEvalOption = None,
+) -> None:
+    """One Parameter Fits All: the grid configuration with the best worst-task improvement (validation)."""
+    from selfguide.sweep import grid, run_sweep, sweep_table
+
+    with failures_to_exit_codes():
+        best, results = run_sweep(tasks, workdir, grid(temperature, length_filters, epochs), _overrides(config),
+                                  max_eval)
+    typer.echo(sweep_table(results, best))
+    typer.echo(f"\nbest: {best.config.label} (worst-task delta {best.worst_delta:+.1f})")
 
 
 def main() -> None:

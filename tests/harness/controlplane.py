@@ -76,9 +76,12 @@ _prctl = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: have it SIGKILLed when the thread that started it dies, so a killed
-    test run leaves no control plane behind."""
     _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG; resolved beforehand, so the child only makes a syscall
+
+
+# Popen(preexec_fn=...) that has the child SIGKILLed when the thread that started it dies, so a killed test
+# run leaves no process behind (Linux only).
+die_with_parent = _die_with_parent if _prctl else None
 
 
 def kill_group(pgid: int, sig: signal.Signals) -> None:
@@ -290,7 +293,7 @@ class ControlPlane:
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 [str(binary), *args], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent if _prctl else None,  # noqa: PLW1509
+                start_new_session=True, preexec_fn=die_with_parent,  # noqa: PLW1509
             )
         self.components.append(Component(name, popen, log))
 

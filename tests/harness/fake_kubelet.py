@@ -39,7 +39,7 @@ from kubernetes.client import (
 )
 from kubernetes.client.rest import ApiException
 
-from tests.harness.controlplane import kill_group, tail
+from tests.harness.controlplane import die_with_parent, kill_group, tail
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,9 @@ class FakeKubelet:
                             self._forget(pod.metadata.uid)
                         else:
                             self._sync(pod)
-            except Exception:  # a 410 Gone, a dropped connection, the API server going away: relist
+            except Exception as e:  # a dropped connection, the API server going away, a bug: relist
+                if isinstance(e, ApiException) and e.status == 410:
+                    continue  # the watched version was compacted away: relist at once
                 if not self._stopping.is_set():
                     log.warning("fake kubelet: pod watch failed; relisting", exc_info=True)
                     self._stopping.wait(1)
@@ -335,7 +337,8 @@ class PodRunner:
         try:
             with self.log.open("wb") as out:
                 process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                           stderr=subprocess.STDOUT, start_new_session=True)
+                                           stderr=subprocess.STDOUT, start_new_session=True,
+                                           preexec_fn=die_with_parent)  # noqa: PLW1509 (this thread waits for it)
         except OSError as e:
             why = "executable file not found in $PATH" if isinstance(e, FileNotFoundError) else e.strerror
             self._report_terminated(128, "StartError", f'exec: "{argv[0]}": {why}', started)

@@ -1,0 +1,102 @@
+"""`selfguide sweep`: SELF-GUIDE's "One Parameter Fits All" search.
+
+Every configuration of a grid (input-generation temperature x length filters on/off x epochs) runs on
+several tasks, scored on their validation splits; the configuration that maximises the *worst* task's
+improvement over few-shot prompting wins (the paper's rule). Configurations that share generation settings
+share one `generate` stage: only training and evaluation run again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selfguide.artifacts import atomic_write_json, atomic_write_text, config_hash
+from selfguide.bench import BenchTask, TaskScore, deep_merge, run_task
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    temperature: float
+    length_filters: bool
+    epochs: int
+
+    def generation_overrides(self) -> dict[str, Any]:
+        return {"generation": {
+            "inputs": {"temperature": self.temperature},
+            "filtering": {"inputLength": {"enabled": self.length_filters},
+                          "outputLength": {"enabled": self.length_filters}},
+        }}
+
+    def overrides(self) -> dict[str, Any]:
+        return deep_merge(self.generation_overrides(), {"training": {"epochs": self.epochs}})
+
+    @property
+    def label(self) -> str:
+        return f"T={self.temperature} length-filters={'on' if self.length_filters else 'off'} epochs={self.epochs}"
+
+
+def grid(temperatures: Sequence[float], length_filters: Sequence[bool], epochs: Sequence[int]) -> list[SweepConfig]:
+    return [SweepConfig(t, f, e) for t, f, e in itertools.product(temperatures, length_filters, epochs)]
+
+
+def _share_generation(task_dir: Path, generation_dir: Path) -> None:
+    """Point this configuration's `generate` stage at the one shared by its generation settings."""
+    link = task_dir / "generate"
+    task_dir.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        os.symlink(os.path.relpath(generation_dir, task_dir), link)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    config: SweepConfig
+    scores: list[TaskScore]
+
+    @property
+    def worst_delta(self) -> float:
+        return min(s.delta for s in self.scores)
+
+    @property
+    def mean_delta(self) -> float:
+        return sum(s.delta for s in self.scores) / len(self.scores)
+
+
+def run_sweep(task_files: Sequence[Path], workdir: Path, configs: Sequence[SweepConfig], base: dict[str, Any],
+              max_eval: int | None = None) -> tuple[SweepResult, list[SweepResult]]:
+    """Run every configuration on every task; return the winner and all results."""
+    tasks = [BenchTask.load(path) for path in task_files]
+    results = []
+    for config in configs:
+        scores = []
+        for task in tasks:
+            overrides = deep_merge(base, config.overrides())
+            shared = workdir / task.name / f"generate-{config_hash(deep_merge(base, config.generation_overrides()))}"
+            task_dir = workdir / task.name / f"T{config.temperature}-lf{int(config.length_filters)}-e{config.epochs}"
+            _share_generation(task_dir, shared)
+            scores.append(run_task(task, task_dir, overrides, "validation", max_eval))
+        results.append(SweepResult(config, scores))
+    best = max(results, key=lambda r: (r.worst_delta, r.mean_delta))
+    atomic_write_text(workdir / "sweep.md", sweep_table(results, best) + "\n")
+    atomic_write_json(workdir / "sweep.json", {
+        "rule": "maximise the worst task's improvement over few-shot prompting (validation splits)",
+        "best": vars(best.config),
+        "results": [{"config": vars(r.config), "worstDelta": r.worst_delta, "meanDelta": r.mean_delta,
+                     "tasks": {s.task: round(s.delta, 2) for s in r.scores}} for r in results],
+    })
+    return best, results
+
+
+def sweep_table(results: Sequence[SweepResult], best: SweepResult) -> str:
+    tasks = [s.task for s in results[0].scores]
+    lines = ["| configuration | " + " | ".join(tasks) + " | worst | mean |",
+             "| --- | " + " | ".join("---:" for _ in tasks) + " | ---: | ---: |"]
+    for r in results:
+        mark = " **(best)**" if r is best else ""
+        cells = " | ".join(f"{s.delta:+.1f}" for s in r.scores)
+        lines.append(f"| {r.config.label}{mark} | {cells} | {r.worst_delta:+.1f} | {r.mean_delta:+.1f} |")
+    return "\n".join(lines)
