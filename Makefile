@@ -8,7 +8,7 @@ JOB ?= examples/sentiment-classification.yaml
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit tools crd bench lint clean
+.PHONY: setup demo test test-unit tools crd bench lint clean chart-crds
 
 $(BIN)/python:
 	python3 -m venv $(VENV)
@@ -28,11 +28,17 @@ demo: setup
 tools:
 	@bash hack/build-tools.sh
 
+# Stage pods started by the fake kubelet run `selfguide` from PATH, as they would in the image.
 test: setup
-	KUBEBUILDER_ASSETS="$$(bash hack/build-tools.sh)" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	KUBEBUILDER_ASSETS="$$(bash hack/build-tools.sh)" PATH="$(abspath $(BIN)):$$PATH" \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
 	$(BIN)/python -m pytest -m "not integration and not e2e and not slow" $(PYTEST_ARGS)
+
+# Helm reads CRDs from the chart's crds/ (and never follows symlinks reliably): keep a copy of crds/ there.
+chart-crds:
+	rm -rf charts/selfguide/crds && mkdir -p charts/selfguide/crds && cp crds/*.yaml charts/selfguide/crds/
 
 lint: setup
 	$(BIN)/ruff check selfguide operator tests benchmarks

@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any
 
 import typer
 
@@ -181,7 +182,7 @@ def failures_to_exit_codes(stage: str | None = None) -> Iterator[None]:
     except Exception as error:
         permanent = isinstance(error, permanent_errors())
         if not permanent:
-            log.error("failed", exc_info=True)
+            log.exception("failed")
         message = str(error) or type(error).__name__
         write_termination_message({"stage": stage, "ok": False, "permanent": permanent, "error": message})
         raise fail(message, EXIT_PERMANENT if permanent else 1) from None
@@ -226,9 +227,9 @@ def bench(
 def sweep(
     tasks: TaskFiles,
     workdir: Annotated[Path, typer.Option(help="Where every configuration's runs go.")] = Path("runs/sweep"),
-    temperature: Annotated[list[float], typer.Option(help="Input-generation temperatures.")] = [0.6, 0.8, 1.0],
-    length_filters: Annotated[list[bool], typer.Option(help="Length filters on (true) and/or off (false).")] = [True],
-    epochs: Annotated[list[int], typer.Option(help="Training epochs.")] = [1, 2, 3],
+    temperature: Annotated[list[float] | None, typer.Option(help="Input-generation temperatures [0.6 0.8 1.0].")] = None,
+    length_filters: Annotated[list[bool] | None, typer.Option(help="Length filters on and/or off [on].")] = None,
+    epochs: Annotated[list[int] | None, typer.Option(help="Training epochs [1 2 3].")] = None,
     config: ConfigOption = None,
     max_eval: MaxEvalOption = None,
 ) -> None:
@@ -236,8 +237,8 @@ def sweep(
     from selfguide.sweep import grid, run_sweep, sweep_table
 
     with failures_to_exit_codes():
-        best, results = run_sweep(tasks, workdir, grid(temperature, length_filters, epochs), _overrides(config),
-                                  max_eval)
+        configs = grid(temperature or [0.6, 0.8, 1.0], length_filters or [True], epochs or [1, 2, 3])
+        best, results = run_sweep(tasks, workdir, configs, _overrides(config), max_eval)
     typer.echo(sweep_table(results, best))
     typer.echo(f"\nbest: {best.config.label} (worst-task delta {best.worst_delta:+.1f})")
 

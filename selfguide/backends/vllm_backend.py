@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from selfguide.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, select_best
 from selfguide.models import ModelLocation

@@ -10,7 +10,16 @@ from selfguide.spec.generation import (
     LengthFilterSpec,
     NearDuplicateFilterSpec,
 )
-from selfguide.spec.job import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAME, VERSION, SelfGuideJob, SelfGuideJobSpec
+from selfguide.spec.job import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAME,
+    VERSION,
+    SelfGuideJob,
+    SelfGuideJobSpec,
+)
 from selfguide.spec.model import BUNDLED_MODEL, Dtype, ModelSpec
 from selfguide.spec.problems import SpecProblems
 from selfguide.spec.task import Example, TaskSpec, TaskType

@@ -120,7 +120,7 @@ class FilteringSpec(SpecModel):
     """Length filter on each annotation sample, against the gold outputs."""
     noise: bool = True
     """Drop inputs and outputs that contain a noise term: the paper's greeting phrases and `noiseTerms`."""
-    noise_terms: Annotated[list[Term], Field(max_length=256)] = []
+    noise_terms: Annotated[list[Term], Field(max_length=256)] = Field(default_factory=list)
     """Extra noise terms for this task (case-insensitive substrings). They never leak into other jobs."""
     duplicates: bool = True
     """Drop exact duplicates of a gold input or of an input already in the pool."""

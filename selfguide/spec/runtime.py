@@ -30,8 +30,10 @@ class LocalObjectRef(SpecModel):
 class Resources(SpecModel):
     """Compute resources of a stage container (`nvidia.com/gpu` counts GPUs)."""
 
-    requests: Annotated[dict[Annotated[str, Field(max_length=253)], Quantity], Field(max_length=32)] = {}
-    limits: Annotated[dict[Annotated[str, Field(max_length=253)], Quantity], Field(max_length=32)] = {}
+    requests: Annotated[dict[Annotated[str, Field(max_length=253)], Quantity], Field(max_length=32)] = Field(
+        default_factory=dict)
+    limits: Annotated[dict[Annotated[str, Field(max_length=253)], Quantity], Field(max_length=32)] = Field(
+        default_factory=dict)
 
 
 class PodSettings(SpecModel):
