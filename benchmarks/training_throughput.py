@@ -50,6 +50,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
                 result = train(location, model, TASK, spec, data, Path(tmp), Path(tmp) / "ckpt", model.name)
+                assert result is not None  # a single process is rank 0
                 wall = time.perf_counter() - start
             rows.append({"method": method, "batchSize": batch_size, "examples": result.examples,
                          "steps": result.steps, "tokens": result.tokens, "trainSeconds": round(result.seconds, 2),

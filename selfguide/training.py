@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class TrainResult:
     tokens: int
     seconds: float
     trainable_parameters: int
+    processes: int
 
     @property
     def tokens_per_second(self) -> float:
@@ -111,8 +113,11 @@ def train(
     out_dir: Path,
     checkpoint_dir: Path,
     base_model_name: str,
-) -> TrainResult:
-    """Fine-tune and write the adapter (or the full model) and per-step metrics into `out_dir`."""
+) -> TrainResult | None:
+    """Fine-tune and write the adapter (or the full model) and per-step metrics into `out_dir`.
+
+    Under torch.distributed.run every rank trains its shard of each batch; only rank 0 writes and returns
+    a result (the others return None)."""
     set_seed(spec.seed)
     device = resolve_device()
     tokenizer = load_tokenizer(location, model_spec.trust_remote_code)
@@ -127,7 +132,7 @@ def train(
         model = get_peft_model(model, lora_config(spec))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dataset = [encode_example(tokenizer, task, e, spec.max_length) for e in examples]
-    tokens = sum(len(e.input_ids) for e in dataset) * spec.epochs
+    tokens = sum(len(e.input_ids) for e in dataset) * spec.epochs  # every rank sees its shard; this is the total
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
         num_train_epochs=spec.epochs,
@@ -144,6 +149,8 @@ def train(
         bf16=dtype is torch.bfloat16,
         fp16=dtype is torch.float16 and spec.method is TrainingMethod.LORA,
         use_cpu=device.type == "cpu",
+        ddp_backend="gloo" if device.type == "cpu" and _world_size() > 1 else None,
+        ddp_find_unused_parameters=False,
         report_to=[],
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -155,6 +162,8 @@ def train(
     if resume:
         log.info("resuming training from %s", resume)
     output = trainer.train(resume_from_checkpoint=resume)
+    if not trainer.is_world_process_zero():
+        return None
     history = [h for h in trainer.state.log_history if "loss" in h]
     atomic_write_jsonl(out_dir / METRICS_FILE, (
         {"step": h["step"], "epoch": round(h["epoch"], 4), "loss": h["loss"],
@@ -165,12 +174,16 @@ def train(
     return TrainResult(
         steps=trainer.state.global_step, epochs=spec.epochs, examples=len(dataset),
         losses=[h["loss"] for h in history], tokens=tokens, seconds=output.metrics.get("train_runtime", 0.0),
-        trainable_parameters=trainable,
+        trainable_parameters=trainable, processes=_world_size(),
     )
 
 
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _total_steps(examples: int, spec: TrainingSpec) -> int:
-    per_epoch = math.ceil(math.ceil(examples / spec.batch_size) / spec.gradient_accumulation_steps)
+    per_epoch = math.ceil(math.ceil(examples / (spec.batch_size * _world_size())) / spec.gradient_accumulation_steps)
     return per_epoch * spec.epochs
 
 

@@ -31,7 +31,7 @@ def choose_backend(requested: Backend) -> Backend:
 
 
 def open_backend(
-    model: ModelSpec, backend: Backend, batch_size: int, adapter: str | None = None, seed: int = 0
+    model: ModelSpec, backend: Backend, batch_size: int | None, adapter: str | None = None, seed: int = 0
 ) -> GenerationBackend:
     """Load the model once into the chosen backend."""
     location = locate(model)

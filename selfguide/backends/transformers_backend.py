@@ -4,6 +4,7 @@ n samples per prompt), on CPU or GPU."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator, Sequence
 
@@ -12,9 +13,12 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
 
 from selfguide.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, select_best
+from selfguide.batching import CPU_BATCH, batch_for_memory
 from selfguide.devices import resolve_device, resolve_dtype
 from selfguide.models import ModelLocation
 from selfguide.spec.model import Dtype
+
+log = logging.getLogger(__name__)
 
 
 def load_tokenizer(location: ModelLocation, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -44,7 +48,7 @@ class TransformersBackend:
         self,
         location: ModelLocation,
         dtype: Dtype = Dtype.AUTO,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         device: str | None = None,
         adapter: str | None = None,
         trust_remote_code: bool = False,
@@ -89,20 +93,41 @@ class TransformersBackend:
         encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
         draws = 1 if params.greedy else params.samples
-        per_batch = max(1, self.batch_size // draws)
+        per_batch = max(1, self._sequences_per_batch(len(encoded[order[0]]), params) // draws)
         results: list[list[Completion]] = [[] for _ in prompts]
         started = time.perf_counter()
         with tqdm(total=len(prompts), desc=desc or "generating", unit="prompt", leave=False) as bar:
-            for first in range(0, len(order), per_batch):
+            first = 0
+            while first < len(order):
                 chunk = order[first : first + per_batch]
-                for index, completions in zip(chunk, self._generate_batch([encoded[i] for i in chunk], params, draws)):
+                try:
+                    generated = self._generate_batch([encoded[i] for i in chunk], params, draws)
+                except torch.OutOfMemoryError:
+                    if per_batch == 1:
+                        raise
+                    per_batch //= 2  # the memory estimate was optimistic: retry this chunk smaller
+                    log.warning("out of GPU memory; retrying with %d prompts per batch", per_batch)
+                    torch.cuda.empty_cache()
+                    continue
+                for index, completions in zip(chunk, generated):
                     kept = select_best(completions, params.n) if draws > params.n else completions
                     results[index] = kept if len(kept) == params.n else kept * params.n
                 bar.update(len(chunk))
+                first += len(chunk)
         self.throughput.prompts += len(prompts)
         self.throughput.prompt_tokens += sum(map(len, encoded))
         self.throughput.seconds += time.perf_counter() - started
         return results
+
+    def _sequences_per_batch(self, longest_prompt: int, params: SamplingParams) -> int:
+        """The configured batch size, else what free GPU memory holds (a fixed size on CPU)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if self.device.type != "cuda":
+            return CPU_BATCH
+        free, _ = torch.cuda.mem_get_info(self.device)
+        dtype_bytes = next(self.model.parameters()).element_size()
+        return batch_for_memory(free, self.model.config, dtype_bytes, longest_prompt + params.max_tokens)
 
     def _generation_config(self, params: SamplingParams, draws: int) -> GenerationConfig:
         defaults = self.model.generation_config

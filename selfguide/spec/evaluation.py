@@ -34,7 +34,8 @@ class EvaluationSpec(SpecModel):
     max_examples: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
     """Score only the first N examples."""
     max_new_tokens: Annotated[int, Field(ge=1, le=8192)] = 128
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+    batch_size: Annotated[int | None, Field(ge=1, le=4096)] = None
+    """Sequences per forward pass; unset: sized from free GPU memory, 16 on CPU."""
     few_shot_finetune_baseline: bool = False
     """Also fine-tune on the gold examples alone (a paper baseline) and score that model."""
 

@@ -133,8 +133,9 @@ class GenerationSpec(SpecModel):
     """The `generate` stage: which engine runs it, and every knob of input and output synthesis."""
 
     backend: Backend = Backend.AUTO
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
-    """Prompts per forward pass (transformers backend); vLLM schedules its own batches."""
+    batch_size: Annotated[int | None, Field(ge=1, le=4096)] = None
+    """Sequences per forward pass (transformers backend; a prompt with n samples counts n). Unset: sized from
+    free GPU memory on a GPU, 16 on CPU. vLLM schedules its own batches."""
     max_prompt_tokens: Annotated[int, Field(ge=64, le=1_048_576)] = 2048
     """A prompt longer than this is trimmed (fewer pool examples) or skipped with a recorded reason."""
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
