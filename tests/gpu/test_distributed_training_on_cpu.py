@@ -35,7 +35,7 @@ def test_train_stage_runs_data_parallel_over_two_processes(tmp_path: Path) -> No
     spec.write_text(yaml.safe_dump(manifest))
     env = {**os.environ, "SELFGUIDE_TRAIN_PROCESSES": "2"}
     done = subprocess.run([sys.executable, "-m", "selfguide.cli", "stage", "train", "--spec", str(spec),
-                           "--workdir", str(workdir)], env=env, capture_output=True, text=True, timeout=600)
+                           "--workdir", str(workdir)], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])["summary"]
     assert summary["processes"] == 2
