@@ -8,7 +8,7 @@ JOB ?= examples/sentiment-classification.yaml
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit tools crd bench lint clean chart-crds
+.PHONY: setup demo test test-unit tools crd lint clean chart-crds
 
 $(BIN)/python:
 	python3 -m venv $(VENV)
@@ -37,6 +37,11 @@ test-unit: setup
 	$(BIN)/python -m pytest -m "not integration and not e2e and not slow" $(PYTEST_ARGS)
 
 # Helm reads CRDs from the chart's crds/ (and never follows symlinks reliably): keep a copy of crds/ there.
+# The CRD is generated from the spec models (never hand-edited); the chart ships a copy.
+crd: setup
+	$(BIN)/selfguide crd -o crds/selfguide.dev_selfguidejobs.yaml
+	$(MAKE) chart-crds
+
 chart-crds:
 	rm -rf charts/selfguide/crds && mkdir -p charts/selfguide/crds && cp crds/*.yaml charts/selfguide/crds/
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from selfguide.spec.base import SpecModel
 from selfguide.spec.evaluation import EvaluationSpec
 from selfguide.spec.generation import GenerationSpec
 from selfguide.spec.model import ModelSpec
-from selfguide.spec.runtime import DNS_LABEL, LabelMap, ModelCacheSpec, OutputSpec, PodSettings, StagesSettings
+from selfguide.spec.runtime import (
+    DNS_LABEL,
+    LabelMap,
+    ModelCacheSpec,
+    OutputSpec,
+    PodSettings,
+    StagesSettings,
+)
 from selfguide.spec.task import TaskSpec
 from selfguide.spec.training import TrainingSpec
 
@@ -25,14 +32,53 @@ MAX_NAME_LENGTH = 52
 """Child objects are named `<name>-<stage>`; a Job's name must stay a 63-character DNS label."""
 
 
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """A CEL validation rule of the CRD (`x-kubernetes-validations`), mirroring a pydantic validator so that
+    `kubectl apply` rejects what `selfguide validate` rejects."""
+    return {"rule": rule, "message": message} | ({"fieldPath": field_path} if field_path else {})
+
+
+def crd_rules(*rules: dict[str, str]) -> dict[str, list[dict[str, str]]]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+CLASSIFICATION = "self.type == 'classification'"
+TASK_RULES = crd_rules(
+    cel("self == oldSelf", "task is immutable; create a new SelfGuideJob instead"),
+    cel(f"!({CLASSIFICATION}) || (has(self.labels) && size(self.labels) >= 2)",
+        "classification needs a list of at least two labels", ".labels"),
+    cel(f"{CLASSIFICATION} || !has(self.labels)", "labels are only allowed when type is classification",
+        ".labels"),
+    cel("!has(self.labels) || self.labels.all(l, "
+        "self.labels.exists_one(m, m.trim().lowerAscii() == l.trim().lowerAscii()))",
+        "labels must be distinct (ignoring case and surrounding spaces)", ".labels"),
+    cel(f"!({CLASSIFICATION}) || !has(self.labels) || self.examples.all(e, e.output in self.labels)",
+        "every example output must be one of the labels", ".examples"),
+)
+MODEL_RULES = crd_rules(cel("self == oldSelf", "model is immutable; create a new SelfGuideJob instead"))
+GENERATION_RULES = crd_rules(
+    cel("!has(self.inputs) || self.inputs.minPoolExamples <= self.inputs.maxPoolExamples",
+        "must not exceed maxPoolExamples", ".inputs.minPoolExamples"),
+    cel("!has(self.annotation) || self.annotation.keep <= self.annotation.samples", "must not exceed samples",
+        ".annotation.keep"),
+)
+EVALUATION_RULES = crd_rules(cel("has(self.examples) != has(self.path)", "set exactly one of examples or path"))
+NAME_RULES = crd_rules(
+    cel(f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+        f"metadata.name must be at most {MAX_NAME_LENGTH} characters (stage Jobs are named <name>-<stage>)"),
+    cel(f"self.metadata.name.matches('{DNS_LABEL}')",
+        "metadata.name must be a DNS label: lowercase letters, digits and '-'"),
+)
+
+
 class SelfGuideJobSpec(SpecModel):
     """Desired state: the task and how to learn it. `task` and `model` are immutable once created."""
 
-    task: TaskSpec
-    model: ModelSpec = ModelSpec()
-    generation: GenerationSpec = GenerationSpec()
+    task: Annotated[TaskSpec, Field(json_schema_extra=TASK_RULES)]
+    model: Annotated[ModelSpec, Field(json_schema_extra=MODEL_RULES)] = ModelSpec()
+    generation: Annotated[GenerationSpec, Field(json_schema_extra=GENERATION_RULES)] = GenerationSpec()
     training: TrainingSpec = TrainingSpec()
-    evaluation: EvaluationSpec | None = None
+    evaluation: Annotated[EvaluationSpec | None, Field(json_schema_extra=EVALUATION_RULES)] = None
     """Score the base model (few-shot) and the fine-tuned model on a held-out set. Skipped when unset."""
 
     suspend: bool = False
@@ -70,6 +116,8 @@ class ObjectMeta(SpecModel):
 
 class SelfGuideJob(SpecModel):
     """A complete manifest, as `kubectl apply -f` and `selfguide run` take it."""
+
+    model_config = ConfigDict(json_schema_extra=NAME_RULES)
 
     api_version: Literal["selfguide.dev/v1alpha1"] = API_VERSION
     kind: Literal["SelfGuideJob"] = KIND

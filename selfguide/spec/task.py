@@ -53,7 +53,8 @@ class TaskSpec(SpecModel):
             if not self.labels:
                 problems.append(("labels", "classification needs a list of at least two labels"))
             else:
-                if len({label.strip().casefold() for label in self.labels}) != len(self.labels):
+                # the CRD's CEL rule compares trim().lowerAscii(): strip and lower ASCII letters only, likewise
+                if len({label.strip().encode().lower() for label in self.labels}) != len(self.labels):
                     problems.append(("labels", "labels must be distinct (ignoring case and surrounding spaces)"))
                 if len(set(self.labels)) < 2:
                     problems.append(("labels", "classification needs at least two distinct labels"))

@@ -1,0 +1,209 @@
+"""Pure builders of what a SelfGuideJob owns: the spec ConfigMap and one batch/v1 Job per stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from selfguide.cli import EXIT_INVALID, EXIT_PERMANENT, TERMINATION_LOG_ENV
+from selfguide.models import PVC_ROOT_ENV
+from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
+from selfguide.spec.runtime import StageSettings
+from selfguide_operator.names import (
+    CACHE_DIR,
+    CLAIMS_DIR,
+    CONTAINER,
+    DATA_DIR,
+    KUEUE_QUEUE_LABEL,
+    LABEL_JOB,
+    LABEL_STAGE,
+    MANAGED_BY,
+    SPEC_DIR,
+    SPEC_FILE,
+    TERMINATION_LOG,
+    spec_config_map_name,
+    stage_job_name,
+    workdir,
+)
+from selfguide_operator.observed import Observed
+from selfguide_operator.settings import OperatorSettings
+
+GITOPS_LABELS = ("app.kubernetes.io/instance",)
+GITOPS_PREFIXES = ("argocd.argoproj.io/", "kustomize.toolkit.fluxcd.io/", "helm.toolkit.fluxcd.io/")
+"""Tracking labels of Argo CD and Flux: copied onto children, they would make those tools prune or adopt them."""
+
+RUN_AS = 1000
+POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+}
+ARTIFACTS = {"generate": ("dataset", "generate/train.jsonl"), "train": ("adapter", "train/adapter"),
+             "evaluate": ("report", "evaluate/report.json")}
+"""Per stage: the `status.outputs` field naming its main artifact, and the artifact's path in the work dir."""
+
+
+def kueue_managed(job: Observed) -> bool:
+    """Kueue admits this job's stage Jobs (it owns their `spec.suspend`)."""
+    return KUEUE_QUEUE_LABEL in job.labels
+
+
+def output_claim(spec: SelfGuideJobSpec, settings: OperatorSettings) -> str:
+    return spec.output.claim_name or settings.output_claim
+
+
+def artifact_uri(job: Observed, settings: OperatorSettings, stage: str) -> str:
+    assert job.spec is not None
+    return f"pvc://{output_claim(job.spec, settings)}/{job.namespace}/{job.name}/{ARTIFACTS[stage][1]}"
+
+
+def child_labels(job: Observed, stage: str | None = None) -> dict[str, str]:
+    """The job's own labels (Kueue's included, GitOps tracking ones left out) plus ours."""
+    labels = {k: v for k, v in job.labels.items() if k not in GITOPS_LABELS and not k.startswith(GITOPS_PREFIXES)}
+    labels |= {"app.kubernetes.io/name": "selfguide", "app.kubernetes.io/managed-by": MANAGED_BY, LABEL_JOB: job.name}
+    return labels | ({LABEL_STAGE: stage} if stage else {})
+
+
+def child_metadata(job: Observed, name: str, stage: str | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": job.namespace,
+        "labels": child_labels(job, stage),
+        "ownerReferences": [{"apiVersion": API_VERSION, "kind": KIND, "name": job.name, "uid": job.uid,
+                             "controller": True, "blockOwnerDeletion": True}],
+    }
+
+
+def spec_config_map(job: Observed) -> dict[str, Any]:
+    """The manifest that stage pods read at /etc/selfguide/job.yaml."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(job, spec_config_map_name(job.name)),
+        "data": {SPEC_FILE: yaml.safe_dump(job.manifest(), sort_keys=False, allow_unicode=True)},
+    }
+
+
+def stage_settings(spec: SelfGuideJobSpec, stage: str) -> StageSettings:
+    """`spec.stages.<stage>` over `spec.pod`, field by field (a field set on the stage replaces the job's)."""
+    job_level = spec.pod.model_dump(exclude_none=True)
+    stage_level = getattr(spec.stages, stage).model_dump(exclude_none=True)
+    return StageSettings.model_validate(job_level | stage_level)
+
+
+def resources(spec: SelfGuideJobSpec, stage: str, settings: OperatorSettings) -> dict[str, dict[str, str]]:
+    """Operator default < `spec.pod.resources` < `spec.stages.<stage>.resources`, merged key by key."""
+    layers = [settings.stage_resources.get(stage), spec.pod.resources, getattr(spec.stages, stage).resources]
+    merged: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+    for layer in filter(None, layers):
+        merged["requests"] |= layer.requests
+        merged["limits"] |= layer.limits
+    return {kind: values for kind, values in merged.items() if values}
+
+
+def input_claims(spec: SelfGuideJobSpec) -> list[str]:
+    """Claims the spec reads through `pvc://claim/path` (model weights, evaluation set)."""
+    uris = [spec.model.name, spec.evaluation.path if spec.evaluation else None]
+    return sorted({uri.removeprefix("pvc://").split("/")[0] for uri in uris if uri and uri.startswith("pvc://")})
+
+
+def _volumes(job: Observed, stage: StageSettings, settings: OperatorSettings) -> tuple[list[dict], list[dict]]:
+    assert job.spec is not None
+    spec = job.spec
+    cache = ({"persistentVolumeClaim": {"claimName": spec.model_cache.claim_name}} if spec.model_cache
+             else {"emptyDir": {}})
+    volumes: list[dict[str, Any]] = [
+        {"name": "spec", "configMap": {"name": spec_config_map_name(job.name),
+                                       "items": [{"key": SPEC_FILE, "path": SPEC_FILE}]}},
+        {"name": "data", "persistentVolumeClaim": {"claimName": output_claim(spec, settings)}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "cache", **cache},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+        {"name": "data", "mountPath": DATA_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cache", "mountPath": CACHE_DIR},
+    ]
+    if shm := stage.shm_size or settings.shm_size:
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}})
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    for i, claim in enumerate(input_claims(spec)):
+        volumes.append({"name": f"input-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": f"input-{i}", "mountPath": f"{CLAIMS_DIR}/{claim}", "readOnly": True})
+    return volumes + (stage.volumes or []), mounts + (stage.volume_mounts or [])
+
+
+def _env(spec: SelfGuideJobSpec, stage: StageSettings) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
+        {"name": PVC_ROOT_ENV, "value": CLAIMS_DIR},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+        {"name": "SELFGUIDE_CACHE", "value": f"{CACHE_DIR}/selfguide"},
+    ]
+    if secret := spec.model.hf_token_secret:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}})
+    return env + (stage.env or [])
+
+
+def stage_job(job: Observed, stage: str, settings: OperatorSettings, *, suspend: bool,
+              deadline_seconds: int | None) -> dict[str, Any]:
+    """The batch/v1 Job running `selfguide stage <stage>`; exit codes 2 and 3 (invalid input, permanent
+    failure) fail it at once instead of spending retries."""
+    assert job.spec is not None
+    spec = job.spec
+    pod = stage_settings(spec, stage)
+    volumes, mounts = _volumes(job, pod, settings)
+    container = {
+        "name": CONTAINER,
+        "image": pod.image or settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": [*settings.stage_command, "stage", stage, "--spec", f"{SPEC_DIR}/{SPEC_FILE}",
+                    "--workdir", workdir(job.namespace, job.name)],
+        "env": _env(spec, pod),
+        "envFrom": pod.env_from or [],
+        "resources": resources(spec, stage, settings),
+        "securityContext": CONTAINER_SECURITY | (pod.security_context or {}),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+    }
+    pod_spec = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": volumes,
+        "securityContext": POD_SECURITY | (pod.pod_security_context or {}),
+        "nodeSelector": settings.stage_node_selector or None if pod.node_selector is None else pod.node_selector,
+        "tolerations": settings.stage_tolerations or None if pod.tolerations is None else pod.tolerations,
+        "affinity": pod.affinity,
+        "priorityClassName": pod.priority_class_name,
+        "serviceAccountName": pod.service_account_name,
+        "imagePullSecrets": [ref.model_dump() for ref in pod.image_pull_secrets or []] or None,
+    }
+    metadata = child_metadata(job, stage_job_name(job.name, stage), stage)
+    job_spec = {
+        "backoffLimit": settings.backoff_limit if pod.backoff_limit is None else pod.backoff_limit,
+        "suspend": suspend,
+        "activeDeadlineSeconds": deadline_seconds,
+        "podFailurePolicy": {"rules": [
+            {"action": "FailJob",
+             "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_INVALID, EXIT_PERMANENT]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]},
+        "template": {"metadata": {"labels": metadata["labels"]}, "spec": _without_nulls(pod_spec)},
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": _without_nulls(job_spec),
+    }
+
+
+def _without_nulls(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

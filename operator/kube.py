@@ -1,0 +1,103 @@
+"""A thin JSON client of the Kubernetes API for the few calls the operator makes.
+
+It reuses the `kubernetes` package's configuration, TLS and connection pool but skips its typed models: plain
+dicts in and out keep reconciles fast and the operator's memory small.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes import config
+from kubernetes.client import ApiClient, Configuration
+
+from selfguide import __version__
+from selfguide.spec import GROUP, PLURAL, VERSION
+
+FIELD_MANAGER = "selfguide-operator"
+MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+_PATHS = {
+    "Job": "/apis/batch/v1/namespaces/{namespace}/jobs",
+    "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
+    "Pod": "/api/v1/namespaces/{namespace}/pods",
+    "SelfGuideJob": f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}",
+}
+
+
+class ApiError(Exception):
+    """A failed API request: the HTTP status and the server's message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(f"HTTP {status}: {message}")
+
+
+class Kube:
+    """Create, patch, delete and list objects by kind, namespace and name."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+
+    @classmethod
+    def from_environment(cls, connections: int) -> Kube:
+        """A client configured from $KUBECONFIG / ~/.kube/config, or in-cluster, with `connections` pooled."""
+        configuration = Configuration()
+        config.load_config(client_configuration=configuration)
+        configuration.connection_pool_maxsize = connections
+        client = ApiClient(configuration)
+        client.user_agent = f"{FIELD_MANAGER}/{__version__}"
+        return cls(client)
+
+    def request(self, method: str, path: str, *, body: Any = None, query: dict[str, str] | None = None,
+                content_type: str = "application/json") -> dict[str, Any]:
+        method, url, headers, payload, _ = self.client.param_serialize(
+            method=method, resource_path=path, query_params=list((query or {}).items()),
+            header_params={"Accept": "application/json", "Content-Type": content_type}, body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.client.call_api(method, url, headers, payload)
+        data = response.read() or b"{}"
+        if response.status >= 400:
+            try:
+                message = json.loads(data).get("message", "")
+            except ValueError:
+                message = data.decode(errors="replace")[:500]
+            raise ApiError(response.status, message)
+        return json.loads(data)
+
+    @staticmethod
+    def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        return "/".join(filter(None, [_PATHS[kind].format(namespace=namespace), name, subresource]))
+
+    def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create an object and return it; None when one of that name exists already."""
+        try:
+            return self.request("POST", self.path(kind, namespace), body=body)
+        except ApiError as error:
+            if error.status == 409:
+                return None
+            raise
+
+    def apply(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
+        """Server-side apply: create the object, or make the fields we manage match `body`."""
+        self.request("PATCH", self.path(kind, namespace, body["metadata"]["name"]), body=body,
+                     query={"fieldManager": FIELD_MANAGER, "force": "true"}, content_type=APPLY_PATCH)
+
+    def merge_patch(self, kind: str, namespace: str, name: str, body: dict[str, Any],
+                    subresource: str | None = None) -> None:
+        self.request("PATCH", self.path(kind, namespace, name, subresource), body=body, content_type=MERGE_PATCH)
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete an object and, in the background, what it owns; False when it was gone already."""
+        try:
+            self.request("DELETE", self.path(kind, namespace, name), body={"propagationPolicy": "Background"})
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return self.request("GET", self.path(kind, namespace), query={"labelSelector": label_selector})["items"]

@@ -1,0 +1,141 @@
+"""What the operator observes, parsed once: a SelfGuideJob, its stage Jobs and their pods' outcomes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from selfguide.manifest import ManifestError, validate_object
+from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
+from selfguide.spec.status import MAX_MESSAGE, SelfGuideJobStatus
+from selfguide_operator.names import LABEL_STAGE
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` cut to `limit` characters, keeping its end (where a traceback or log says what went wrong)."""
+    text = text.strip()
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A SelfGuideJob as the operator sees it. `spec` is None when it fails validation (`problems` says why)."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    labels: Mapping[str, str]
+    deleting: bool
+    raw_spec: Mapping[str, Any]
+    spec: SelfGuideJobSpec | None
+    problems: str | None
+    status: SelfGuideJobStatus
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], status: SelfGuideJobStatus | None = None) -> Observed:
+        """Parse a SelfGuideJob; `status` (the last one this operator wrote) wins over the body's, which may
+        lag behind it."""
+        meta = body["metadata"]
+        raw_spec = body.get("spec") or {}
+        spec, problems = None, None
+        try:
+            spec = validate_object(_manifest(meta["name"], meta["namespace"], raw_spec)).spec
+        except ManifestError as error:
+            problems = "; ".join(map(str, error.problems))
+        if status is None:
+            try:
+                status = SelfGuideJobStatus.model_validate(body.get("status") or {})
+            except ValidationError:  # written by something else than this operator: start afresh
+                status = SelfGuideJobStatus()
+        return cls(
+            name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], generation=meta.get("generation", 0),
+            labels=meta.get("labels") or {}, deleting=bool(meta.get("deletionTimestamp")), raw_spec=raw_spec,
+            spec=spec, problems=problems, status=status,
+        )
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
+    def manifest(self) -> dict[str, Any]:
+        """What stage pods read: the spec with its name and namespace (no status, labels or annotations)."""
+        return _manifest(self.name, self.namespace, self.raw_spec)
+
+
+def _manifest(name: str, namespace: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace},
+            "spec": dict(spec)}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A stage pod's termination message: the one-line JSON `selfguide stage` writes, or its last log lines."""
+
+    ok: bool
+    error: str | None = None
+    summary: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Outcome:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return cls(ok=False, error=clip(text) or None)
+        summary = data.get("summary")
+        return cls(ok=bool(data.get("ok")), error=clip(str(data["error"])) if data.get("error") else None,
+                   summary=summary if isinstance(summary, dict) else {})
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    """A stage's batch/v1 Job, reduced to what planning needs."""
+
+    name: str
+    stage: str
+    owner_uid: str | None
+    uid: str
+    suspended: bool
+    active: int
+    succeeded: int
+    failed: int
+    start_time: datetime | None
+    completion_time: datetime | None
+    finished: Literal["Complete", "Failed"] | None
+    reason: str | None
+    message: str | None
+    outcome: Outcome | None = None
+    """Filled in by the reconciler for a finished Job whose outcome is not in the status yet."""
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ChildJob:
+        meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+        owner = next((ref["uid"] for ref in meta.get("ownerReferences") or [] if ref.get("controller")), None)
+        uncounted = status.get("uncountedTerminatedPods") or {}  # finished pods not yet in the counts
+        final = next((c for c in status.get("conditions") or []
+                      if c.get("type") in ("Complete", "Failed") and c.get("status") == "True"), None)
+        return cls(
+            name=meta["name"], stage=(meta.get("labels") or {}).get(LABEL_STAGE, ""), owner_uid=owner,
+            uid=meta["uid"], suspended=bool(spec.get("suspend")), active=status.get("active", 0),
+            succeeded=status.get("succeeded", 0) + len(uncounted.get("succeeded") or []),
+            failed=status.get("failed", 0) + len(uncounted.get("failed") or []),
+            start_time=_time(status.get("startTime")),
+            completion_time=_time(status.get("completionTime") or (final or {}).get("lastTransitionTime")),
+            finished=final["type"] if final else None, reason=(final or {}).get("reason"),
+            message=(final or {}).get("message"),
+        )
+
+    @property
+    def attempts(self) -> int:
+        return self.active + self.succeeded + self.failed

@@ -1,0 +1,191 @@
+"""The operator's decisions, as one pure function: `plan(job, children, settings, now)` returns the status to
+write, the changes to make to child objects and the Events to post. No I/O: every rule is unit-tested directly."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from selfguide.runner import stages_for
+from selfguide.spec.status import Outputs, Phase, SelfGuideJobStatus, StageStatus
+from selfguide_operator.builders import ARTIFACTS, artifact_uri, kueue_managed, spec_config_map, stage_job
+from selfguide_operator.names import spec_config_map_name, stage_job_name
+from selfguide_operator.observed import ChildJob, Observed, clip
+from selfguide_operator.settings import OperatorSettings
+from selfguide_operator.status import TERMINAL, Event, Verdict, conditions, stage_results, transition_events
+
+FAILURE_REASONS = {"PodFailurePolicy": "PermanentError", "BackoffLimitExceeded": "BackoffLimitExceeded",
+                   "DeadlineExceeded": "DeadlineExceeded"}
+"""A failed stage Job's condition reason -> the SelfGuideJob's (PodFailurePolicy: exit code 2 or 3)."""
+
+
+@dataclass(frozen=True)
+class ApplyObject:
+    """Create or update a child (server-side apply): the spec ConfigMap."""
+
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    """Create a stage Job; one that already exists under its name is left alone."""
+
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SuspendJob:
+    name: str
+    suspend: bool
+
+
+@dataclass(frozen=True)
+class DeleteObject:
+    """Delete a child; its pods go with it (background propagation)."""
+
+    kind: str
+    name: str
+
+
+Action = ApplyObject | CreateJob | SuspendJob | DeleteObject
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: SelfGuideJobStatus
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSettings, now: datetime) -> Plan:
+    """Next steps for `job`, given the stage Jobs it controls, by stage name."""
+    old = job.status
+    if job.deleting:
+        return Plan(old)
+    if old.phase in TERMINAL:
+        return Plan(old.model_copy(update={"observed_generation": job.generation}),
+                    _cleanup_after_ttl(job, children, now))
+    if job.spec is None:
+        invalid = Verdict(Phase.FAILED, "InvalidSpec", clip(job.problems or "the spec is invalid"))
+        return _plan(job, [], invalid, old.start_time, {}, settings, now, [])
+
+    spec = job.spec
+    results = {stage: stage_results(stage, child.outcome.summary) for stage, child in children.items()
+               if child.finished == "Complete" and child.outcome is not None}
+    previous = {s.name: s for s in old.stages}
+    entries = [_stage_entry(stage, children.get(stage), previous.get(stage), spec.suspend,
+                            results[stage].message if stage in results else None)
+               for stage in stages_for(spec)]
+    start = old.start_time or min((e.start_time for e in entries if e.start_time), default=None)
+    actions: list[Action] = []
+    deadline = spec.active_deadline_seconds
+
+    if failed := next((e for e in entries if e.phase is Phase.FAILED), None):
+        reason = FAILURE_REASONS.get(children[failed.name].reason or "", "StageFailed")
+        verdict = Verdict(Phase.FAILED, reason, clip(f"stage {failed.name} failed: {failed.message}"))
+    elif deadline is not None and start is not None and now >= start + timedelta(seconds=deadline):
+        verdict = Verdict(Phase.FAILED, "DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds={deadline}")
+        entries = [e if e.phase in TERMINAL else e.model_copy(update={"phase": Phase.FAILED,
+                                                                     "message": "stopped: deadline exceeded"})
+                   for e in entries]
+        actions = [DeleteObject("Job", c.name) for c in children.values() if c.finished is None]
+    elif all(e.phase is Phase.SUCCEEDED for e in entries):
+        verdict = Verdict(Phase.SUCCEEDED, "Completed", f"all {len(entries)} stages succeeded")
+    else:
+        index, current = next((i, e) for i, e in enumerate(entries) if e.phase is not Phase.SUCCEEDED)
+        actions = _advance(job, current.name, children.get(current.name), settings, start, now)
+        if any(isinstance(a, CreateJob) for a in actions):
+            entries[index] = current.model_copy(update={"job_name": stage_job_name(job.name, current.name)})
+        verdict = _verdict_while_running(spec.suspend, start, current.name, entries)
+    fields = {name: value for result in results.values() for name, value in result.fields.items()}
+    return _plan(job, entries, verdict, start, fields, settings, now, actions)
+
+
+def _stage_entry(stage: str, child: ChildJob | None, previous: StageStatus | None, suspend: bool,
+                 summary: str | None) -> StageStatus:
+    """A stage's status from its Job; a succeeded stage whose Job is gone keeps what the status recorded."""
+    if child is None:
+        return previous if previous is not None and previous.phase is Phase.SUCCEEDED else StageStatus(name=stage)
+    message = previous.message if previous is not None else None
+    if child.finished == "Complete":
+        phase, message = Phase.SUCCEEDED, summary or message
+    elif child.finished == "Failed":
+        phase = Phase.FAILED
+        message = (child.outcome.error if child.outcome else None) or message or child.message
+    elif child.suspended:
+        phase = Phase.SUSPENDED if suspend else Phase.PENDING
+    else:
+        phase = Phase.RUNNING if child.start_time else Phase.PENDING
+    return StageStatus(name=stage, phase=phase, job_name=child.name, start_time=child.start_time,
+                       completion_time=child.completion_time, attempts=child.attempts,
+                       message=clip(message) if message else None)
+
+
+def _advance(job: Observed, stage: str, child: ChildJob | None, settings: OperatorSettings,
+             start: datetime | None, now: datetime) -> list[Action]:
+    """Make the current stage's Job exist, suspended exactly when the spec says so."""
+    assert job.spec is not None
+    suspend, kueue = job.spec.suspend, kueue_managed(job)
+    if child is None:
+        if suspend:
+            return []
+        job_body = stage_job(job, stage, settings, suspend=kueue, deadline_seconds=_remaining(job, start, now))
+        return [ApplyObject(spec_config_map(job)), CreateJob(job_body)]
+    if kueue:  # Kueue owns the Job's suspend field: stopping means deleting the unfinished Job
+        return [DeleteObject("Job", child.name)] if suspend and child.finished is None else []
+    return [SuspendJob(child.name, suspend)] if child.suspended != suspend else []
+
+
+def _remaining(job: Observed, start: datetime | None, now: datetime) -> int | None:
+    """Seconds left before `activeDeadlineSeconds`, given to a new stage Job as its own deadline."""
+    assert job.spec is not None
+    deadline = job.spec.active_deadline_seconds
+    if deadline is None:
+        return None
+    elapsed = (now - start).total_seconds() if start else 0.0
+    return max(1, math.ceil(deadline - elapsed))
+
+
+def _verdict_while_running(suspend: bool, start: datetime | None, stage: str, entries: list[StageStatus]) -> Verdict:
+    done = f"{sum(e.phase is Phase.SUCCEEDED for e in entries)}/{len(entries)} stages done"
+    if suspend:
+        return Verdict(Phase.SUSPENDED, "Suspended", f"spec.suspend is true; {done}")
+    if start is None:
+        return Verdict(Phase.PENDING, "Waiting", f"waiting for stage {stage} to start")
+    return Verdict(Phase.RUNNING, "StageRunning", f"stage {stage} running; {done}")
+
+
+def _cleanup_after_ttl(job: Observed, children: Mapping[str, ChildJob], now: datetime) -> list[Action]:
+    """Once `ttlSecondsAfterFinished` has passed, delete the children (never the SelfGuideJob itself)."""
+    ttl = job.spec.ttl_seconds_after_finished if job.spec else None
+    finished = job.status.completion_time
+    if ttl is None or finished is None or now < finished + timedelta(seconds=ttl) or not children:
+        return []
+    return [*(DeleteObject("Job", c.name) for c in children.values()),
+            DeleteObject("ConfigMap", spec_config_map_name(job.name))]
+
+
+def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: datetime | None,
+          results: dict[str, Any], settings: OperatorSettings, now: datetime, actions: list[Action]) -> Plan:
+    """The new status (results of earlier stages kept), and the Events announcing what changed."""
+    old = job.status
+    current = next((e for e in entries if e.phase is not Phase.SUCCEEDED), entries[-1] if entries else None)
+    outputs = {ARTIFACTS[e.name][0]: artifact_uri(job, settings, e.name) for e in entries if e.phase is Phase.SUCCEEDED}
+    status = SelfGuideJobStatus(
+        observed_generation=job.generation,
+        phase=verdict.phase,
+        stage=current.name if current else None,
+        progress=f"{sum(e.phase is Phase.SUCCEEDED for e in entries)}/{len(entries)}" if entries else None,
+        start_time=start,
+        completion_time=now if verdict.phase in TERMINAL else None,
+        stages=entries,
+        conditions=conditions(verdict, job.generation, old.conditions, now),
+        outputs=Outputs(**outputs) if outputs else None,
+        generation=results.get("generation", old.generation),
+        training=results.get("training", old.training),
+        evaluation=results.get("evaluation", old.evaluation),
+    )
+    return Plan(status, actions, transition_events(old, status, verdict))

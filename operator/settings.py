@@ -1,0 +1,78 @@
+"""Operator settings: one small model read from `SELFGUIDE_*` environment variables (set by the Helm chart).
+
+Structured values are JSON (`SELFGUIDE_STAGE_RESOURCES`, `SELFGUIDE_STAGE_NODE_SELECTOR`, ...), commands are shell words (`SELFGUIDE_STAGE_COMMAND`),
+namespace lists are comma-separated (`SELFGUIDE_WATCH_NAMESPACES`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from selfguide import __version__
+from selfguide.runner import STAGES
+from selfguide.spec.runtime import Quantity, Resources
+
+ENV_PREFIX = "SELFGUIDE_"
+GPU = "nvidia.com/gpu"
+
+
+def _one_gpu_per_stage() -> dict[str, Resources]:
+    return {stage: Resources(limits={GPU: "1"}) for stage in STAGES}
+
+
+class OperatorSettings(BaseModel):
+    """Cluster-wide defaults of the operator; a SelfGuideJob's `spec.pod` and `spec.stages` override them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: Annotated[str, Field(min_length=1)] = f"ghcr.io/selfguide/selfguide:{__version__}"
+    """The stage pods' image (the same image as the operator's, with the `engine` extra)."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    output_claim: Annotated[str, Field(min_length=1)] = "selfguide-data"
+    """The PersistentVolumeClaim, in each job's namespace, that receives artifacts unless `spec.output` names one."""
+    stage_command: Annotated[list[str], Field(min_length=1)] = ["selfguide"]
+    """The program stage pods run as `<command> stage <stage> --spec ... --workdir ...`. Tests point it at a
+    small script that fakes the ML work (tests/operator/fake_stage.py); production never changes it."""
+    stage_resources: dict[str, Resources] = Field(default_factory=_one_gpu_per_stage)
+    """Default container resources per stage, merged key by key under `spec.pod`/`spec.stages` resources."""
+    stage_node_selector: dict[str, str] = {}
+    """Node labels stage pods must match (e.g. GPU nodes), unless a job sets its own `nodeSelector`."""
+    stage_tolerations: list[dict[str, Any]] = []
+    """Tolerations of stage pods (e.g. for tainted GPU nodes), unless a job sets its own `tolerations`."""
+    backoff_limit: Annotated[int, Field(ge=0, le=100)] = 2
+    """Retries of a stage's Job after a retryable failure (exit code 1), unless the stage sets its own."""
+    shm_size: Quantity | None = "1Gi"
+    """Default size of the memory-backed /dev/shm of stage pods (unset: the runtime's 64Mi)."""
+    watch_namespaces: list[str] = []
+    """Namespaces to watch (empty: the namespaces given on the command line, or all of them)."""
+    resync_seconds: Annotated[float, Field(gt=0)] = 30.0
+    """Interval of the level-triggered safety-net reconcile of each unfinished SelfGuideJob."""
+    max_workers: Annotated[int, Field(ge=1, le=256)] = 16
+    """Threads that run reconciles (each makes blocking API calls)."""
+
+    @field_validator("stage_command", mode="before")
+    @classmethod
+    def _shell_words(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("watch_namespaces", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("stage_resources", "stage_node_selector", "stage_tolerations", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> OperatorSettings:
+        """Settings from `SELFGUIDE_<FIELD>` variables (e.g. `SELFGUIDE_OUTPUT_CLAIM`); unset ones keep defaults."""
+        values = {name: environ[key] for name in cls.model_fields if (key := ENV_PREFIX + name.upper()) in environ}
+        return cls.model_validate(values)

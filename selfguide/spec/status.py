@@ -1,0 +1,129 @@
+"""The `SelfGuideJob` status, written only by the operator (the CRD's status schema is generated from it)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from selfguide.spec.base import SpecModel
+
+MAX_MESSAGE = 1024
+"""Longest status message; longer ones (a stage's last log lines) are cut."""
+
+Message = Annotated[str, Field(max_length=MAX_MESSAGE)]
+Reason = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+Count = Annotated[int, Field(ge=0, le=2**53)]
+Score = Annotated[float, Field(ge=-1e9, le=1e9)]
+PvcUri = Annotated[str, Field(max_length=1024, pattern=r"^pvc://\S+$")]
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    """Accepted; no stage has started yet (e.g. a stage Job waits for Kueue or for a node)."""
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    """`spec.suspend` is true: no stage pod runs."""
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(SpecModel):
+    """A Kubernetes condition (as in metav1.Condition)."""
+
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    """Running, Complete, Failed, Suspended, Ready, Reconciling or Stalled."""
+    status: ConditionStatus
+    reason: Reason
+    """CamelCase reason of the last transition."""
+    message: Message = ""
+    last_transition_time: datetime
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+
+
+class StageStatus(SpecModel):
+    """One stage and the batch/v1 Job that runs it."""
+
+    name: Name
+    """generate, train or evaluate."""
+    phase: Phase = Phase.PENDING
+    job_name: Annotated[str | None, Field(max_length=63)] = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    attempts: Count = 0
+    """Pods started for this stage (retries included)."""
+    message: Message | None = None
+    """The stage's error, or a one-line summary of what it produced."""
+
+
+class Outputs(SpecModel):
+    """Artifacts on the output claim, as `pvc://claim/path` URIs (each set once its stage succeeded)."""
+
+    dataset: PvcUri | None = None
+    """The generated training set (JSONL of `{"input", "output"}`)."""
+    adapter: PvcUri | None = None
+    """The PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`)."""
+    report: PvcUri | None = None
+    """The evaluation report (`report.json`)."""
+
+
+class GenerationCounts(SpecModel):
+    """What the `generate` stage produced."""
+
+    examples: Count = 0
+    """Training examples kept after every filter."""
+    candidates: Count = 0
+    """Inputs generated before filtering."""
+    dropped: Annotated[dict[Name, Count], Field(max_length=64, default_factory=dict)]
+    """Dropped candidates per reason."""
+
+
+class TrainingSummary(SpecModel):
+    """What the `train` stage did."""
+
+    examples: Count = 0
+    steps: Count = 0
+    final_loss: Score | None = None
+
+
+class EvaluationMetrics(SpecModel):
+    """Few-shot prompting of the base model versus the fine-tuned model (percentages)."""
+
+    metric: Name
+    """exactMatch (classification) or rougeL (generation)."""
+    examples: Count = 0
+    baseline: Score
+    finetuned: Score
+    delta: Score
+    scores: Annotated[dict[Name, Score], Field(max_length=16, default_factory=dict)]
+    """Every scored model, by name."""
+
+
+class SelfGuideJobStatus(SpecModel):
+    """Observed state, written by the operator (never by users)."""
+
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+    phase: Phase | None = None
+    stage: Name | None = None
+    """The stage running now, or the last one that ran."""
+    progress: Annotated[str | None, Field(max_length=16, pattern=r"^\d+/\d+$")] = None
+    """Stages completed out of the stages to run, e.g. `1/3`."""
+    start_time: datetime | None = None
+    """When the first stage started; `spec.activeDeadlineSeconds` counts from here."""
+    completion_time: datetime | None = None
+    """When the job succeeded or failed; `spec.ttlSecondsAfterFinished` counts from here."""
+    stages: Annotated[list[StageStatus], Field(max_length=3, default_factory=list)]
+    conditions: Annotated[list[Condition], Field(max_length=16, default_factory=list)]
+    outputs: Outputs | None = None
+    generation: GenerationCounts | None = None
+    training: TrainingSummary | None = None
+    evaluation: EvaluationMetrics | None = None

@@ -1,0 +1,71 @@
+"""Helpers of the operator tests: polling, SelfGuideJobs through the API, small manifests."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes.client import ApiClient, CustomObjectsApi
+
+from selfguide.spec import GROUP, PLURAL, VERSION
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
+"""A test double of the ML work of `selfguide stage` (see its docstring)."""
+OUTPUT_CLAIM = "selfguide-data"
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 60, interval: float = 0.2) -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(interval)
+    return result
+
+
+class SelfGuideJobs:
+    """SelfGuideJobs of one namespace, through the API."""
+
+    def __init__(self, api: ApiClient, namespace: str) -> None:
+        self.api = CustomObjectsApi(api)
+        self.namespace = namespace
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, manifest)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec})
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).get("status") or {}
+
+    def wait_phase(self, name: str, *phases: str, timeout: float = 90) -> dict[str, Any]:
+        """The status once its phase is one of `phases`."""
+        return wait_for(lambda: (s := self.status(name)).get("phase") in phases and s,
+                        f"SelfGuideJob {name} to reach {'/'.join(phases)}", timeout)
+
+
+def manifest(name: str, **spec: Any) -> dict[str, Any]:
+    """A small generation-task SelfGuideJob with a one-example evaluation set; `spec` keys (camelCase) are
+    set in its spec (None removes one, e.g. `evaluation=None`)."""
+    spec = {"task": {"instruction": "Reverse the words.", "examples": [{"input": "a b", "output": "b a"}]},
+            "evaluation": {"examples": [{"input": "c d", "output": "d c"}]}, **spec}
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SelfGuideJob", "metadata": {"name": name},
+            "spec": {key: value for key, value in spec.items() if value is not None}}
+
+
+def stage_env(**env: str) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def load_example(path: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / path).read_text())

@@ -1,0 +1,71 @@
+"""The operator running the real `selfguide stage` commands in stage pods, on the bundled model (CPU)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from selfguide.models import cache_root
+from tests.harness.fixtures import Kubectl
+from tests.operator.helpers import VENV_BIN, load_example, manifest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture
+def real_stages(monkeypatch: pytest.MonkeyPatch, namespace: str, make_pvc: Callable[..., Path]) -> dict[str, Any]:
+    """Stage pods find `selfguide` on PATH (the fake kubelet passes this process's environment on), and a model
+    cache claim that holds the converted bundled model, so stages do not convert it again."""
+    monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
+    cache = make_pvc(namespace, "model-cache")
+    (cache / "selfguide").mkdir()
+    models = cache_root() / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (cache / "selfguide" / "models").symlink_to(models)
+    return {"claimName": "model-cache"}
+
+
+def tiny(document: dict[str, Any]) -> dict[str, Any]:
+    """The sentiment example with a budget that takes a couple of minutes on two CPU cores."""
+    spec = document["spec"]
+    spec["generation"]["inputs"].update(maxRounds=1, promptsPerRound=4, maxNewTokens=16)
+    spec["generation"]["annotation"].update(samples=2, keep=2)
+    spec["training"]["epochs"] = 1
+    spec["evaluation"]["examples"] = spec["evaluation"]["examples"][:2]
+    return document
+
+
+def test_the_sentiment_example_trains_an_adapter_on_the_cluster(start_operator, sgjs, output_claim: Path,
+                                                                real_stages, kubectl: Kubectl, namespace: str,
+                                                                tmp_path: Path):
+    document = tiny(load_example("examples/sentiment-classification.yaml"))
+    document["spec"]["modelCache"] = real_stages
+    path = tmp_path / "sentiment.yaml"
+    path.write_text(yaml.safe_dump(document))
+    start_operator(namespace, fake_stages=False)
+    kubectl("apply", "-n", namespace, "-f", str(path))
+    kubectl("wait", "--for=condition=Complete", "sgj/sentiment", "-n", namespace, "--timeout=480s", timeout=490)
+
+    status = sgjs.status("sentiment")
+    adapter = output_claim / namespace / "sentiment" / "train" / "adapter"
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    assert status["outputs"]["adapter"] == f"pvc://selfguide-data/{namespace}/sentiment/train/adapter"
+    assert status["generation"]["candidates"] == 4
+    assert status["evaluation"]["examples"] == 2 and "finetuned" in status["evaluation"]
+    assert [s["phase"] for s in status["stages"]] == ["Succeeded"] * 3
+
+
+def test_a_missing_model_fails_fast_as_a_permanent_error(start_operator, sgjs, output_claim, real_stages,
+                                                         namespace: str):
+    start_operator(namespace, fake_stages=False)
+    sgjs.create(manifest("lost", model={"name": "/nonexistent/model"}))
+    status = sgjs.wait_phase("lost", "Failed", timeout=120)
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "PermanentError"
+    assert "/nonexistent/model" in failed["message"] and "does not exist" in failed["message"]
+    assert status["stages"][0]["attempts"] == 1
