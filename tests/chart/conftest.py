@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from tests.harness.fixtures import Kubectl, _assets
-from tests.operator.helpers import ROOT, wait_for
+from tests.harness.waiting import crd_established, wait_for
+from tests.operator.helpers import ROOT
 
 CHART = ROOT / "charts" / "selfguide"
 VALUES = Path(__file__).with_name("values")
@@ -49,10 +50,7 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
 def chart_crds(kubectl: Kubectl) -> None:
     """The chart's CRDs applied as docs/install.md says to on an upgrade, and Established."""
     kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
-    established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
-    # Not `kubectl wait`: it fails on a CRD so new that it has no conditions yet.
-    wait_for(lambda: kubectl("get", f"crd/{SELFGUIDEJOBS}", "-o", established).stdout == "True",
-             "the SelfGuideJob CRD to be established", timeout=30)
+    wait_for(lambda: crd_established(kubectl, SELFGUIDEJOBS), "the SelfGuideJob CRD to be established", timeout=30)
 
 
 def objects(rendered: str) -> list[dict[str, Any]]:

@@ -21,7 +21,8 @@ import yaml
 from tests.chart.conftest import CHART, SELFGUIDEJOBS, Helm, objects, one, operator_container, operator_env
 from tests.harness.controlplane import free_port, tail
 from tests.harness.fixtures import Cluster, Kubectl
-from tests.operator.helpers import FAKE_STAGE, OUTPUT_CLAIM, VENV_BIN, manifest, wait_for
+from tests.harness.waiting import wait_for
+from tests.operator.helpers import FAKE_STAGE, OUTPUT_CLAIM, VENV_BIN, manifest
 
 pytestmark = pytest.mark.e2e
 

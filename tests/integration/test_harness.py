@@ -6,7 +6,6 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +27,7 @@ from kubernetes.client.rest import ApiException
 from tests.harness.controlplane import ALICE, ControlPlane
 from tests.harness.fake_kubelet import GPU
 from tests.harness.fixtures import Cluster, Kubectl
+from tests.harness.waiting import crd_established, wait_for
 
 T = TypeVar("T")
 GROUP = "harness.selfguide.dev"
@@ -49,15 +49,6 @@ CRD = {
         }],
     },
 }
-
-
-def wait_for(check: Callable[[], T], what: str, timeout: float = 60) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.2)
-    return result
 
 
 def pod_spec(command: list[str], **container: Any) -> dict[str, Any]:
@@ -88,7 +79,7 @@ def test_version_is_the_pinned_release(api_client: ApiClient, kubectl: Kubectl) 
 @pytest.mark.integration
 def test_custom_resource_round_trip(kubectl: Kubectl, api_client: ApiClient, namespace: str) -> None:
     kubectl("apply", "-f", "-", input=json.dumps(CRD))
-    kubectl("wait", "--for=condition=Established", f"crd/widgets.{GROUP}", "--timeout=30s")
+    wait_for(lambda: crd_established(kubectl, f"widgets.{GROUP}"), "the CRD to be established", timeout=30)
     custom = CustomObjectsApi(api_client)
 
     def get(name: str) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from selfguide.crd import CRD_FILE
 from selfguide.spec import GROUP, PLURAL
 from tests.harness.controlplane import ControlPlane, free_port, tail
 from tests.harness.fixtures import Kubectl
-from tests.operator.helpers import FAKE_STAGE, OUTPUT_CLAIM, ROOT, VENV_BIN, SelfGuideJobs, wait_for
+from tests.harness.waiting import crd_established, wait_for
+from tests.operator.helpers import FAKE_STAGE, OUTPUT_CLAIM, ROOT, VENV_BIN, SelfGuideJobs
 
 _installed: set[str] = set()
 
@@ -29,9 +30,7 @@ def selfguide_crd(active_plane: ControlPlane, kubectl: Kubectl) -> None:
     if active_plane.url in _installed:
         return
     kubectl("apply", "--server-side", "-f", str(ROOT / CRD_FILE))
-    established = '{.status.conditions[?(@.type=="Established")].status}'
-    wait_for(lambda: kubectl("get", f"crd/{PLURAL}.{GROUP}", "-o", f"jsonpath={established}").stdout == "True",
-             "the CRD to be established", timeout=30)
+    wait_for(lambda: crd_established(kubectl, f"{PLURAL}.{GROUP}"), "the CRD to be established", timeout=30)
     _installed.add(active_plane.url)
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +10,13 @@ import yaml
 from kubernetes.client import ApiClient, CustomObjectsApi
 
 from selfguide.spec import GROUP, PLURAL, VERSION
+from tests.harness.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 FAKE_STAGE = Path(__file__).with_name("fake_stage.py")
 """A test double of the ML work of `selfguide stage` (see its docstring)."""
 OUTPUT_CLAIM = "selfguide-data"
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60, interval: float = 0.2) -> Any:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(interval)
-    return result
 
 
 class SelfGuideJobs:

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from tests.harness.fixtures import Kubectl
-from tests.operator.helpers import SelfGuideJobs, manifest, stage_env, wait_for
+from tests.harness.waiting import wait_for
+from tests.operator.helpers import SelfGuideJobs, manifest, stage_env
 
 pytestmark = pytest.mark.e2e
 
