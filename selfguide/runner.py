@@ -11,6 +11,8 @@ matches the current config is complete and is skipped.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -111,4 +113,15 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, stage: str, force: bool = F
             "seconds": round(seconds, 3),
             "summary": summary,
         })
+    release_memory()
     return StageOutcome(stage, False, seconds, summary)
+
+
+def release_memory() -> None:
+    """Give a finished stage's memory back to the system, so a process that runs several stages (`selfguide
+    run`, `bench`, `sweep`) stays at the size of one: glibc keeps freed tensor buffers in its arenas."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
