@@ -72,8 +72,12 @@ def write_termination_message(outcome: dict[str, Any]) -> None:
     if not path:
         return
     text = json.dumps(outcome, separators=(",", ":"), ensure_ascii=False)
-    if len(text.encode()) > MAX_TERMINATION_MESSAGE:
-        text = json.dumps({k: outcome[k] for k in ("stage", "ok", "error") if k in outcome})[:MAX_TERMINATION_MESSAGE]
+    if len(text.encode()) > MAX_TERMINATION_MESSAGE:  # keep it valid JSON: drop the summary, shorten the error
+        essential = {k: outcome[k] for k in ("stage", "ok", "permanent", "skipped") if k in outcome}
+        room = MAX_TERMINATION_MESSAGE - len(json.dumps(essential)) - 64
+        if "error" in outcome:
+            essential["error"] = outcome["error"].encode()[: max(0, room) // 6].decode(errors="ignore") + "..."
+        text = json.dumps(essential, separators=(",", ":"))
     try:
         Path(path).write_text(text, encoding="utf-8")
     except OSError as error:

@@ -12,13 +12,24 @@ import logging
 import math
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModelForCausalLM,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainerState,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_callback import PrinterCallback
 
 from selfguide.artifacts import atomic_write_jsonl
 from selfguide.backends.transformers_backend import load_tokenizer, render_chat
@@ -139,7 +150,7 @@ def train(
         per_device_train_batch_size=spec.batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
         learning_rate=spec.learning_rate,
-        warmup_steps=math.ceil(spec.warmup_ratio * _total_steps(len(dataset), spec)),
+        warmup_steps=round(spec.warmup_ratio * _total_steps(len(dataset), spec)),  # no lr-0 step on tiny runs
         weight_decay=spec.weight_decay,
         lr_scheduler_type="linear",
         logging_steps=1,
@@ -154,10 +165,11 @@ def train(
         report_to=[],
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        disable_tqdm=False,
+        disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=PadCollator(tokenizer.pad_token_id))
+                      data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[StderrProgress()])
+    trainer.remove_callback(PrinterCallback)  # it prints every log to stdout, which carries the stage's JSON
     resume = _last_checkpoint(checkpoint_dir)
     if resume:
         log.info("resuming training from %s", resume)
@@ -188,8 +200,40 @@ def _total_steps(examples: int, spec: TrainingSpec) -> int:
 
 
 def _last_checkpoint(directory: Path) -> str | None:
-    checkpoints = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(checkpoints[-1]) if checkpoints else None
+    """The newest complete checkpoint. The Trainer writes `trainer_state.json` last, so a folder without it
+    was cut short by a crash: it is removed, never resumed from."""
+    complete = []
+    for path in directory.glob("checkpoint-*"):
+        if (path / "trainer_state.json").is_file():
+            complete.append(path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
+
+
+class StderrProgress(TrainerCallback):
+    """A progress bar and per-step loss on stderr (stdout is reserved for the stage's summary)."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
+                            file=sys.stderr, leave=False)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: Any, logs: dict | None = None,
+               **kwargs: Any) -> None:
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: Any, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _save(model: Any, tokenizer: PreTrainedTokenizerBase, spec: TrainingSpec, out_dir: Path, base: str) -> None:

@@ -132,7 +132,7 @@ class TransformersBackend:
     def _generation_config(self, params: SamplingParams, draws: int) -> GenerationConfig:
         defaults = self.model.generation_config
         sampling = {} if params.greedy else {
-            "temperature": params.temperature, "top_k": params.top_k or None, "top_p": params.top_p,
+            "temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p,
         }
         return GenerationConfig(
             do_sample=not params.greedy,

@@ -1,0 +1,152 @@
+"""`selfguide bench` and `selfguide sweep` on a real SNI development task (../shared/benchmarks/sni)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.engine.conftest import REPO, read_jsonl, run_cli
+
+pytestmark = pytest.mark.slow
+
+SHARED = REPO.parent / "shared"
+TASK_NAME = "task738_perspectrum_classification"  # 2 labels, 2 short demos: the cheapest classification task
+TASK = SHARED / "benchmarks" / "sni" / f"{TASK_NAME}.json"
+TINY = REPO / "benchmarks" / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_tasks():
+    if not TASK.is_file():
+        message = f"{TASK} is missing: the SNI development tasks live in <repo>/../shared/benchmarks/sni"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def manifests(task_dir: Path) -> dict[str, int]:
+    return {stage: (task_dir / stage / "manifest.json").stat().st_mtime_ns for stage in ("generate", "train", "evaluate")}
+
+
+def table_rows(text: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("|")]
+
+
+# -- bench -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("bench") / "runs"
+    args = ("bench", TASK, "--workdir", workdir, "--config", TINY, "--max-eval", "4")
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return workdir, args, result
+
+
+def test_bench_prints_the_paper_table(bench):
+    workdir, _, result = bench
+    rows = table_rows(result.stdout)
+    assert rows[0] == ["task", "metric", "few-shot prompting", "SELF-GUIDE", "delta", "generated examples"]
+    task_rows = [r for r in rows if r[0] == TASK_NAME]
+    average = [r for r in rows if r[0].startswith("**average classification**")]
+    assert len(task_rows) == 1 and len(average) == 1
+    assert not [r for r in rows if r[0].startswith("**average generation**")]
+    task_row, average_row = task_rows[0], average[0]
+    assert task_row[1] == average_row[1] == "exact_match"
+    assert average_row[0] == "**average classification** (1)"
+    assert average_row[2:5] == task_row[2:5]  # one task: the average is that task
+    report = json.loads((workdir / TASK_NAME / "evaluate" / "report.json").read_text())
+    funnel = json.loads((workdir / TASK_NAME / "generate" / "filter_report.json").read_text())
+    assert task_row[2:6] == [f"{report['baseline']:.1f}", f"{report['finetuned']:.1f}",
+                             f"{report['finetuned'] - report['baseline']:+.1f}", str(funnel["final"])]
+    assert report["examples"] == 4  # --max-eval
+    assert (workdir / "bench.md").read_text() == "\n".join(line for line in result.stdout.splitlines()
+                                                            if line.startswith("|")) + "\n"
+
+
+def test_bench_writes_jsonl_scores(bench):
+    workdir, _, _ = bench
+    rows = read_jsonl(workdir / "bench.jsonl")
+    assert len(rows) == 1
+    row = rows[0]
+    report = json.loads((workdir / TASK_NAME / "evaluate" / "report.json").read_text())
+    assert row["task"] == TASK_NAME and row["task_type"] == "classification" and row["metric"] == "exact_match"
+    assert (row["baseline"], row["finetuned"], row["examples"]) == (report["baseline"], report["finetuned"], 4)
+    assert row["delta"] == round(report["finetuned"] - report["baseline"], 2)
+    assert row["kept"] == json.loads((workdir / TASK_NAME / "generate" / "filter_report.json").read_text())["final"]
+    # the task's own test split is what gets scored
+    test_split = read_jsonl(workdir / TASK_NAME / "test.jsonl")
+    assert len(test_split) == len(json.loads(TASK.read_text())["test"])
+    assert [p["input"] for p in report["predictions"]] == [r["input"] for r in test_split[:4]]
+
+
+def test_a_second_bench_run_resumes(bench):
+    workdir, args, first = bench
+    before = manifests(workdir / TASK_NAME)
+    started = time.monotonic()
+    result = run_cli(*args)
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = [line for line in first.stdout.splitlines() if line.startswith("|")]
+    assert [line for line in result.stdout.splitlines() if line.startswith("|")] == table
+    assert manifests(workdir / TASK_NAME) == before
+    for stage in ("generate", "train", "evaluate"):
+        assert f"stage {stage} already complete" in result.stderr
+    assert seconds < 60, f"a fully resumed bench took {seconds:.0f}s"
+
+
+# -- sweep -------------------------------------------------------------------------------------------------
+
+
+def test_sweep_shares_one_generate_stage_between_configurations(tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    config["training"]["maxLength"] = 96  # the grid varies epochs; short sequences keep CPU training quick
+    config_file = tmp_path / "sweep.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "sweep"
+    result = run_cli("sweep", TASK, "--workdir", workdir, "--temperature", "1.0", "--length-filters", "false",
+                     "--epochs", "1", "--epochs", "2", "--config", config_file, "--max-eval", "2")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+    task_root = workdir / TASK_NAME
+    config_dirs = sorted(p for p in task_root.iterdir() if p.is_dir() and not p.name.startswith(("generate", ".")))
+    assert [p.name for p in config_dirs] == ["T1.0-lf0-e1", "T1.0-lf0-e2"]
+    links = [d / "generate" for d in config_dirs]
+    assert all(link.is_symlink() for link in links)
+    targets = {link.resolve() for link in links}
+    assert len(targets) == 1, targets
+    shared = targets.pop()
+    assert shared.parent == task_root and shared.name.startswith("generate-")
+    assert [p.name for p in task_root.iterdir() if p.name.startswith(("generate", ".generate"))] == [shared.name]
+
+    # generation ran once, for the first configuration; the second found it complete
+    generated_at = (shared / "manifest.json").stat().st_mtime_ns
+    first_done = (config_dirs[0] / "evaluate" / "manifest.json").stat().st_mtime_ns
+    second_train = (config_dirs[1] / "train" / "manifest.json").stat().st_mtime_ns
+    assert generated_at < first_done < second_train
+    assert result.stderr.count("stage generate already complete") == 1
+    assert "stage train already complete" not in result.stderr
+    steps = [json.loads((d / "train" / "manifest.json").read_text())["summary"]["epochs"] for d in config_dirs]
+    assert steps == [1, 2]
+
+    sweep = json.loads((workdir / "sweep.json").read_text())
+    results = sweep["results"]
+    assert [r["config"]["epochs"] for r in results] == [1, 2]
+    best = max(results, key=lambda r: (r["worstDelta"], r["meanDelta"]))
+    assert sweep["best"] == best["config"]
+    assert sweep["best"]["temperature"] == 1.0 and sweep["best"]["length_filters"] is False
+    for r, d in zip(results, config_dirs):
+        report = json.loads((d / "evaluate" / "report.json").read_text())
+        assert report["examples"] == 2
+        assert r["tasks"][TASK_NAME] == pytest.approx(round(report["finetuned"] - report["baseline"], 2))
+        assert r["worstDelta"] == pytest.approx(report["finetuned"] - report["baseline"])
+    label = f"T=1.0 length-filters=off epochs={sweep['best']['epochs']}"
+    assert f"best: {label}" in result.stdout
+    assert f"| {label} **(best)** |" in (workdir / "sweep.md").read_text()
