@@ -1,6 +1,7 @@
 """Generation throughput of the transformers backend: batched versus one prompt at a time.
 
     .venv/bin/python benchmarks/generation_throughput.py [--prompts 16] [--tokens 64] [--batch-sizes 1 4 8 16]
+                                                         [--prompt selfguide|short]
 
 Every completion is forced to exactly --tokens new tokens (min = max), so each configuration does the
 same work; the figure is generated tokens per second of wall time, model load excluded.
@@ -28,7 +29,12 @@ GOLD = [
 ]
 
 
-def prompts(backend: TransformersBackend, count: int) -> list[str]:
+def prompts(backend: TransformersBackend, count: int, kind: str) -> list[str]:
+    """`selfguide`: the real input-generation prompt (~500 tokens, prefill-heavy); `short`: a one-line chat
+    prompt (~40 tokens), where decoding dominates."""
+    if kind == "short":
+        return [backend.render_chat([{"role": "user", "content": f"Write review number {i} of a product."}])
+                for i in range(count)]
     instruction = "Decide whether the reviewer of a product is happy with it: positive or negative."
     return [
         backend.render_chat([{"role": "user", "content": input_generation_prompt(
@@ -53,11 +59,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--prompt", choices=["selfguide", "short"], default="selfguide")
     args = parser.parse_args()
     load = time.perf_counter()
     backend = TransformersBackend(locate(ModelSpec()))
     load = time.perf_counter() - load
-    batch = prompts(backend, args.prompts)
+    batch = prompts(backend, args.prompts, args.prompt)
     measure(backend, batch[:2], 2, 4)  # warm-up
     rows = [measure(backend, batch, size, args.tokens) for size in args.batch_sizes]
     base = rows[0]["tokensPerSecond"]
@@ -66,7 +73,8 @@ def main() -> None:
     print(json.dumps({
         "model": "SmolLM2-135M-Instruct (bundled)", "device": str(backend.device),
         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "modelLoadSeconds": round(load, 2), "newTokensPerPrompt": args.tokens, "results": rows,
+        "modelLoadSeconds": round(load, 2), "prompt": args.prompt,
+        "promptTokens": backend.count_tokens(batch[0]), "newTokensPerPrompt": args.tokens, "results": rows,
     }, indent=2))
     print("\n| batch size | tokens/s | speed-up |\n| ---: | ---: | ---: |")
     for row in rows:
