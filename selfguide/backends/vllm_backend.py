@@ -4,8 +4,10 @@ prefix shared by every annotation prompt is computed once. Imported only when th
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from selfguide.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, select_best
@@ -32,6 +34,12 @@ def to_vllm_sampling(params: SamplingParams) -> dict[str, Any]:
     }
 
 
+def _adapter_rank(adapter: str) -> int:
+    """The LoRA rank vLLM must reserve for `adapter` (it rejects adapters above `max_lora_rank`, 16 by default)."""
+    config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    return max(16, int(config.get("r", 16)))
+
+
 class VllmBackend:
     def __init__(
         self,
@@ -44,13 +52,14 @@ class VllmBackend:
     ) -> None:
         from vllm import LLM
 
+        lora = {"enable_lora": True, "max_lora_rank": _adapter_rank(adapter)} if adapter else {}
         self.llm = LLM(
             model=location.path,
             revision=location.revision,
             dtype=dtype.value,
             tensor_parallel_size=tensor_parallel_size,
             enable_prefix_caching=True,
-            enable_lora=adapter is not None,
+            **lora,
             trust_remote_code=trust_remote_code,
             seed=seed,
         )
