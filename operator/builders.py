@@ -8,7 +8,7 @@ import yaml
 
 from selfguide.cli import EXIT_INVALID, EXIT_PERMANENT, TERMINATION_LOG_ENV
 from selfguide.models import PVC_ROOT_ENV
-from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
+from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec, TrainingMethod
 from selfguide.spec.runtime import StageSettings
 from selfguide_operator.names import (
     CACHE_DIR,
@@ -44,7 +44,8 @@ CONTAINER_SECURITY: dict[str, Any] = {
 }
 ARTIFACTS = {"generate": ("dataset", "generate/train.jsonl"), "train": ("adapter", "train/adapter"),
              "evaluate": ("report", "evaluate/report.json")}
-"""Per stage: the `status.outputs` field naming its main artifact, and the artifact's path in the work dir."""
+"""Per stage: the `status.outputs` field naming its main artifact, and the artifact's path in the work dir
+(see `artifact_path`)."""
 
 
 def kueue_managed(job: Observed) -> bool:
@@ -56,9 +57,16 @@ def output_claim(spec: SelfGuideJobSpec, settings: OperatorSettings) -> str:
     return spec.output.claim_name or settings.output_claim
 
 
+def artifact_path(spec: SelfGuideJobSpec, stage: str) -> str:
+    """The stage's main artifact in the work dir; full fine-tuning writes a model, not an adapter."""
+    if stage == "train" and spec.training.method is TrainingMethod.FULL:
+        return "train/model"
+    return ARTIFACTS[stage][1]
+
+
 def artifact_uri(job: Observed, settings: OperatorSettings, stage: str) -> str:
     assert job.spec is not None
-    return f"pvc://{output_claim(job.spec, settings)}/{job.namespace}/{job.name}/{ARTIFACTS[stage][1]}"
+    return f"pvc://{output_claim(job.spec, settings)}/{job.namespace}/{job.name}/{artifact_path(job.spec, stage)}"
 
 
 def child_labels(job: Observed, stage: str | None = None) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import socket
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -37,9 +38,20 @@ def _stage_job(body: Mapping[str, Any]) -> dict[str, Any]:
     })
 
 
+TTL_GRACE_SECONDS = 120
+"""How long past a finished job's TTL the safety-net timer keeps checking that its children are gone."""
+
+
 def _needs_resync(status: Mapping[str, Any], spec: Mapping[str, Any], **_: Any) -> bool:
-    """Unfinished jobs, and finished ones whose children are still to be deleted after their TTL."""
-    return status.get("phase") not in ("Succeeded", "Failed") or spec.get("ttlSecondsAfterFinished") is not None
+    """Unfinished jobs, and finished ones until a little after their TTL deleted the children (an operator
+    that was down at that moment catches up when it resumes the job on start)."""
+    if status.get("phase") not in ("Succeeded", "Failed"):
+        return True
+    ttl, finished = spec.get("ttlSecondsAfterFinished"), status.get("completionTime")
+    if ttl is None or finished is None:
+        return False
+    deadline = datetime.fromisoformat(finished) + timedelta(seconds=ttl + TTL_GRACE_SECONDS)
+    return datetime.now(UTC) < deadline
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, operator_settings: OperatorSettings) -> None:

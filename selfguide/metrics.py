@@ -1,7 +1,8 @@
 """Scores as Super-NaturalInstructions defines them.
 
-* Exact Match (classification): the prediction is the *last* occurrence of any known label string in the
-  model's answer (SELF-GUIDE's extraction; known labels = the task's labels plus every gold output), compared
+* Exact Match (classification): the prediction is the *last* occurrence of any known label in the model's
+  answer, as a whole word and ignoring case (SELF-GUIDE's extraction, without matching inside words; known
+  labels = the task's labels plus every gold output), compared
   with the gold output after SNI normalisation (lower case, punctuation removed, whitespace collapsed).
 * ROUGE-L (generation): token-level ROUGE-L F-measure from `rouge-score` with Porter stemming, the best over
   all references (the usual SNI metric; SELF-GUIDE's code used a character-level LCS instead).
@@ -20,13 +21,19 @@ EXACT_MATCH = "exact_match"
 ROUGE_L = "rouge_l"
 
 
-def extract_label(answer: str, labels: Iterable[str]) -> str | None:
-    """The last occurrence of any label string in `answer` (longest label wins at the same position)."""
-    ordered = sorted(set(labels), key=len, reverse=True)
+@lru_cache(maxsize=64)
+def _label_pattern(labels: frozenset[str]) -> re.Pattern[str] | None:
+    ordered = sorted(labels, key=len, reverse=True)  # the longest label wins at one position
     if not ordered:
         return None
-    pattern = re.compile("|".join(map(re.escape, ordered)))
-    matches = list(pattern.finditer(answer))
+    return re.compile(rf"(?<!\w)(?:{'|'.join(map(re.escape, ordered))})(?!\w)", re.IGNORECASE)
+
+
+def extract_label(answer: str, labels: Iterable[str]) -> str | None:
+    """The last occurrence of any label in `answer`, as a whole word and ignoring case (SELF-GUIDE's
+    last-occurrence rule; its raw substring match would read "no" inside "not")."""
+    pattern = _label_pattern(frozenset(labels))
+    matches = list(pattern.finditer(answer)) if pattern else []
     return matches[-1].group(0) if matches else None
 
 

@@ -45,6 +45,7 @@ def stage_config(spec: SelfGuideJobSpec, stage: str) -> dict[str, Any]:
         raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
     parts = STAGE_INPUTS[stage]
     manifest = spec.to_manifest()
+    manifest.get("model", {}).pop("hfTokenSecret", None)  # where the token comes from changes no output
     return {part: manifest.get(part) for part in parts}
 
 

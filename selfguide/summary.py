@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from selfguide.runner import StageOutcome
-from selfguide.spec import SelfGuideJob
+from selfguide.spec import SelfGuideJob, TrainingMethod
 
 
 def _describe(outcome: StageOutcome) -> str:
@@ -30,5 +30,6 @@ def print_run_summary(job: SelfGuideJob, workdir: Path, outcomes: list[StageOutc
     for outcome in outcomes:
         timing = "already complete" if outcome.skipped else f"{outcome.seconds:.0f}s"
         typer.echo(f"  {outcome.stage:<9} {timing:>16}  {_describe(outcome)}")
+    trained = "adapter" if job.spec.training.method is TrainingMethod.LORA else "model"
     typer.echo(f"  artifacts: {workdir}/generate/train.jsonl, {workdir}/generate/filter_report.json"
-               + (f", {workdir}/train/adapter/" if any(o.stage == 'train' for o in outcomes) else ""))
+               + (f", {workdir}/train/{trained}/" if any(o.stage == 'train' for o in outcomes) else ""))

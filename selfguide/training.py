@@ -142,7 +142,9 @@ def train(
 
         model = get_peft_model(model, lora_config(spec))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    dataset = [encode_example(tokenizer, task, e, spec.max_length) for e in examples]
+    # an example never demonstrates itself (matters when training on the gold examples themselves)
+    dataset = [encode_example(tokenizer, task, e, spec.max_length, [d for d in task.examples if d != e])
+               for e in examples]
     tokens = sum(len(e.input_ids) for e in dataset) * spec.epochs  # every rank sees its shard; this is the total
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),

@@ -71,10 +71,10 @@ def predict(backend: GenerationBackend, spec: SelfGuideJobSpec, examples: list[E
 
 def _open(spec: SelfGuideJobSpec, adapter: Path | None = None, model_dir: Path | None = None) -> GenerationBackend:
     from selfguide.backends import open_backend
-    from selfguide.spec import ModelSpec
 
     assert spec.evaluation is not None
-    model = spec.model if model_dir is None else ModelSpec(name=str(model_dir.resolve()), dtype=spec.model.dtype)
+    model = spec.model if model_dir is None else spec.model.model_copy(
+        update={"name": str(model_dir.resolve()), "revision": None})
     return open_backend(model, spec.generation.backend, spec.evaluation.batch_size,
                         adapter=str(adapter) if adapter else None)
 
@@ -107,11 +107,13 @@ def run_models(spec: SelfGuideJobSpec, workdir: Path, staging: Path, examples: l
 def _few_shot_finetune(spec: SelfGuideJobSpec, workdir: Path, staging: Path, examples: list[EvalExample]) -> list[str]:
     """The paper's baseline: the same fine-tuning on the gold examples alone."""
     from selfguide.models import locate
+    from selfguide.runner import stage_hash
     from selfguide.training import ADAPTER_DIR, MODEL_DIR, train
 
     out = staging / "few_shot_finetune"
     train(locate(spec.model), spec.model, spec.task, spec.training, spec.task.examples, out,
-          checkpoint_dir=workdir / ".checkpoints" / "few-shot-finetune", base_model_name=spec.model.name)
+          checkpoint_dir=workdir / ".checkpoints" / f"few-shot-finetune-{stage_hash(spec, 'evaluate')}",
+          base_model_name=spec.model.name)
     if spec.training.method is TrainingMethod.LORA:
         backend = _open(spec, adapter=out / ADAPTER_DIR)
     else:

@@ -120,3 +120,10 @@ def test_mean():
     assert mean([100.0]) == 100.0
     assert mean([100.0, 0.0, 50.0]) == pytest.approx(50.0)
     assert mean([1.0, 2.0]) == 1.5
+
+
+def test_labels_match_whole_words_ignoring_case():
+    assert extract_label("Yes, it is not", ["yes", "no"]) == "Yes"
+    assert exact_match("Yes", "yes", ["yes", "no"]) == 100.0
+    assert exact_match("The answer is positive", "Positive", ["Positive", "Negative"]) == 100.0
+    assert extract_label("I know it", ["yes", "no"]) is None
