@@ -15,6 +15,7 @@ from typing import Any
 
 from selfguide.artifacts import atomic_write_jsonl, atomic_write_text, read_json
 from selfguide.manifest import validate_object
+from selfguide.metrics import mean
 from selfguide.spec import API_VERSION, KIND, SelfGuideJob, TaskType
 
 
@@ -116,8 +117,7 @@ def table(scores: Sequence[TaskScore]) -> str:
     for task_type in ("classification", "generation"):
         group = [s for s in scores if s.task_type == task_type]
         if group:
-            base = sum(s.baseline for s in group) / len(group)
-            tuned = sum(s.finetuned for s in group) / len(group)
+            base, tuned = mean([s.baseline for s in group]), mean([s.finetuned for s in group])
             lines.append(f"| **average {task_type}** ({len(group)}) | {group[0].metric} | {base:.1f} | "
                          f"{tuned:.1f} | {tuned - base:+.1f} | |")
     return "\n".join(lines)

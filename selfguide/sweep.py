@@ -17,6 +17,7 @@ from typing import Any
 
 from selfguide.artifacts import atomic_write_json, atomic_write_text, config_hash
 from selfguide.bench import BenchTask, TaskScore, deep_merge, run_task
+from selfguide.metrics import mean
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class SweepResult:
 
     @property
     def mean_delta(self) -> float:
-        return sum(s.delta for s in self.scores) / len(self.scores)
+        return mean([s.delta for s in self.scores])
 
 
 def run_sweep(task_files: Sequence[Path], workdir: Path, configs: Sequence[SweepConfig], base: dict[str, Any],

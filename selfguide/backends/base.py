@@ -91,6 +91,12 @@ def select_best(completions: list[Completion], n: int) -> list[Completion]:
     return sorted(completions, key=lambda c: -c.logprob)[:n]
 
 
+def keep_n(completions: list[Completion], n: int) -> list[Completion]:
+    """Exactly `n` completions: the most likely of more draws, or one greedy answer repeated."""
+    kept = select_best(completions, n) if len(completions) > n else completions
+    return kept if len(kept) == n else kept * n
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """`text` up to the first occurrence of any stop string."""
     cut = len(text)

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
 
-from selfguide.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, select_best
+from selfguide.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, keep_n
 from selfguide.batching import CPU_BATCH, batch_for_memory
 from selfguide.devices import resolve_device, resolve_dtype
 from selfguide.models import ModelLocation
@@ -110,8 +110,7 @@ class TransformersBackend:
                     torch.cuda.empty_cache()
                     continue
                 for index, completions in zip(chunk, generated):
-                    kept = select_best(completions, params.n) if draws > params.n else completions
-                    results[index] = kept if len(kept) == params.n else kept * params.n
+                    results[index] = keep_n(completions, params.n)
                 bar.update(len(chunk))
                 first += len(chunk)
         self.throughput.prompts += len(prompts)

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from selfguide.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, select_best
+from selfguide.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, keep_n
 from selfguide.models import ModelLocation
 from selfguide.spec.model import Dtype
 
@@ -101,8 +101,7 @@ class VllmBackend:
             ]
             self.throughput.generated_tokens += sum(c.tokens for c in completions)
             self.throughput.prompt_tokens += len(output.prompt_token_ids or [])
-            kept = select_best(completions, params.n) if len(completions) > params.n else completions
-            results.append(kept if len(kept) == params.n else kept * params.n)
+            results.append(keep_n(completions, params.n))
         self.throughput.prompts += len(prompts)
         self.throughput.seconds += time.perf_counter() - started
         return results
