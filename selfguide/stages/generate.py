@@ -38,6 +38,7 @@ from selfguide.prompts import (
     input_generation_prompt,
 )
 from selfguide.spec import SelfGuideJobSpec, TaskType
+from selfguide.spec.generation import LengthFilterSpec
 from selfguide.vote import majority_vote
 
 log = logging.getLogger(__name__)
@@ -77,15 +78,21 @@ class PromptStats:
     skipped: Counter = field(default_factory=Counter)
 
 
-def _input_filters(spec: SelfGuideJobSpec) -> tuple[list[TextFilter], list[DuplicateFilter | NearDuplicateFilter]]:
-    """The input filter chain, and the filters that must learn about every accepted input."""
-    task, filtering = spec.task, spec.generation.filtering
-    gold = [e.input for e in task.examples]
+def _text_filters(spec: SelfGuideJobSpec, gold: list[str], length: LengthFilterSpec, length_default: bool) -> list[TextFilter]:
+    """Empty, length (against the gold texts) and noise filters, as configured."""
+    filtering = spec.generation.filtering
     chain: list[TextFilter] = [EmptyFilter()]
-    if filtering.input_length.enabled_for(True):
-        chain.append(LengthFilter(length_band(gold, filtering.input_length.sigmas, filtering.input_length.min_spread)))
+    if length.enabled_for(length_default):
+        chain.append(LengthFilter(length_band(gold, length.sigmas, length.min_spread)))
     if filtering.noise:
         chain.append(NoiseFilter(filtering.noise_terms))
+    return chain
+
+
+def _input_filters(spec: SelfGuideJobSpec) -> tuple[list[TextFilter], list[DuplicateFilter | NearDuplicateFilter]]:
+    """The input filter chain, and the filters that must learn about every accepted input."""
+    filtering = spec.generation.filtering
+    gold = [e.input for e in spec.task.examples]
     memory: list[DuplicateFilter | NearDuplicateFilter] = []
     if filtering.duplicates:
         memory.append(DuplicateFilter())
@@ -94,18 +101,14 @@ def _input_filters(spec: SelfGuideJobSpec) -> tuple[list[TextFilter], list[Dupli
     for f in memory:
         for text in gold:
             f.add(text)
-    return chain + memory, memory
+    return _text_filters(spec, gold, filtering.input_length, True) + memory, memory
 
 
 def _output_filters(spec: SelfGuideJobSpec) -> list[TextFilter]:
-    task, filtering = spec.task, spec.generation.filtering
-    chain: list[TextFilter] = [EmptyFilter()]
-    if filtering.output_length.enabled_for(task.type is TaskType.GENERATION):
-        gold = [e.output for e in task.examples]
-        chain.append(LengthFilter(length_band(gold, filtering.output_length.sigmas, filtering.output_length.min_spread)))
-    if filtering.noise:
-        chain.append(NoiseFilter(filtering.noise_terms))
-    return chain
+    """Filters on each annotation sample; the length filter defaults to on for generation tasks only."""
+    gold = [e.output for e in spec.task.examples]
+    return _text_filters(spec, gold, spec.generation.filtering.output_length,
+                         spec.task.type is TaskType.GENERATION)
 
 
 class Generator:
