@@ -8,6 +8,7 @@ crashed run resumes from the last epoch instead of starting over.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -69,10 +70,15 @@ def encode_example(
 
 
 class PadCollator:
-    """Right-pads a batch; padded positions are masked out of attention and loss."""
+    """Right-pads a batch; padded positions are masked out of attention and loss.
 
-    def __init__(self, pad_id: int) -> None:
+    With `output_logits_only` the model projects onto the vocabulary only the positions that predict an
+    output token (`logits_to_keep` as a mask, their targets as `shift_labels`). The prompt is most of every
+    sequence, so this skips most of the LM head and its float32 logits; the loss is the same."""
+
+    def __init__(self, pad_id: int, output_logits_only: bool = False) -> None:
         self.pad_id = pad_id
+        self.output_logits_only = output_logits_only
 
     def __call__(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         width = max(len(e.input_ids) for e in batch)
@@ -83,7 +89,20 @@ class PadCollator:
             ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
             labels[row, : len(e.labels)] = torch.tensor(e.labels)
             mask[row, : len(e.input_ids)] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        encoded = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        if self.output_logits_only:
+            targets = labels[:, 1:]  # position i predicts token i + 1
+            predicts_output = torch.zeros_like(labels, dtype=torch.bool)
+            predicts_output[:, :-1] = targets != IGNORE_INDEX
+            encoded |= {"logits_to_keep": predicts_output, "shift_labels": targets[targets != IGNORE_INDEX]}
+        return encoded
+
+
+def keeps_logits_by_mask(model: torch.nn.Module) -> bool:
+    """Whether the model accepts a boolean `logits_to_keep` mask: transformers' own causal LMs do (they
+    slice with `slice_logits_to_keep`); remote code may not, and then every position gets logits."""
+    return type(model).__module__.startswith("transformers.models.") and (
+        "logits_to_keep" in inspect.signature(model.forward).parameters)
 
 
 def lora_config(spec: TrainingSpec) -> Any:
@@ -137,6 +156,7 @@ def train(
     model = AutoModelForCausalLM.from_pretrained(
         location.path, revision=location.revision, dtype=dtype, trust_remote_code=model_spec.trust_remote_code
     )
+    output_logits_only = keeps_logits_by_mask(model)
     if spec.method is TrainingMethod.LORA:
         from peft import get_peft_model
 
@@ -169,8 +189,9 @@ def train(
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[StderrProgress()])
+    collator = PadCollator(tokenizer.pad_token_id, output_logits_only)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                      callbacks=[StderrProgress()])
     trainer.remove_callback(PrinterCallback)  # it prints every log to stdout, which carries the stage's JSON
     resume = _last_checkpoint(checkpoint_dir)
     if resume:

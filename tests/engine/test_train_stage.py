@@ -319,3 +319,35 @@ def test_stage_train_prints_only_its_json_summary_on_stdout(tiny_model, tmp_path
     assert len(lines) == 1, lines
     summary = json.loads(lines[0])
     assert summary["stage"] == "train" and summary["summary"]["steps"] == 1
+
+
+def test_output_only_logits_give_the_same_loss_and_gradients(tiny_model):
+    """The LM head runs only where an output token is predicted, yet loss and gradients match the full run."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfguide.spec import Example, TaskSpec
+    from selfguide.training import PadCollator, encode_example, keeps_logits_by_mask
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    assert keeps_logits_by_mask(model)
+    assert not keeps_logits_by_mask(torch.nn.Linear(2, 2))
+    task = TaskSpec.model_validate(sentiment_manifest()["spec"]["task"])
+    batch = [encode_example(tokenizer, task, Example.model_validate(e), 256) for e in EXAMPLES]
+    assert len({len(e.input_ids) for e in batch}) > 1  # padding is exercised
+    outputs = sum(1 for e in batch for label in e.labels[1:] if label != -100)
+
+    def loss_and_grads(output_logits_only: bool):
+        model.zero_grad()
+        result = model(**PadCollator(tokenizer.pad_token_id, output_logits_only)(batch))
+        result.loss.backward()
+        return result, [p.grad.clone() for p in model.parameters()]
+
+    full, full_grads = loss_and_grads(False)
+    only, only_grads = loss_and_grads(True)
+    assert full.logits.shape[:2] == (len(batch), max(len(e.input_ids) for e in batch))
+    assert only.logits.shape == (outputs, model.config.vocab_size)
+    assert only.loss.item() == pytest.approx(full.loss.item(), rel=1e-5)
+    for a, b in zip(only_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
