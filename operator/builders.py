@@ -7,8 +7,9 @@ from typing import Any
 import yaml
 
 from selfguide.cli import EXIT_INVALID, EXIT_PERMANENT, TERMINATION_LOG_ENV
+from selfguide.layout import REPORT, TRAIN_DATA, trained_model_dir
 from selfguide.models import PVC_ROOT_ENV
-from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec, TrainingMethod
+from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
 from selfguide.spec.runtime import StageSettings
 from selfguide_operator.names import (
     CACHE_DIR,
@@ -42,10 +43,8 @@ CONTAINER_SECURITY: dict[str, Any] = {
     "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
     "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
 }
-ARTIFACTS = {"generate": ("dataset", "generate/train.jsonl"), "train": ("adapter", "train/adapter"),
-             "evaluate": ("report", "evaluate/report.json")}
-"""Per stage: the `status.outputs` field naming its main artifact, and the artifact's path in the work dir
-(see `artifact_path`)."""
+OUTPUT_FIELDS = {"generate": "dataset", "train": "adapter", "evaluate": "report"}
+"""Per stage: the `status.outputs` field naming its main artifact (see `artifact_path`)."""
 
 
 def kueue_managed(job: Observed) -> bool:
@@ -59,9 +58,7 @@ def output_claim(spec: SelfGuideJobSpec, settings: OperatorSettings) -> str:
 
 def artifact_path(spec: SelfGuideJobSpec, stage: str) -> str:
     """The stage's main artifact in the work dir; full fine-tuning writes a model, not an adapter."""
-    if stage == "train" and spec.training.method is TrainingMethod.FULL:
-        return "train/model"
-    return ARTIFACTS[stage][1]
+    return {"generate": TRAIN_DATA, "train": trained_model_dir(spec.training.method), "evaluate": REPORT}[stage]
 
 
 def artifact_uri(job: Observed, settings: OperatorSettings, stage: str) -> str:

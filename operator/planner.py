@@ -11,7 +11,7 @@ from typing import Any
 
 from selfguide.runner import stages_for
 from selfguide.spec.status import Outputs, Phase, SelfGuideJobStatus, StageStatus
-from selfguide_operator.builders import ARTIFACTS, artifact_uri, kueue_managed, spec_config_map, stage_job
+from selfguide_operator.builders import OUTPUT_FIELDS, artifact_uri, kueue_managed, spec_config_map, stage_job
 from selfguide_operator.names import spec_config_map_name, stage_job_name
 from selfguide_operator.observed import ChildJob, Observed, clip
 from selfguide_operator.settings import OperatorSettings
@@ -173,7 +173,7 @@ def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: da
     """The new status (results of earlier stages kept), and the Events announcing what changed."""
     old = job.status
     current = next((e for e in entries if e.phase is not Phase.SUCCEEDED), entries[-1] if entries else None)
-    outputs = {ARTIFACTS[e.name][0]: artifact_uri(job, settings, e.name) for e in entries if e.phase is Phase.SUCCEEDED}
+    outputs = {OUTPUT_FIELDS[e.name]: artifact_uri(job, settings, e.name) for e in entries if e.phase is Phase.SUCCEEDED}
     status = SelfGuideJobStatus(
         observed_generation=job.generation,
         phase=verdict.phase,

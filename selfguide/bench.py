@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_jsonl, atomic_write_text, read_json
+from selfguide.layout import FILTER_REPORT, REPORT
 from selfguide.manifest import validate_object
 from selfguide.metrics import mean
 from selfguide.spec import API_VERSION, KIND, SelfGuideJob, TaskType
@@ -102,8 +103,8 @@ def run_task(task: BenchTask, workdir: Path, overrides: dict[str, Any], split: s
     job = build_job(task, eval_path, overrides, max_eval)
     for stage in stages_for(job.spec):
         run_stage(job.spec, workdir, stage)
-    report = read_json(workdir / "evaluate" / "report.json")
-    kept = read_json(workdir / "generate" / "filter_report.json")["final"]
+    report = read_json(workdir / REPORT)
+    kept = read_json(workdir / FILTER_REPORT)["final"]
     return TaskScore(task.name, task.task_type.value, report["metric"], report["baseline"], report["finetuned"],
                      report["examples"], kept)
 

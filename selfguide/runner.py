@@ -1,12 +1,7 @@
 """The stage runner: run a stage into its own directory of the work dir, atomically, at most once per config.
 
-Layout of a work directory (the same locally and on the cluster's PVC):
-  <workdir>/spec.json                 the spec the stages ran with
-  <workdir>/generate/                 train.jsonl, candidates.jsonl, filter_report.json, manifest.json
-  <workdir>/train/                    adapter/, metrics.jsonl, manifest.json
-  <workdir>/evaluate/                 report.json, report.md, *.png, manifest.json
-Each `manifest.json` records the stage's config hash, timings and a summary; a stage whose manifest
-matches the current config is complete and is skipped.
+Each stage directory (see `selfguide.layout`) holds a `manifest.json` with the stage's config hash, timings
+and a summary; a stage whose manifest matches the current config is complete and is skipped.
 """
 
 from __future__ import annotations

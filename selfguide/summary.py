@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
+from selfguide.layout import FILTER_REPORT, TRAIN_DATA, trained_model_dir
 from selfguide.runner import StageOutcome
-from selfguide.spec import SelfGuideJob, TrainingMethod
+from selfguide.spec import SelfGuideJob
 
 
 def _describe(outcome: StageOutcome) -> str:
@@ -30,6 +31,6 @@ def print_run_summary(job: SelfGuideJob, workdir: Path, outcomes: list[StageOutc
     for outcome in outcomes:
         timing = "already complete" if outcome.skipped else f"{outcome.seconds:.0f}s"
         typer.echo(f"  {outcome.stage:<9} {timing:>16}  {_describe(outcome)}")
-    trained = "adapter" if job.spec.training.method is TrainingMethod.LORA else "model"
-    typer.echo(f"  artifacts: {workdir}/generate/train.jsonl, {workdir}/generate/filter_report.json"
-               + (f", {workdir}/train/{trained}/" if any(o.stage == 'train' for o in outcomes) else ""))
+    trained = trained_model_dir(job.spec.training.method)
+    typer.echo(f"  artifacts: {workdir}/{TRAIN_DATA}, {workdir}/{FILTER_REPORT}"
+               + (f", {workdir}/{trained}/" if any(o.stage == 'train' for o in outcomes) else ""))

@@ -33,8 +33,9 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback
 
 from selfguide.artifacts import atomic_write_jsonl
-from selfguide.backends.transformers_backend import load_tokenizer, render_chat
+from selfguide.backends.chat import load_tokenizer, render_chat
 from selfguide.devices import resolve_device, resolve_dtype
+from selfguide.layout import ADAPTER_DIR, MERGED_DIR, METRICS_FILE, MODEL_DIR
 from selfguide.models import ModelLocation
 from selfguide.prompts import few_shot_messages
 from selfguide.spec import Example, ModelSpec, TaskSpec, TrainingMethod, TrainingSpec
@@ -42,10 +43,6 @@ from selfguide.spec import Example, ModelSpec, TaskSpec, TrainingMethod, Trainin
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-ADAPTER_DIR = "adapter"
-MODEL_DIR = "model"
-MERGED_DIR = "merged"
-METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass(frozen=True)

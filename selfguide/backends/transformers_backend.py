@@ -10,35 +10,16 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, GenerationConfig
 
 from selfguide.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, keep_n
+from selfguide.backends.chat import count_tokens, load_tokenizer, render_chat
 from selfguide.batching import CPU_BATCH, batch_for_memory
 from selfguide.devices import resolve_device, resolve_dtype
 from selfguide.models import ModelLocation
 from selfguide.spec.model import Dtype
 
 log = logging.getLogger(__name__)
-
-
-def load_tokenizer(location: ModelLocation, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """The model's tokenizer, set up for batched generation (left padding, a pad token)."""
-    tokenizer = AutoTokenizer.from_pretrained(
-        location.path, revision=location.revision, trust_remote_code=trust_remote_code
-    )
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Messages, response_prefix: str = "") -> str:
-    """Apply the model's own chat template; models without one get a plain `role: content` layout."""
-    if tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    else:
-        text = "".join(f"{m['role'].upper()}: {m['content']}\n" for m in messages) + "ASSISTANT: "
-    return text + response_prefix
 
 
 class TransformersBackend:
@@ -74,7 +55,7 @@ class TransformersBackend:
         return render_chat(self.tokenizer, messages, response_prefix)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return count_tokens(self.tokenizer, text)
 
     @contextlib.contextmanager
     def adapter_disabled(self) -> Iterator[None]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, keep_n
+from selfguide.backends.chat import count_tokens, render_chat
 from selfguide.models import ModelLocation
 from selfguide.spec.model import Dtype
 
@@ -69,12 +70,10 @@ class VllmBackend:
         self.throughput = Throughput()
 
     def render_chat(self, messages: Messages, response_prefix: str = "") -> str:
-        from selfguide.backends.transformers_backend import render_chat
-
         return render_chat(self.tokenizer, messages, response_prefix)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return count_tokens(self.tokenizer, text)
 
     @contextlib.contextmanager
     def adapter_disabled(self) -> Iterator[None]:

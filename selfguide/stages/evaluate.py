@@ -15,13 +15,12 @@ from pydantic import ValidationError
 from selfguide.artifacts import atomic_write_json, read_json, read_jsonl
 from selfguide.backends.base import GenerationBackend, SamplingParams
 from selfguide.errors import PermanentError
+from selfguide.layout import ADAPTER_DIR, FILTER_REPORT, MODEL_DIR, REPORT_FILE, TRAIN_DATA, trained_model_dir
 from selfguide.metrics import EXACT_MATCH, ROUGE_L, exact_match, mean, rouge_l
 from selfguide.models import pvc_path
 from selfguide.prompts import few_shot_messages
 from selfguide.spec import EvalExample, SelfGuideJobSpec, TaskType, TrainingMethod
 from selfguide.spec.evaluation import EvaluationSpec
-
-REPORT_JSON = "report.json"
 
 
 def load_eval_set(spec: EvaluationSpec) -> list[EvalExample]:
@@ -81,11 +80,10 @@ def _open(spec: SelfGuideJobSpec, adapter: Path | None = None, model_dir: Path |
 
 def run_models(spec: SelfGuideJobSpec, workdir: Path, staging: Path, examples: list[EvalExample]) -> dict[str, list[str]]:
     """Predictions of every compared system, keyed by system name."""
-    from selfguide.training import ADAPTER_DIR, MODEL_DIR
-
     predictions: dict[str, list[str]] = {}
+    trained = workdir / trained_model_dir(spec.training.method)
     if spec.training.method is TrainingMethod.LORA:
-        backend = _open(spec, adapter=workdir / "train" / ADAPTER_DIR)
+        backend = _open(spec, adapter=trained)
         try:
             with backend.adapter_disabled():
                 predictions["fewShotPrompting"] = predict(backend, spec, examples, "evaluating base model")
@@ -93,7 +91,7 @@ def run_models(spec: SelfGuideJobSpec, workdir: Path, staging: Path, examples: l
         finally:
             backend.close()
     else:
-        for name, model_dir in (("fewShotPrompting", None), ("selfGuide", workdir / "train" / MODEL_DIR)):
+        for name, model_dir in (("fewShotPrompting", None), ("selfGuide", trained)):
             backend = _open(spec, model_dir=model_dir)
             try:
                 predictions[name] = predict(backend, spec, examples, f"evaluating {name}")
@@ -108,7 +106,7 @@ def _few_shot_finetune(spec: SelfGuideJobSpec, workdir: Path, staging: Path, exa
     """The paper's baseline: the same fine-tuning on the gold examples alone."""
     from selfguide.models import locate
     from selfguide.runner import stage_hash
-    from selfguide.training import ADAPTER_DIR, MODEL_DIR, train
+    from selfguide.training import train
 
     out = staging / "few_shot_finetune"
     train(locate(spec.model), spec.model, spec.task, spec.training, spec.task.examples, out,
@@ -155,8 +153,8 @@ def evaluate_stage(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict
     assert spec.evaluation is not None
     examples = load_eval_set(spec.evaluation)
     report = build_report(spec, examples, run_models(spec, workdir, staging, examples))
-    atomic_write_json(staging / REPORT_JSON, report)
-    generated = read_jsonl(workdir / "generate" / "train.jsonl")
-    funnel = read_json(workdir / "generate" / "filter_report.json")
+    atomic_write_json(staging / REPORT_FILE, report)
+    generated = read_jsonl(workdir / TRAIN_DATA)
+    funnel = read_json(workdir / FILTER_REPORT)
     write_readable_report(spec, report, generated, funnel, staging)
     return {k: report[k] for k in ("metric", "examples", "baseline", "finetuned", "delta", "scores")}

@@ -30,6 +30,7 @@ from selfguide.filters import (
     first_failure,
     length_band,
 )
+from selfguide.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.prompts import (
     INPUT_RESPONSE_PREFIX,
     INPUT_STOP,
@@ -42,11 +43,6 @@ from selfguide.spec.generation import LengthFilterSpec
 from selfguide.vote import majority_vote
 
 log = logging.getLogger(__name__)
-
-TRAIN_FILE = "train.jsonl"
-CANDIDATES_FILE = "candidates.jsonl"
-REPORT_FILE = "filter_report.json"
-
 
 @dataclass
 class Candidate:
@@ -286,7 +282,7 @@ def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Pa
     kept = [c for c in candidates if c.stage == "kept"]
     atomic_write_jsonl(out_dir / TRAIN_FILE, ({"input": c.input, "output": c.output} for c in kept))
     atomic_write_jsonl(out_dir / CANDIDATES_FILE, (c.row() for c in candidates))
-    atomic_write_json(out_dir / REPORT_FILE, report)
+    atomic_write_json(out_dir / FILTER_REPORT_FILE, report)
     return GenerateResult(len(kept), report)
 
 

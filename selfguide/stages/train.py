@@ -16,9 +16,9 @@ from typing import Any
 
 from selfguide.artifacts import atomic_write_json, read_json, read_jsonl
 from selfguide.errors import PermanentError
+from selfguide.layout import FILTER_REPORT, TRAIN_DATA
 from selfguide.models import locate
 from selfguide.spec import Example, SelfGuideJobSpec
-from selfguide.stages.generate import TRAIN_FILE
 
 PROCESSES_ENV = "SELFGUIDE_TRAIN_PROCESSES"
 """Training processes in the pod (default: one per visible GPU); set to 2+ on CPU to exercise the
@@ -28,14 +28,14 @@ SUMMARY_FILE = ".train-summary.json"
 
 def load_training_set(workdir: Path) -> list[Example]:
     """The generated examples; an empty or missing set is a permanent error (retrying cannot help)."""
-    path = workdir / "generate" / TRAIN_FILE
+    path = workdir / TRAIN_DATA
     if not path.is_file():
         raise PermanentError(f"{path} is missing: run the generate stage first")
     examples = [Example(input=row["input"], output=row["output"]) for row in read_jsonl(path)]
     if not examples:
         raise PermanentError(
             "the generate stage kept no examples, so there is nothing to train on; see "
-            "generate/filter_report.json (more rounds, a higher input temperature or looser filters help)"
+            f"{FILTER_REPORT} (more rounds, a higher input temperature or looser filters help)"
         )
     return examples
 

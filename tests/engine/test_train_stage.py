@@ -52,7 +52,7 @@ def run_train_stage(manifest: dict, workdir: Path):
 def prompt_ids(tokenizer):
     import torch
 
-    from selfguide.backends.transformers_backend import render_chat
+    from selfguide.backends.chat import render_chat
     from selfguide.prompts import few_shot_messages
     from selfguide.spec import TaskSpec
 

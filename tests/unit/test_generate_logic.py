@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from selfguide.backends.base import Completion, SamplingParams, Throughput
+from selfguide.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.prompts import INPUT_RESPONSE_PREFIX, RULE, input_generation_prompt
 from selfguide.spec import SelfGuideJobSpec
-from selfguide.stages.generate import CANDIDATES_FILE, REPORT_FILE, TRAIN_FILE, run_generate
+from selfguide.stages.generate import run_generate
 from tests.unit import manifests
 
 ROW_KEYS = {"input", "round", "pseudoLabel", "output", "stage", "filter", "reason", "votes", "validSamples"}
@@ -89,7 +90,7 @@ def spec_for(task: dict, **generation) -> SelfGuideJobSpec:
 
 def run(spec: SelfGuideJobSpec, model: ScriptedModel, out: Path) -> tuple[dict, list[dict], list[dict]]:
     result = run_generate(spec, model, out)
-    report = json.loads((out / REPORT_FILE).read_text())
+    report = json.loads((out / FILTER_REPORT_FILE).read_text())
     rows = [json.loads(line) for line in (out / CANDIDATES_FILE).read_text().splitlines()]
     train = [json.loads(line) for line in (out / TRAIN_FILE).read_text().splitlines()]
     assert result.report == report

@@ -1,0 +1,32 @@
+"""The tokenizer side shared by both backends and training: loading, chat rendering, token counts."""
+
+from __future__ import annotations
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from selfguide.backends.base import Messages
+from selfguide.models import ModelLocation
+
+
+def load_tokenizer(location: ModelLocation, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, set up for batched generation (left padding, a pad token)."""
+    tokenizer = AutoTokenizer.from_pretrained(
+        location.path, revision=location.revision, trust_remote_code=trust_remote_code
+    )
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Messages, response_prefix: str = "") -> str:
+    """Apply the model's own chat template; models without one get a plain `role: content` layout."""
+    if tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    else:
+        text = "".join(f"{m['role'].upper()}: {m['content']}\n" for m in messages) + "ASSISTANT: "
+    return text + response_prefix
+
+
+def count_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -1,0 +1,33 @@
+"""Where the stages put their artifacts in a work directory: the same layout locally and on the cluster's PVC.
+
+  <workdir>/spec.json     the spec the stages ran with
+  <workdir>/generate/     train.jsonl, candidates.jsonl, filter_report.json, manifest.json
+  <workdir>/train/        adapter/ (LoRA) or model/ (full fine-tuning), merged/ (optional), metrics.jsonl,
+                          manifest.json
+  <workdir>/evaluate/     report.json, report.md, *.png, manifest.json
+
+`*_FILE` and `*_DIR` names are relative to their stage's directory (a stage writes into a staging directory
+that is renamed into place); the other paths are relative to the work directory.
+"""
+
+from __future__ import annotations
+
+from selfguide.spec.training import TrainingMethod
+
+TRAIN_FILE = "train.jsonl"
+CANDIDATES_FILE = "candidates.jsonl"
+FILTER_REPORT_FILE = "filter_report.json"
+ADAPTER_DIR = "adapter"
+MODEL_DIR = "model"
+MERGED_DIR = "merged"
+METRICS_FILE = "metrics.jsonl"
+REPORT_FILE = "report.json"
+
+TRAIN_DATA = f"generate/{TRAIN_FILE}"
+FILTER_REPORT = f"generate/{FILTER_REPORT_FILE}"
+REPORT = f"evaluate/{REPORT_FILE}"
+
+
+def trained_model_dir(method: TrainingMethod) -> str:
+    """What the train stage leaves: an adapter for LoRA, a whole model for full fine-tuning."""
+    return f"train/{ADAPTER_DIR if method is TrainingMethod.LORA else MODEL_DIR}"
