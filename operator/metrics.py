@@ -41,18 +41,17 @@ class Metrics:
                     and stage.completion_time:
                 seconds = (stage.completion_time - stage.start_time).total_seconds()
                 self.stage_duration.labels(stage.name, stage.phase.value).observe(seconds)
+        phase = (new.phase or Phase.PENDING).value
         with self._lock:
-            self._phases[key] = (new.phase or Phase.PENDING).value
-            self._publish()
+            previous = self._phases.get(key)
+            if previous != phase:
+                self._phases[key] = phase
+                if previous is not None:
+                    self.jobs.labels(previous).dec()
+                self.jobs.labels(phase).inc()
 
     def forget(self, key: tuple[str, str]) -> None:
         with self._lock:
-            if self._phases.pop(key, None) is not None:
-                self._publish()
-
-    def _publish(self) -> None:
-        counts = {phase.value: 0 for phase in Phase}
-        for phase in self._phases.values():
-            counts[phase] += 1
-        for phase, count in counts.items():
-            self.jobs.labels(phase).set(count)
+            previous = self._phases.pop(key, None)
+            if previous is not None:
+                self.jobs.labels(previous).dec()
