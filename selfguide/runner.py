@@ -41,6 +41,7 @@ def stage_config(spec: SelfGuideJobSpec, stage: str) -> dict[str, Any]:
     parts = STAGE_INPUTS[stage]
     manifest = spec.to_manifest()
     manifest.get("model", {}).pop("hfTokenSecret", None)  # where the token comes from changes no output
+    manifest.get("training", {}).pop("gradientCheckpointing", None)  # memory for compute, same model
     return {part: manifest.get(part) for part in parts}
 
 

@@ -168,6 +168,8 @@ def train(
         num_train_epochs=spec.epochs,
         per_device_train_batch_size=spec.batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
+        activation_checkpointing=spec.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},  # works with frozen inputs (LoRA)
         learning_rate=spec.learning_rate,
         warmup_steps=round(spec.warmup_ratio * _total_steps(len(dataset), spec)),  # no lr-0 step on tiny runs
         weight_decay=spec.weight_decay,

@@ -351,3 +351,30 @@ def test_output_only_logits_give_the_same_loss_and_gradients(tiny_model):
     assert only.loss.item() == pytest.approx(full.loss.item(), rel=1e-5)
     for a, b in zip(only_grads, full_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_keeps_fewer_activations_and_trains_the_same_model(tiny_model, tmp_path):
+    """With it on, the layers' activations are recomputed in the backward pass instead of being saved for it;
+    the losses and the stage's config hash stay the same."""
+    import torch
+
+    plain, checkpointed = (job(str(tiny_model), epochs=2, learningRate=1e-2, batchSize=2, maxLength=64, **extra)
+                           for extra in ({}, {"gradientCheckpointing": True}))
+    assert stage_hash(validate_object(plain).spec, "train") == stage_hash(validate_object(checkpointed).spec, "train")
+    saved_bytes, losses = [], []
+    for name, manifest in (("plain", plain), ("checkpointed", checkpointed)):
+        saved = [0]
+
+        def pack(tensor, saved=saved):
+            saved[0] += tensor.numel() * tensor.element_size()
+            return tensor
+
+        workdir = training_workdir(tmp_path / name, EXAMPLES)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            run_train_stage(manifest, workdir)
+        saved_bytes.append(saved[0])
+        losses.append([m["loss"] for m in read_jsonl(workdir / "train" / "metrics.jsonl")])
+    # same data and seed: without checkpointing both runs would save exactly as much (the rest is the LM head's)
+    assert saved_bytes[1] < 0.9 * saved_bytes[0], saved_bytes
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
