@@ -43,7 +43,7 @@ RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels
 # Convert the bundled GGUF model once, at build time, into a read-only folder stage pods load directly.
 ENV SELFGUIDE_PREBUILT_MODELS=/opt/selfguide/models
 RUN SELFGUIDE_CACHE=/opt/selfguide python -c \
-        "from selfguide.models import bundled_model_dir; bundled_model_dir('smollm2-135m-instruct')"
+        "from selfguide.engine.models import bundled_model_dir; bundled_model_dir('smollm2-135m-instruct')"
 # Writable caches: the operator mounts the model cache (a PVC or an emptyDir) at /cache and an emptyDir at /tmp.
 ENV HF_HOME=/cache/huggingface \
     SELFGUIDE_CACHE=/cache/selfguide

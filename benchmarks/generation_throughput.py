@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from selfguide.backends.base import SamplingParams
-from selfguide.backends.transformers_backend import TransformersBackend
-from selfguide.models import locate
+from selfguide.engine.backends.base import SamplingParams
+from selfguide.engine.backends.transformers_backend import TransformersBackend
+from selfguide.engine.models import locate
 from selfguide.prompts import INPUT_RESPONSE_PREFIX, input_generation_prompt
 from selfguide.spec import ModelSpec
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.random_model import random_llama
-from selfguide.backends.base import SamplingParams
-from selfguide.backends.transformers_backend import TransformersBackend
-from selfguide.batching import kv_bytes_per_token
-from selfguide.models import ModelLocation
+from selfguide.engine.backends.base import SamplingParams
+from selfguide.engine.backends.transformers_backend import TransformersBackend
+from selfguide.engine.batching import kv_bytes_per_token
+from selfguide.engine.models import ModelLocation
 from selfguide.spec import Dtype
 
 PEAK_BANDWIDTH_GBS = {"H100": 3350, "H200": 4800, "A100": 2039, "L40S": 864, "A10G": 600}

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.random_model import random_llama
-from selfguide.models import ModelLocation
+from selfguide.engine.models import ModelLocation
 from selfguide.spec import Example, ModelSpec, TaskSpec, TrainingSpec
-from selfguide.training import train
+from selfguide.engine.trainer import train
 
 TASK = TaskSpec(type="generation", instruction="Continue the text.", examples=[Example(input="a", output="b")])
 

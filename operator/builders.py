@@ -7,8 +7,8 @@ from typing import Any
 import yaml
 
 from selfguide.cli import EXIT_INVALID, EXIT_PERMANENT, TERMINATION_LOG_ENV
-from selfguide.layout import REPORT, TRAIN_DATA, trained_model_dir
-from selfguide.models import PVC_ROOT_ENV
+from selfguide.workdir import REPORT, TRAIN_DATA, trained_model_dir
+from selfguide.engine.models import PVC_ROOT_ENV
 from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
 from selfguide.spec.runtime import StageSettings
 from selfguide_operator.names import (

@@ -34,10 +34,10 @@ log = logging.getLogger("selfguide")
 
 def permanent_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "do not retry" (imported lazily: they live in modules that load torch)."""
-    from selfguide.backends import BackendUnavailable
-    from selfguide.devices import DeviceUnavailable
+    from selfguide.engine.backends import BackendUnavailable
+    from selfguide.engine.devices import DeviceUnavailable
     from selfguide.errors import PermanentError
-    from selfguide.models import ModelNotFound
+    from selfguide.engine.models import ModelNotFound
 
     return PermanentError, ModelNotFound, DeviceUnavailable, BackendUnavailable
 
@@ -220,7 +220,7 @@ def bench(
     max_eval: MaxEvalOption = None,
 ) -> None:
     """Few-shot prompting versus SELF-GUIDE on each task's test split (the paper's table)."""
-    from selfguide.bench import run_bench, table
+    from selfguide.experiments.bench import run_bench, table
 
     with failures_to_exit_codes():
         scores = run_bench(tasks, workdir, _overrides(config), max_eval)
@@ -238,7 +238,7 @@ def sweep(
     max_eval: MaxEvalOption = None,
 ) -> None:
     """One Parameter Fits All: the grid configuration with the best worst-task improvement (validation)."""
-    from selfguide.sweep import grid, run_sweep, sweep_table
+    from selfguide.experiments.sweep import grid, run_sweep, sweep_table
 
     with failures_to_exit_codes():
         configs = grid(temperature or [0.6, 0.8, 1.0], length_filters or [True], epochs or [1, 2, 3])

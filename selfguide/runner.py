@@ -1,6 +1,6 @@
 """The stage runner: run a stage into its own directory of the work dir, atomically, at most once per config.
 
-Each stage directory (see `selfguide.layout`) holds a `manifest.json` with the stage's config hash, timings
+Each stage directory (see `selfguide.workdir`) holds a `manifest.json` with the stage's config hash, timings
 and a summary; a stage whose manifest matches the current config is complete and is skipped.
 """
 
@@ -75,15 +75,15 @@ class StageOutcome:
 def stage_function(stage: str) -> StageFunction:
     """The implementation of a stage; imported lazily so `validate` never loads torch."""
     if stage == "generate":
-        from selfguide.stages.generate import generate_stage
+        from selfguide.stages.generate.stage import generate_stage
 
         return generate_stage
     if stage == "train":
-        from selfguide.stages.train import train_stage
+        from selfguide.stages.train.stage import train_stage
 
         return train_stage
     if stage == "evaluate":
-        from selfguide.stages.evaluate import evaluate_stage
+        from selfguide.stages.evaluate.stage import evaluate_stage
 
         return evaluate_stage
     raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from selfguide.layout import FILTER_REPORT, TRAIN_DATA, trained_model_dir
+from selfguide.workdir import FILTER_REPORT, TRAIN_DATA, trained_model_dir
 from selfguide.runner import StageOutcome
 from selfguide.spec import SelfGuideJob
 

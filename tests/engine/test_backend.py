@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from selfguide.backends.base import SamplingParams
-from selfguide.backends.vllm_backend import to_vllm_sampling
+from selfguide.engine.backends.base import SamplingParams
+from selfguide.engine.backends.vllm_backend import to_vllm_sampling
 from selfguide.spec import TaskSpec
 
 # -- vLLM mapping (fast, no model) ---------------------------------------------------------------------
@@ -83,7 +83,7 @@ COUNTING = "Count from 1 to 20: 1, 2, 3,"
 
 @pytest.fixture(scope="module")
 def backend():
-    from selfguide.backends import open_backend
+    from selfguide.engine.backends import open_backend
     from selfguide.spec import ModelSpec
     from selfguide.spec.generation import Backend
 

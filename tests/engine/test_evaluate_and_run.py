@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from selfguide.metrics import exact_match, mean
+from selfguide.stages.evaluate.scoring import exact_match, mean
 from tests.engine.conftest import read_jsonl, run_cli, sentiment_manifest, write_manifest
 
 EVAL = [
@@ -136,7 +136,7 @@ BAD_FILES = [
 def test_a_bad_evaluation_line_is_named(tmp_path, content, line, detail):
     from selfguide.errors import PermanentError
     from selfguide.spec.evaluation import EvaluationSpec
-    from selfguide.stages.evaluate import load_eval_set
+    from selfguide.stages.evaluate.stage import load_eval_set
 
     eval_file = tmp_path / "eval.jsonl"
     eval_file.write_text(content)
@@ -168,7 +168,7 @@ def test_a_bad_evaluation_line_exits_3_naming_it(tmp_path):
 def test_a_missing_or_empty_evaluation_file_is_a_permanent_error(tmp_path):
     from selfguide.errors import PermanentError
     from selfguide.spec.evaluation import EvaluationSpec
-    from selfguide.stages.evaluate import load_eval_set
+    from selfguide.stages.evaluate.stage import load_eval_set
 
     with pytest.raises(PermanentError, match="nope.jsonl does not exist"):
         load_eval_set(EvaluationSpec(path=str(tmp_path / "nope.jsonl")))

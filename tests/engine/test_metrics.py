@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfguide.metrics import exact_match, extract_label, mean, rouge_l
+from selfguide.stages.evaluate.scoring import exact_match, extract_label, mean, rouge_l
 
 # -- label extraction ----------------------------------------------------------------------------------
 

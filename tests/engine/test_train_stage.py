@@ -52,7 +52,7 @@ def run_train_stage(manifest: dict, workdir: Path):
 def prompt_ids(tokenizer):
     import torch
 
-    from selfguide.backends.chat import render_chat
+    from selfguide.engine.backends.chat import render_chat
     from selfguide.prompts import few_shot_messages
     from selfguide.spec import TaskSpec
 
@@ -120,7 +120,7 @@ def test_peft_loads_the_adapter_and_it_changes_the_model(lora_run):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selfguide.models import bundled_model_dir
+    from selfguide.engine.models import bundled_model_dir
 
     _, workdir, _ = lora_run
     adapter = workdir / "train" / "adapter"
@@ -148,7 +148,7 @@ def tiny_model(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from selfguide.models import bundled_model_dir
+    from selfguide.engine.models import bundled_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir("smollm2-135m-instruct"))
     config = LlamaConfig(
@@ -301,7 +301,7 @@ def test_an_empty_training_set_is_a_permanent_failure(tmp_path):
 
 def test_a_missing_training_set_is_a_permanent_error(tmp_path):
     from selfguide.errors import PermanentError
-    from selfguide.stages.train import load_training_set
+    from selfguide.stages.train.stage import load_training_set
 
     with pytest.raises(PermanentError, match="run the generate stage first"):
         load_training_set(tmp_path)
@@ -327,7 +327,7 @@ def test_output_only_logits_give_the_same_loss_and_gradients(tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from selfguide.spec import Example, TaskSpec
-    from selfguide.training import PadCollator, encode_example, keeps_logits_by_mask
+    from selfguide.engine.trainer import PadCollator, encode_example, keeps_logits_by_mask
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)

@@ -8,8 +8,8 @@ import importlib.util
 import pytest
 import torch
 
-from selfguide.backends.base import SamplingParams
-from selfguide.models import locate
+from selfguide.engine.backends.base import SamplingParams
+from selfguide.engine.models import locate
 from selfguide.spec import Backend, Dtype, ModelSpec
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -27,7 +27,7 @@ def _greedy(backend) -> list[str]:
 @needs_gpu
 @pytest.mark.slow
 def test_transformers_backend_uses_bf16_and_sizes_batches_from_memory() -> None:
-    from selfguide.backends.transformers_backend import TransformersBackend
+    from selfguide.engine.backends.transformers_backend import TransformersBackend
 
     backend = TransformersBackend(locate(ModelSpec()), Dtype.AUTO)
     expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -40,7 +40,7 @@ def test_transformers_backend_uses_bf16_and_sizes_batches_from_memory() -> None:
 @needs_vllm
 @pytest.mark.slow
 def test_vllm_backend_matches_transformers_greedy() -> None:
-    from selfguide.backends import open_backend
+    from selfguide.engine.backends import open_backend
 
     vllm = open_backend(ModelSpec(dtype=Dtype.FLOAT32), Backend.VLLM, None)
     try:
@@ -56,6 +56,6 @@ def test_vllm_backend_matches_transformers_greedy() -> None:
 @needs_two_gpus
 @pytest.mark.slow
 def test_training_spans_every_visible_gpu() -> None:
-    from selfguide.stages.train import training_processes
+    from selfguide.stages.train.stage import training_processes
 
     assert training_processes() == torch.cuda.device_count()

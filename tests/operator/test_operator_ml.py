@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from selfguide.models import cache_root
+from selfguide.engine.models import cache_root
 from tests.harness.fixtures import Kubectl
 from tests.operator.helpers import VENV_BIN, load_example, manifest
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from selfguide.filters import (
+from selfguide.stages.generate.filters import (
     GREETINGS,
     DuplicateFilter,
     EmptyFilter,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from selfguide.backends.base import Completion, SamplingParams, Throughput
-from selfguide.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
+from selfguide.engine.backends.base import Completion, SamplingParams, Throughput
+from selfguide.workdir import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.prompts import INPUT_RESPONSE_PREFIX, RULE, input_generation_prompt
 from selfguide.spec import SelfGuideJobSpec
-from selfguide.stages.generate import run_generate
+from selfguide.stages.generate.stage import run_generate
 from tests.unit import manifests
 
 ROW_KEYS = {"input", "round", "pseudoLabel", "output", "stage", "filter", "reason", "votes", "validSamples"}

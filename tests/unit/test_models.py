@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from selfguide.models import ModelNotFound, bundled_model_dir, locate, pvc_path
+from selfguide.engine.models import ModelNotFound, bundled_model_dir, locate, pvc_path
 from selfguide.spec import ModelSpec
 
 

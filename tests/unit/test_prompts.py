@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfguide.backends.base import Completion, SamplingParams, cut_at_stop, select_best
+from selfguide.engine.backends.base import Completion, SamplingParams, cut_at_stop, select_best
 from selfguide.prompts import INPUT_STOP, extract_input, few_shot_messages, input_generation_prompt
 from selfguide.spec import TaskSpec
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfguide.vote import VoteResult, majority_vote
+from selfguide.stages.generate.vote import VoteResult, majority_vote
 
 
 def test_majority_wins():

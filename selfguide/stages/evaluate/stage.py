@@ -13,11 +13,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from selfguide.artifacts import atomic_write_json, read_json, read_jsonl
-from selfguide.backends.base import GenerationBackend, SamplingParams
+from selfguide.engine.backends.base import GenerationBackend, SamplingParams
 from selfguide.errors import PermanentError
-from selfguide.layout import ADAPTER_DIR, FILTER_REPORT, MODEL_DIR, REPORT_FILE, TRAIN_DATA, trained_model_dir
-from selfguide.metrics import EXACT_MATCH, ROUGE_L, exact_match, mean, rouge_l
-from selfguide.models import pvc_path
+from selfguide.workdir import ADAPTER_DIR, FILTER_REPORT, MODEL_DIR, REPORT_FILE, TRAIN_DATA, trained_model_dir
+from selfguide.stages.evaluate.scoring import EXACT_MATCH, ROUGE_L, exact_match, mean, rouge_l
+from selfguide.engine.models import pvc_path
 from selfguide.prompts import few_shot_messages
 from selfguide.spec import EvalExample, SelfGuideJobSpec, TaskType, TrainingMethod
 from selfguide.spec.evaluation import EvaluationSpec
@@ -69,7 +69,7 @@ def predict(backend: GenerationBackend, spec: SelfGuideJobSpec, examples: list[E
 
 
 def _open(spec: SelfGuideJobSpec, adapter: Path | None = None, model_dir: Path | None = None) -> GenerationBackend:
-    from selfguide.backends import open_backend
+    from selfguide.engine.backends import open_backend
 
     assert spec.evaluation is not None
     model = spec.model if model_dir is None else spec.model.model_copy(
@@ -104,9 +104,9 @@ def run_models(spec: SelfGuideJobSpec, workdir: Path, staging: Path, examples: l
 
 def _few_shot_finetune(spec: SelfGuideJobSpec, workdir: Path, staging: Path, examples: list[EvalExample]) -> list[str]:
     """The paper's baseline: the same fine-tuning on the gold examples alone."""
-    from selfguide.models import locate
+    from selfguide.engine.models import locate
     from selfguide.runner import stage_hash
-    from selfguide.training import train
+    from selfguide.engine.trainer import train
 
     out = staging / "few_shot_finetune"
     train(locate(spec.model), spec.model, spec.task, spec.training, spec.task.examples, out,
@@ -148,7 +148,7 @@ def build_report(spec: SelfGuideJobSpec, examples: list[EvalExample], prediction
 
 
 def evaluate_stage(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict[str, Any]:
-    from selfguide.report import write_readable_report
+    from selfguide.stages.evaluate.readable import write_readable_report
 
     assert spec.evaluation is not None
     examples = load_eval_set(spec.evaluation)

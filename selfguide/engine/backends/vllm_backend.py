@@ -10,9 +10,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from selfguide.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, keep_n
-from selfguide.backends.chat import count_tokens, render_chat
-from selfguide.models import ModelLocation
+from selfguide.engine.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, keep_n
+from selfguide.engine.backends.chat import count_tokens, render_chat
+from selfguide.engine.models import ModelLocation
 from selfguide.spec.model import Dtype
 
 

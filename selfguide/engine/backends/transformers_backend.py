@@ -12,11 +12,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from selfguide.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, keep_n
-from selfguide.backends.chat import count_tokens, load_tokenizer, render_chat
-from selfguide.batching import CPU_BATCH, batch_for_memory
-from selfguide.devices import resolve_device, resolve_dtype
-from selfguide.models import ModelLocation
+from selfguide.engine.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, keep_n
+from selfguide.engine.backends.chat import count_tokens, load_tokenizer, render_chat
+from selfguide.engine.batching import CPU_BATCH, batch_for_memory
+from selfguide.engine.devices import resolve_device, resolve_dtype
+from selfguide.engine.models import ModelLocation
 from selfguide.spec.model import Dtype
 
 log = logging.getLogger(__name__)

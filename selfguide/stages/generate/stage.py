@@ -18,8 +18,8 @@ from typing import Any
 from pydantic.alias_generators import to_camel
 
 from selfguide.artifacts import atomic_write_json, atomic_write_jsonl
-from selfguide.backends.base import GenerationBackend, SamplingParams
-from selfguide.filters import (
+from selfguide.engine.backends.base import GenerationBackend, SamplingParams
+from selfguide.stages.generate.filters import (
     DuplicateFilter,
     EmptyFilter,
     LabelMapper,
@@ -30,7 +30,7 @@ from selfguide.filters import (
     first_failure,
     length_band,
 )
-from selfguide.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
+from selfguide.workdir import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.prompts import (
     INPUT_RESPONSE_PREFIX,
     INPUT_STOP,
@@ -40,7 +40,7 @@ from selfguide.prompts import (
 )
 from selfguide.spec import SelfGuideJobSpec, TaskType
 from selfguide.spec.generation import LengthFilterSpec
-from selfguide.vote import majority_vote
+from selfguide.stages.generate.vote import majority_vote
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Pa
 
 def generate_stage(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict[str, Any]:
     """The stage entry point: one model load serves input generation and annotation."""
-    from selfguide.backends import open_backend
+    from selfguide.engine.backends import open_backend
 
     backend = open_backend(spec.model, spec.generation.backend, spec.generation.batch_size,
                            seed=spec.generation.seed)

@@ -16,8 +16,8 @@ from typing import Any
 
 from selfguide.artifacts import atomic_write_json, read_json, read_jsonl
 from selfguide.errors import PermanentError
-from selfguide.layout import FILTER_REPORT, TRAIN_DATA
-from selfguide.models import locate
+from selfguide.workdir import FILTER_REPORT, TRAIN_DATA
+from selfguide.engine.models import locate
 from selfguide.spec import Example, SelfGuideJobSpec
 
 PROCESSES_ENV = "SELFGUIDE_TRAIN_PROCESSES"
@@ -51,7 +51,7 @@ def training_processes() -> int:
 def train_here(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict[str, Any] | None:
     """Train in this process (one rank of a distributed run, or the only one); the summary on rank 0."""
     from selfguide.runner import stage_hash
-    from selfguide.training import train
+    from selfguide.engine.trainer import train
 
     result = train(
         locate(spec.model), spec.model, spec.task, spec.training, load_training_set(workdir), staging,
@@ -83,7 +83,7 @@ def train_stage(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict[st
     spec_file = staging / ".spec.json"
     atomic_write_json(spec_file, spec.to_manifest())
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "selfguide.stages.train", "--spec", str(spec_file), "--workdir", str(workdir),
+               "-m", "selfguide.stages.train.stage", "--spec", str(spec_file), "--workdir", str(workdir),
                "--staging", str(staging)]
     completed = subprocess.run(command, check=False)
     spec_file.unlink(missing_ok=True)

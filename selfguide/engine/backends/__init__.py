@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from selfguide.backends.base import Completion, GenerationBackend, SamplingParams, Throughput
-from selfguide.models import locate
+from selfguide.engine.backends.base import Completion, GenerationBackend, SamplingParams, Throughput
+from selfguide.engine.models import locate
 from selfguide.spec.generation import Backend
 from selfguide.spec.model import ModelSpec
 
@@ -38,11 +38,11 @@ def open_backend(
     if choose_backend(backend) is Backend.VLLM:
         import torch
 
-        from selfguide.backends.vllm_backend import VllmBackend
+        from selfguide.engine.backends.vllm_backend import VllmBackend
 
         return VllmBackend(location, model.dtype, torch.cuda.device_count(), adapter,
                            model.trust_remote_code, seed)
-    from selfguide.backends.transformers_backend import TransformersBackend
+    from selfguide.engine.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend(location, model.dtype, batch_size, adapter=adapter,
                                trust_remote_code=model.trust_remote_code)

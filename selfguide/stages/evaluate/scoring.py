@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from selfguide.filters import normalize_answer
+from selfguide.stages.generate.filters import normalize_answer
 
 EXACT_MATCH = "exact_match"
 ROUGE_L = "rouge_l"

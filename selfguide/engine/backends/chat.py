@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from selfguide.backends.base import Messages
-from selfguide.models import ModelLocation
+from selfguide.engine.backends.base import Messages
+from selfguide.engine.models import ModelLocation
 
 
 def load_tokenizer(location: ModelLocation, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_jsonl, atomic_write_text, read_json
-from selfguide.layout import FILTER_REPORT, REPORT
+from selfguide.workdir import FILTER_REPORT, REPORT
 from selfguide.manifest import validate_object
-from selfguide.metrics import mean
+from selfguide.stages.evaluate.scoring import mean
 from selfguide.spec import API_VERSION, KIND, SelfGuideJob, TaskType
 
 

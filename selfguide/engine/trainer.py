@@ -33,10 +33,10 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback
 
 from selfguide.artifacts import atomic_write_jsonl
-from selfguide.backends.chat import load_tokenizer, render_chat
-from selfguide.devices import resolve_device, resolve_dtype
-from selfguide.layout import ADAPTER_DIR, MERGED_DIR, METRICS_FILE, MODEL_DIR
-from selfguide.models import ModelLocation
+from selfguide.engine.backends.chat import load_tokenizer, render_chat
+from selfguide.engine.devices import resolve_device, resolve_dtype
+from selfguide.workdir import ADAPTER_DIR, MERGED_DIR, METRICS_FILE, MODEL_DIR
+from selfguide.engine.models import ModelLocation
 from selfguide.prompts import few_shot_messages
 from selfguide.spec import Example, ModelSpec, TaskSpec, TrainingMethod, TrainingSpec
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_json, atomic_write_text, config_hash
-from selfguide.bench import BenchTask, TaskScore, deep_merge, run_task
-from selfguide.metrics import mean
+from selfguide.experiments.bench import BenchTask, TaskScore, deep_merge, run_task
+from selfguide.stages.evaluate.scoring import mean
 
 
 @dataclass(frozen=True)
