@@ -6,11 +6,12 @@ from typing import Any
 
 import yaml
 
-from selfguide.cli import EXIT_INVALID, EXIT_PERMANENT, TERMINATION_LOG_ENV
-from selfguide.workdir import REPORT, TRAIN_DATA, trained_model_dir
-from selfguide.engine.models import PVC_ROOT_ENV
+from selfguide.contract.environment import PVC_ROOT_ENV, TERMINATION_LOG_ENV
+from selfguide.contract.errors import ExitCode
+from selfguide.contract.registry import stage as stage_definition
 from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
 from selfguide.spec.runtime import StageSettings
+from selfguide.spec.uris import PvcUri, is_pvc
 from selfguide_operator.names import (
     CACHE_DIR,
     CLAIMS_DIR,
@@ -43,8 +44,6 @@ CONTAINER_SECURITY: dict[str, Any] = {
     "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
     "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
 }
-OUTPUT_FIELDS = {"generate": "dataset", "train": "adapter", "evaluate": "report"}
-"""Per stage: the `status.outputs` field naming its main artifact (see `artifact_path`)."""
 
 
 def kueue_managed(job: Observed) -> bool:
@@ -56,14 +55,11 @@ def output_claim(spec: SelfGuideJobSpec, settings: OperatorSettings) -> str:
     return spec.output.claim_name or settings.output_claim
 
 
-def artifact_path(spec: SelfGuideJobSpec, stage: str) -> str:
-    """The stage's main artifact in the work dir; full fine-tuning writes a model, not an adapter."""
-    return {"generate": TRAIN_DATA, "train": trained_model_dir(spec.training.method), "evaluate": REPORT}[stage]
-
-
 def artifact_uri(job: Observed, settings: OperatorSettings, stage: str) -> str:
+    """Where the stage's main artifact lands on the output claim (see the stage registry)."""
     assert job.spec is not None
-    return f"pvc://{output_claim(job.spec, settings)}/{job.namespace}/{job.name}/{artifact_path(job.spec, stage)}"
+    artifact = stage_definition(stage).artifact(job.spec)
+    return str(PvcUri(output_claim(job.spec, settings), f"{job.namespace}/{job.name}/{artifact}"))
 
 
 def child_labels(job: Observed, stage: str | None = None) -> dict[str, str]:
@@ -113,7 +109,7 @@ def resources(spec: SelfGuideJobSpec, stage: str, settings: OperatorSettings) ->
 def input_claims(spec: SelfGuideJobSpec) -> list[str]:
     """Claims the spec reads through `pvc://claim/path` (model weights, evaluation set)."""
     uris = [spec.model.name, spec.evaluation.path if spec.evaluation else None]
-    return sorted({uri.removeprefix("pvc://").split("/")[0] for uri in uris if uri and uri.startswith("pvc://")})
+    return sorted({PvcUri.parse(uri).claim for uri in uris if uri and is_pvc(uri)})
 
 
 def _volumes(job: Observed, stage: StageSettings, settings: OperatorSettings) -> tuple[list[dict], list[dict]]:
@@ -197,7 +193,7 @@ def stage_job(job: Observed, stage: str, settings: OperatorSettings, *, suspend:
         "activeDeadlineSeconds": deadline_seconds,
         "podFailurePolicy": {"rules": [
             {"action": "FailJob",
-             "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_INVALID, EXIT_PERMANENT]}},
+             "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [ExitCode.INVALID_INPUT.value, ExitCode.PERMANENT.value]}},
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
         ]},
         "template": {"metadata": {"labels": metadata["labels"]}, "spec": _without_nulls(pod_spec)},

@@ -10,9 +10,10 @@ import kopf
 from kubernetes.config import ConfigException
 from pydantic import ValidationError
 
+from selfguide.spec.problems import problems_from
 from selfguide_operator.handlers import register
 from selfguide_operator.kube import Kube
-from selfguide_operator.metrics import Metrics
+from selfguide_operator.prometheus_metrics import Metrics
 from selfguide_operator.reconciler import Reconciler
 from selfguide_operator.settings import ENV_PREFIX, OperatorSettings
 
@@ -39,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = OperatorSettings.from_env()
     except ValidationError as error:
-        for problem in error.errors(include_url=False):
-            print(f"selfguide-operator: {ENV_PREFIX}{str(problem['loc'][0]).upper()}: {problem['msg']}",
+        for problem in problems_from(error):
+            variable, _, rest = problem.path.partition(".")
+            print(f"selfguide-operator: {ENV_PREFIX}{variable.upper()}{rest and '.' + rest}: {problem.message}",
                   file=sys.stderr)
         return 2
     try:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from selfguide.contract import termination
+from selfguide.contract.status import MAX_MESSAGE, SelfGuideJobStatus
+from selfguide.contract.termination import TerminationMessage
 from selfguide.manifest import ManifestError, validate_object
 from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
-from selfguide.spec.status import MAX_MESSAGE, SelfGuideJobStatus
 from selfguide_operator.names import LABEL_STAGE
 
 
@@ -79,23 +80,19 @@ def _manifest(name: str, namespace: str, spec: Mapping[str, Any]) -> dict[str, A
 
 @dataclass(frozen=True)
 class Outcome:
-    """A stage pod's termination message: the one-line JSON `selfguide stage` writes, or its last log lines."""
+    """A stage pod's termination message: the one-line JSON `selfguide stage` writes (the stage contract's
+    `TerminationMessage`), or, after a crash, its last log lines."""
 
     ok: bool
     error: str | None = None
-    summary: Mapping[str, Any] = field(default_factory=dict)
+    message: TerminationMessage | None = None
 
     @classmethod
     def parse(cls, text: str) -> Outcome:
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
+        message = termination.parse(text)
+        if message is None:
             return cls(ok=False, error=clip(text) or None)
-        summary = data.get("summary")
-        return cls(ok=bool(data.get("ok")), error=clip(str(data["error"])) if data.get("error") else None,
-                   summary=summary if isinstance(summary, dict) else {})
+        return cls(ok=message.ok, error=clip(message.error) if message.error else None, message=message)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from selfguide.runner import stages_for
-from selfguide.spec.status import Outputs, Phase, SelfGuideJobStatus, StageStatus
-from selfguide_operator.builders import OUTPUT_FIELDS, artifact_uri, kueue_managed, spec_config_map, stage_job
+from selfguide.contract.registry import stage as stage_definition
+from selfguide.contract.registry import stages_for
+from selfguide.contract.status import Outputs, Phase, SelfGuideJobStatus, StageStatus
+from selfguide_operator.builders import artifact_uri, kueue_managed, spec_config_map, stage_job
 from selfguide_operator.names import spec_config_map_name, stage_job_name
 from selfguide_operator.observed import ChildJob, Observed, clip
 from selfguide_operator.settings import OperatorSettings
-from selfguide_operator.status import TERMINAL, Event, Verdict, conditions, stage_results, transition_events
+from selfguide_operator.status import TERMINAL, Event, Verdict, conditions, stage_report, transition_events
 
 FAILURE_REASONS = {"PodFailurePolicy": "PermanentError", "BackoffLimitExceeded": "BackoffLimitExceeded",
                    "DeadlineExceeded": "DeadlineExceeded"}
@@ -73,12 +74,12 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
         return _plan(job, [], invalid, old.start_time, {}, settings, now, [])
 
     spec = job.spec
-    results = {stage: stage_results(stage, child.outcome.summary) for stage, child in children.items()
+    results = {stage: stage_report(stage, child.outcome) for stage, child in children.items()
                if child.finished == "Complete" and child.outcome is not None}
     previous = {s.name: s for s in old.stages}
     entries = [_stage_entry(stage, children.get(stage), previous.get(stage), spec.suspend,
                             results[stage].message if stage in results else None)
-               for stage in stages_for(spec)]
+               for stage in (d.name for d in stages_for(spec))]
     start = old.start_time or min((e.start_time for e in entries if e.start_time), default=None)
     actions: list[Action] = []
     deadline = spec.active_deadline_seconds
@@ -173,7 +174,7 @@ def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: da
     """The new status (results of earlier stages kept), and the Events announcing what changed."""
     old = job.status
     current = next((e for e in entries if e.phase is not Phase.SUCCEEDED), entries[-1] if entries else None)
-    outputs = {OUTPUT_FIELDS[e.name]: artifact_uri(job, settings, e.name) for e in entries if e.phase is Phase.SUCCEEDED}
+    outputs = {stage_definition(e.name).output_field: artifact_uri(job, settings, e.name) for e in entries if e.phase is Phase.SUCCEEDED}
     status = SelfGuideJobStatus(
         observed_generation=job.generation,
         phase=verdict.phase,

@@ -9,13 +9,13 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from selfguide.runner import STAGES
-from selfguide.spec.status import SelfGuideJobStatus
+from selfguide.contract.registry import stage_names
+from selfguide.contract.status import SelfGuideJobStatus
 from selfguide_operator.kube import Kube
-from selfguide_operator.metrics import Metrics
 from selfguide_operator.names import LABEL_STAGE
 from selfguide_operator.observed import ChildJob, Observed, Outcome
 from selfguide_operator.planner import Action, ApplyObject, CreateJob, DeleteObject, SuspendJob, plan
+from selfguide_operator.prometheus_metrics import Metrics
 from selfguide_operator.settings import OperatorSettings
 from selfguide_operator.status import TERMINAL, Event
 
@@ -63,7 +63,7 @@ class Reconciler:
                 self._apply(job, action)
             if result.status != job.status:
                 self.kube.merge_patch("SelfGuideJob", job.namespace, job.name,
-                                      {"status": result.status.to_manifest()}, subresource="status")
+                                      {"status": result.status.to_camel_dict()}, subresource="status")
                 self._written[key] = (job.uid, result.status)
             for event in result.events:
                 post(event)
@@ -83,7 +83,7 @@ class Reconciler:
         children = {}
         for body in jobs:
             child = ChildJob.from_body(body)
-            if child.owner_uid != job.uid or child.stage not in STAGES:
+            if child.owner_uid != job.uid or child.stage not in stage_names():
                 continue
             if child.finished and child.stage not in recorded and job.status.phase not in TERMINAL:
                 child = replace(child, outcome=self._outcome(job.namespace, child))

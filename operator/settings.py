@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from selfguide import __version__
-from selfguide.runner import STAGES
+from selfguide.contract.registry import stage_names
 from selfguide.spec.runtime import Quantity, Resources
 
 ENV_PREFIX = "SELFGUIDE_"
@@ -23,7 +23,7 @@ GPU = "nvidia.com/gpu"
 
 
 def _one_gpu_per_stage() -> dict[str, Resources]:
-    return {stage: Resources(limits={GPU: "1"}) for stage in STAGES}
+    return {stage: Resources(limits={GPU: "1"}) for stage in stage_names()}
 
 
 class OperatorSettings(BaseModel):

@@ -3,22 +3,17 @@ that announce every transition."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from selfguide.spec.status import (
-    Condition,
-    ConditionStatus,
-    EvaluationMetrics,
-    GenerationCounts,
-    Phase,
-    SelfGuideJobStatus,
-    TrainingSummary,
-)
+from selfguide.contract.registry import stage as stage_definition
+from selfguide.contract.results import StageResult
+from selfguide.contract.status import Condition, ConditionStatus, Phase, SelfGuideJobStatus
+from selfguide.spec.problems import problems_from
+from selfguide_operator.observed import Outcome, clip
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 
@@ -90,31 +85,21 @@ def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict:
 
 
 @dataclass(frozen=True)
-class StageResult:
-    """A finished stage's summary: a one-line message, and the status fields it fills in."""
+class StageReport:
+    """A finished stage's result as the status shows it: a one-line message, and the status fields it fills."""
 
     message: str
-    fields: dict[str, BaseModel] = field(default_factory=dict)
+    fields: dict[str, StageResult] = field(default_factory=dict)
 
 
-def stage_results(stage: str, summary: Mapping[str, Any]) -> StageResult:
-    """Read the summary a stage pod reported in its termination message (see `selfguide stage`)."""
+def stage_report(stage: str, outcome: Outcome) -> StageReport:
+    """Read the result a stage pod reported in its termination message, with the stage's own result model.
+    A result that breaks the contract says so in the stage's message (it is a bug, never silent)."""
     try:
-        if stage == "generate":
-            counts = GenerationCounts(examples=summary.get("examples", 0), candidates=summary.get("candidates", 0),
-                                      dropped=dict(list((summary.get("dropped") or {}).items())[:64]))
-            return StageResult(f"{counts.examples} examples kept of {counts.candidates} candidates",
-                               {"generation": counts})
-        if stage == "train":
-            training = TrainingSummary(examples=summary.get("examples", 0), steps=summary.get("steps", 0),
-                                       final_loss=summary.get("finalLoss"))
-            loss = f", final loss {training.final_loss}" if training.final_loss is not None else ""
-            return StageResult(f"{training.steps} steps on {training.examples} examples{loss}",
-                               {"training": training})
-        metrics = EvaluationMetrics.model_validate(
-            {k: summary.get(k) for k in ("metric", "examples", "baseline", "finetuned", "delta")}
-            | {"scores": summary.get("scores") or {}})
-        return StageResult(f"{metrics.metric}: {metrics.baseline} few-shot, {metrics.finetuned} fine-tuned "
-                           f"({metrics.delta:+})", {"evaluation": metrics})
-    except (ValidationError, AttributeError, TypeError):
-        return StageResult("succeeded; its summary could not be read")
+        result = outcome.message.result() if outcome.message is not None else None
+    except ValidationError as error:
+        problems = "; ".join(map(str, problems_from(error)))
+        return StageReport(clip(f"succeeded, but its result breaks the stage contract: {problems}"))
+    if result is None:
+        return StageReport("succeeded")
+    return StageReport(result.line(), {stage_definition(stage).status_field: result})

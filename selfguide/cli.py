@@ -1,7 +1,8 @@
 """The `selfguide` command line: validate manifests, run jobs locally, run one stage (what pods run).
 
-Exit codes: 0 success; 2 invalid input (manifest or arguments); 3 a permanent failure that a retry cannot
-fix (model not found, unusable data, no GPU); 1 anything else (worth a retry).
+Exit codes follow from the error that ended the command (`selfguide.contract.errors.ExitCode`): 0 success;
+2 invalid input (manifest or arguments); 3 a permanent failure that a retry cannot fix (model not found,
+unusable data, no GPU); 1 anything else (worth a retry).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,29 +17,20 @@ from typing import Annotated, Any
 
 import typer
 
+from selfguide.contract import termination
+from selfguide.contract.errors import ExitCode, SelfGuideError, exit_code_for, is_permanent
+from selfguide.contract.layout import FILTER_REPORT, TRAIN_DATA
+from selfguide.contract.registry import stage_names, stages_for
+from selfguide.contract.termination import TerminationMessage
 from selfguide.manifest import ManifestError, load_manifest, load_manifests
 from selfguide.spec import SelfGuideJob
 
-EXIT_INVALID = 2
-EXIT_PERMANENT = 3
-TERMINATION_LOG_ENV = "SELFGUIDE_TERMINATION_LOG"
-"""File that receives a one-line JSON outcome (Kubernetes shows it as the container's termination message)."""
-MAX_TERMINATION_MESSAGE = 4096
+EXIT_INVALID = ExitCode.INVALID_INPUT
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="SELF-GUIDE: a model writes, filters and fine-tunes on its own task data.")
 
 log = logging.getLogger("selfguide")
-
-
-def permanent_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean "do not retry" (imported lazily: they live in modules that load torch)."""
-    from selfguide.engine.backends import BackendUnavailable
-    from selfguide.engine.devices import DeviceUnavailable
-    from selfguide.errors import PermanentError
-    from selfguide.engine.models import ModelNotFound
-
-    return PermanentError, ModelNotFound, DeviceUnavailable, BackendUnavailable
 
 
 def setup_logging(verbose: bool, json_logs: bool) -> None:
@@ -64,24 +55,6 @@ class _JsonFormatter(logging.Formatter):
 def fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
-
-
-def write_termination_message(outcome: dict[str, Any]) -> None:
-    """Record the outcome where Kubernetes reads the termination message (no-op when unset)."""
-    path = os.environ.get(TERMINATION_LOG_ENV)
-    if not path:
-        return
-    text = json.dumps(outcome, separators=(",", ":"), ensure_ascii=False)
-    if len(text.encode()) > MAX_TERMINATION_MESSAGE:  # keep it valid JSON: drop the summary, shorten the error
-        essential = {k: outcome[k] for k in ("stage", "ok", "permanent", "skipped") if k in outcome}
-        room = MAX_TERMINATION_MESSAGE - len(json.dumps(essential)) - 64
-        if "error" in outcome:
-            essential["error"] = outcome["error"].encode()[: max(0, room) // 6].decode(errors="ignore") + "..."
-        text = json.dumps(essential, separators=(",", ":"))
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as error:
-        log.warning("cannot write the termination message to %s: %s", path, error)
 
 
 def print_problems(error: ManifestError, prefix: str = "") -> None:
@@ -129,35 +102,41 @@ def run(
     force: Annotated[bool, typer.Option(help="Rerun stages even when complete for this config.")] = False,
 ) -> None:
     """Run every stage of a job on this machine (same stages and artifacts as on a cluster)."""
-    from selfguide.runner import run_stage, stages_for
-    from selfguide.summary import print_run_summary
+    from selfguide.runner import run_stage
 
     job = _load_or_exit(file)
     outcomes = []
     with failures_to_exit_codes():
-        for stage in stages_for(job.spec):
-            log.info("stage %s: starting", stage)
-            outcomes.append(run_stage(job.spec, workdir, stage, force=force))
-    print_run_summary(job, workdir, outcomes)
+        for definition in stages_for(job.spec):
+            log.info("stage %s: starting", definition.name)
+            outcomes.append(run_stage(job.spec, workdir, definition.name, force=force))
+    typer.echo(f"\nSelfGuideJob {job.metadata.name}: done ({workdir})")
+    for outcome in outcomes:
+        timing = "already complete" if outcome.skipped else f"{outcome.seconds:.0f}s"
+        typer.echo(f"  {outcome.stage:<9} {timing:>16}  {outcome.result.line()}")
+    artifacts = [TRAIN_DATA, FILTER_REPORT] + [f"{d.artifact(job.spec)}/" for d in stages_for(job.spec)
+                                               if d.name == "train"]
+    typer.echo("  artifacts: " + ", ".join(f"{workdir}/{a}" for a in artifacts))
 
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="generate, train or evaluate.")],
+    name: Annotated[str, typer.Argument(help=f"The stage: {', '.join(stage_names())}.")],
     spec: Annotated[Path, typer.Option(help="The SelfGuideJob manifest (mounted from a ConfigMap in pods).")],
     workdir: Annotated[Path, typer.Option(help="The job's artifact directory.")],
     force: Annotated[bool, typer.Option(help="Rerun even when complete for this config.")] = False,
 ) -> None:
     """Run one stage; this is what stage pods execute."""
-    from selfguide.runner import STAGES, run_stage
+    from selfguide.runner import run_stage
 
-    if name not in STAGES:
-        raise fail(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}", EXIT_INVALID)
+    if name not in stage_names():
+        raise fail(f"unknown stage {name!r}; expected one of {', '.join(stage_names())}", EXIT_INVALID)
     job = _load_or_exit(spec)
     with failures_to_exit_codes(stage=name):
         outcome = run_stage(job.spec, workdir, name, force=force)
-    write_termination_message({"stage": name, "ok": True, "skipped": outcome.skipped, "summary": outcome.summary})
-    typer.echo(json.dumps({"stage": name, "skipped": outcome.skipped, "summary": outcome.summary}))
+    summary = outcome.result.model_dump(mode="json", by_alias=True)
+    termination.write(TerminationMessage(stage=name, ok=True, skipped=outcome.skipped, summary=summary))
+    typer.echo(json.dumps({"stage": name, "skipped": outcome.skipped, "summary": summary}))
 
 
 @app.command()
@@ -175,7 +154,7 @@ def crd(
 
 @contextlib.contextmanager
 def failures_to_exit_codes(stage: str | None = None) -> Iterator[None]:
-    """Turn failures into a one-line error and an exit code (3 permanent, 1 retryable), never a traceback."""
+    """Turn failures into a one-line error and the exit code their class implies, never a traceback."""
     try:
         yield
     except (typer.Exit, KeyboardInterrupt):
@@ -184,12 +163,11 @@ def failures_to_exit_codes(stage: str | None = None) -> Iterator[None]:
         print_problems(error, f"{error.source}: ")
         raise typer.Exit(EXIT_INVALID) from None
     except Exception as error:
-        permanent = isinstance(error, permanent_errors())
-        if not permanent:
+        if not isinstance(error, SelfGuideError):
             log.exception("failed")
         message = str(error) or type(error).__name__
-        write_termination_message({"stage": stage, "ok": False, "permanent": permanent, "error": message})
-        raise fail(message, EXIT_PERMANENT if permanent else 1) from None
+        termination.write(TerminationMessage(stage=stage, ok=False, permanent=is_permanent(error), error=message))
+        raise fail(message, exit_code_for(error)) from None
 
 
 def _overrides(config: Path | None) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
+from selfguide.contract.status import SelfGuideJobStatus
 from selfguide.spec import GROUP, KIND, PLURAL, SHORT_NAME, VERSION, SelfGuideJob
-from selfguide.spec.status import SelfGuideJobStatus
 
 Schema = dict[str, Any]
 

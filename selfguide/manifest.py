@@ -3,72 +3,26 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from selfguide.spec import SelfGuideJob, SpecProblems
+from selfguide.contract.errors import InvalidInput
+from selfguide.spec import SelfGuideJob
+from selfguide.spec.problems import Problem, problems_from
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a manifest: where (a field path such as `spec.task.examples[1].output`) and what."""
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
-
-
-class ManifestError(Exception):
+class ManifestError(InvalidInput):
     """A manifest that cannot be used; `problems` lists every reason."""
 
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(map(str, problems)))
-
-
-def _join(base: str, part: str | int) -> str:
-    if isinstance(part, int):
-        return f"{base}[{part}]"
-    return f"{base}.{part}" if base else part
-
-
-def field_path(loc: tuple[str | int, ...]) -> str:
-    """`('spec', 'task', 'examples', 1, 'output')` -> `spec.task.examples[1].output`."""
-    path = ""
-    for part in loc:
-        path = _join(path, part)
-    return path
-
-
-_FRIENDLY = {
-    "extra_forbidden": "unknown field",
-    "missing": "required field is missing",
-}
-
-
-def problems_from(error: ValidationError) -> list[Problem]:
-    """One `Problem` per pydantic error, expanding `SpecProblems` into their precise field paths.
-
-    The offending input value is never echoed (it may be megabytes long, or a secret)."""
-    problems: list[Problem] = []
-    for item in error.errors(include_url=False, include_input=False):
-        path = field_path(item["loc"])
-        cause = (item.get("ctx") or {}).get("error")
-        if isinstance(cause, SpecProblems):
-            problems.extend(Problem(_join(path, sub) if sub else path, msg) for sub, msg in cause.problems)
-            continue
-        message = _FRIENDLY.get(item["type"], item["msg"])
-        problems.append(Problem(path, message.removeprefix("Value error, ")))
-    return problems
 
 
 def parse_documents(text: str) -> list[Any]:
@@ -83,7 +37,7 @@ def validate_object(obj: Any) -> SelfGuideJob:
         kind = type(obj).__name__ if obj is not None else "nothing"
         raise ManifestError("manifest", [Problem("", f"a manifest must be a mapping, got {kind}")])
     # Python callers may omit apiVersion and kind; a manifest file must name them, as kubectl requires.
-    problems = [Problem(key, _FRIENDLY["missing"]) for key in ("apiVersion", "kind") if key not in obj]
+    problems = [Problem(key, "required field is missing") for key in ("apiVersion", "kind") if key not in obj]
     try:
         job = SelfGuideJob.model_validate(obj, by_alias=True, by_name=False)
     except ValidationError as error:

@@ -1,67 +1,86 @@
-"""The stage runner: run a stage into its own directory of the work dir, atomically, at most once per config.
+"""The stage runner: run a stage into its own directory of the work dir, atomically, at most once per input.
 
-Each stage directory (see `selfguide.workdir`) holds a `manifest.json` with the stage's config hash, timings
-and a summary; a stage whose manifest matches the current config is complete and is skipped.
+A stage's hash covers the spec sections it reads, the selfguide version and the record hashes of the
+upstream stages it consumes; a stage whose record carries the current hash is complete and is skipped.
+One process at a time works in a work directory (a lock file), and a stage's checkpoints are deleted only
+after its directory has been committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
+import importlib
 import logging
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from filelock import FileLock, Timeout
 
 from selfguide import __version__
-from selfguide.artifacts import MANIFEST, atomic_dir, atomic_write_json, config_hash, read_json
+from selfguide.artifacts import atomic_dir, atomic_write_json, config_hash
+from selfguide.contract.errors import PermanentError, RetryableError
+from selfguide.contract.layout import CHECKPOINTS_DIR, LOCK_FILE, RECORD_FILE, SPEC_FILE
+from selfguide.contract.record import StageRecord, read_record
+from selfguide.contract.registry import StageDefinition, stage
+from selfguide.contract.results import StageResult
 from selfguide.spec import SelfGuideJobSpec
+from selfguide.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
-STAGES = ("generate", "train", "evaluate")
-STAGE_INPUTS = {
-    "generate": ("task", "model", "generation"),
-    "train": ("task", "model", "generation", "training"),
-    "evaluate": ("task", "model", "generation", "training", "evaluation"),
-}
-"""The spec sections each stage's output depends on."""
+StageFunction = Callable[[StageContext], StageResult]
 
-StageFunction = Callable[[SelfGuideJobSpec, Path, Path], dict[str, Any]]
-"""(spec, workdir, staging dir) -> summary. Reads earlier stages from workdir, writes into staging."""
+EXCLUDED_FROM_HASH = {"model": ("hfTokenSecret",), "training": ("gradientCheckpointing",)}
+"""Fields that change how a stage runs but not what it produces (where a token comes from; memory for
+compute)."""
 
 
-def stage_config(spec: SelfGuideJobSpec, stage: str) -> dict[str, Any]:
+def stage_config(spec: SelfGuideJobSpec, definition: StageDefinition) -> dict[str, Any]:
     """The parts of the spec a stage's output depends on (cluster settings never count)."""
-    if stage not in STAGE_INPUTS:
-        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
-    parts = STAGE_INPUTS[stage]
-    manifest = spec.to_manifest()
-    manifest.get("model", {}).pop("hfTokenSecret", None)  # where the token comes from changes no output
-    manifest.get("training", {}).pop("gradientCheckpointing", None)  # memory for compute, same model
-    return {part: manifest.get(part) for part in parts}
+    document = spec.to_camel_dict()
+    for section, fields in EXCLUDED_FROM_HASH.items():
+        for name in fields:
+            document.get(section, {}).pop(name, None)
+    return {part: document.get(part) for part in definition.reads}
 
 
-def stage_hash(spec: SelfGuideJobSpec, stage: str) -> str:
-    return config_hash({"selfguide": __version__, **stage_config(spec, stage)})
+def stage_hash(spec: SelfGuideJobSpec, name: str, upstream: Mapping[str, str]) -> str:
+    """The hash a stage's record must carry to count as complete for `spec` and these upstream records."""
+    definition = stage(name)
+    return config_hash({"selfguide": __version__, **stage_config(spec, definition), "upstream": dict(upstream)})
 
 
-def stages_for(spec: SelfGuideJobSpec) -> list[str]:
-    """The stages this spec runs, in order (evaluation only when an evaluation set is given)."""
-    return [s for s in STAGES if s != "evaluate" or spec.evaluation is not None]
+def upstream_records(workdir: Path, definition: StageDefinition) -> dict[str, StageRecord]:
+    """The records of the stages `definition` consumes; a missing one is a permanent error."""
+    records = {name: read_record(workdir / name) for name in definition.after}
+    missing = [name for name, record in records.items() if record is None]
+    if missing:
+        raise PermanentError(f"stage {definition.name} needs the output of stage {', '.join(missing)} in "
+                             f"{workdir}: run it first")
+    return cast(dict[str, StageRecord], records)
 
 
-def completed_manifest(spec: SelfGuideJobSpec, workdir: Path, stage: str) -> dict[str, Any] | None:
-    """The stage's manifest when the stage already ran to completion with this config."""
-    path = workdir / stage / MANIFEST
+def current_hash(spec: SelfGuideJobSpec, workdir: Path, name: str) -> str | None:
+    """The hash stage `name` would run with now, or None while an upstream stage has no record."""
     try:
-        manifest = read_json(path)
-    except (OSError, ValueError):
+        upstream = upstream_records(workdir, stage(name))
+    except PermanentError:
         return None
-    return manifest if manifest.get("configHash") == stage_hash(spec, stage) else None
+    return stage_hash(spec, name, {k: r.record_hash for k, r in upstream.items()})
+
+
+def completed_record(spec: SelfGuideJobSpec, workdir: Path, name: str) -> StageRecord | None:
+    """The stage's record when it already ran to completion with this spec and the current upstream records."""
+    record = read_record(workdir / name)
+    expected = current_hash(spec, workdir, name)
+    return record if record is not None and expected is not None and record.config_hash == expected else None
 
 
 @dataclass(frozen=True)
@@ -69,49 +88,58 @@ class StageOutcome:
     stage: str
     skipped: bool
     seconds: float
-    summary: dict[str, Any]
+    result: StageResult
 
 
-def stage_function(stage: str) -> StageFunction:
-    """The implementation of a stage; imported lazily so `validate` never loads torch."""
-    if stage == "generate":
-        from selfguide.stages.generate.stage import generate_stage
+@contextlib.contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+    """Hold the work directory for this process; a second process fails at once instead of racing it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(workdir / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RetryableError(f"work directory {workdir} is in use by another selfguide process; wait for it "
+                             "to finish or choose another work directory") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
-        return generate_stage
-    if stage == "train":
-        from selfguide.stages.train.stage import train_stage
 
-        return train_stage
-    if stage == "evaluate":
-        from selfguide.stages.evaluate.stage import evaluate_stage
-
-        return evaluate_stage
-    raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+def stage_function(definition: StageDefinition) -> StageFunction:
+    """A stage's implementation, imported only now (so `validate` and the operator never load torch)."""
+    module, _, function = definition.entry_point.partition(":")
+    return cast(StageFunction, getattr(importlib.import_module(module), function))
 
 
-def run_stage(spec: SelfGuideJobSpec, workdir: Path, stage: str, force: bool = False) -> StageOutcome:
-    """Run one stage unless it already completed with the same config; the result appears atomically."""
-    if not force and (done := completed_manifest(spec, workdir, stage)) is not None:
-        log.info("stage %s already complete (config %s); skipping", stage, done["configHash"])
-        return StageOutcome(stage, True, 0.0, done.get("summary", {}))
-    function = stage_function(stage)
-    started = datetime.now(UTC)
-    clock = time.perf_counter()
-    atomic_write_json(workdir / "spec.json", spec.to_manifest())
-    with atomic_dir(workdir / stage) as staging:
-        summary = function(spec, workdir, staging)
-        seconds = time.perf_counter() - clock
-        atomic_write_json(staging / MANIFEST, {
-            "stage": stage,
-            "configHash": stage_hash(spec, stage),
-            "selfguideVersion": __version__,
-            "startedAt": started.isoformat(timespec="seconds"),
-            "finishedAt": datetime.now(UTC).isoformat(timespec="seconds"),
-            "seconds": round(seconds, 3),
-            "summary": summary,
-        })
+def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = False) -> StageOutcome:
+    """Run one stage unless it already completed with the same inputs; its directory appears atomically."""
+    definition = stage(name)
+    with workdir_lock(workdir):
+        upstream = upstream_records(workdir, definition)
+        config = stage_hash(spec, name, {k: r.record_hash for k, r in upstream.items()})
+        done = read_record(workdir / name)
+        if not force and done is not None and done.config_hash == config:
+            log.info("stage %s already complete (hash %s); skipping", name, config)
+            return StageOutcome(name, True, 0.0, definition.result.model_validate(done.summary))
+        function = stage_function(definition)
+        checkpoints = workdir / CHECKPOINTS_DIR / f"{name}-{config}"
+        started = datetime.now(UTC)
+        clock = time.perf_counter()
+        atomic_write_json(workdir / SPEC_FILE, spec.to_camel_dict())
+        with atomic_dir(workdir / name) as staging:
+            result = function(StageContext(spec, workdir, staging, checkpoints, upstream))
+            seconds = time.perf_counter() - clock
+            record = StageRecord(
+                stage=name, config_hash=config, upstream={k: r.record_hash for k, r in upstream.items()},
+                selfguide_version=__version__, started_at=started, finished_at=datetime.now(UTC),
+                seconds=round(seconds, 3), summary=result.model_dump(mode="json", by_alias=True),
+            )
+            atomic_write_json(staging / RECORD_FILE, record.model_dump(mode="json", by_alias=True))
+        shutil.rmtree(checkpoints, ignore_errors=True)  # only now: a crash before the commit keeps them
     release_memory()
-    return StageOutcome(stage, False, seconds, summary)
+    return StageOutcome(name, False, seconds, result)
 
 
 def release_memory() -> None:

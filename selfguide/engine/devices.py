@@ -6,12 +6,13 @@ import os
 
 import torch
 
+from selfguide.contract.errors import PermanentError
 from selfguide.spec.model import Dtype
 
 DEVICE_ENV = "SELFGUIDE_DEVICE"
 
 
-class DeviceUnavailable(Exception):
+class DeviceUnavailable(PermanentError):
     """A GPU was asked for and none is visible."""
 
 
@@ -27,6 +28,11 @@ def resolve_device(requested: str | None = None) -> torch.device:
     if device.type == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     return device
+
+
+def gpu_count() -> int:
+    """CUDA GPUs visible to this process."""
+    return torch.cuda.device_count()
 
 
 def resolve_dtype(dtype: Dtype, device: torch.device) -> torch.dtype:

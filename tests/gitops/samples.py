@@ -41,7 +41,7 @@ def selfguidejob(stages: dict[str, str] | None = None, *, suspend: bool = False,
     if stages is not None:
         children = {stage: ChildJob.from_body(_stage_job(stage, state)) for stage, state in stages.items()}
         status = plan(Observed.from_body(body), children, OperatorSettings(), NOW).status
-        body["status"] = status.to_manifest()
+        body["status"] = status.to_camel_dict()
     body["metadata"]["generation"] = generation
     return body
 

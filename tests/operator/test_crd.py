@@ -15,8 +15,8 @@ from selfguide.cli import app
 from selfguide.crd import CRD_FILE, custom_resource_definition, render
 from selfguide.manifest import ManifestError, validate_object
 from tests.harness.fixtures import Kubectl
+from tests.manifests import classification, generation
 from tests.operator.helpers import ROOT, load_example
-from tests.unit.manifests import classification, generation
 
 FORBIDDEN = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "not", "const", "propertyNames", "title"}
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from selfguide.spec.status import Phase
+from selfguide.contract.status import Phase
+from selfguide.contract.termination import TerminationMessage
 from selfguide_operator.observed import ChildJob, Observed, Outcome
 from selfguide_operator.planner import ApplyObject, CreateJob, DeleteObject, Plan, SuspendJob, plan
 from selfguide_operator.settings import OperatorSettings
-from tests.operator.fake_stage import SUMMARIES
+from tests.operator.fake_stage import RESULTS
 from tests.operator.helpers import manifest
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -49,7 +50,8 @@ def child(stage: str, state: str = "running", *, reason: str | None = None, outc
 
 
 def done(stage: str) -> ChildJob:
-    return child(stage, "complete", outcome=Outcome(ok=True, summary=SUMMARIES[stage]))
+    return child(stage, "complete", outcome=Outcome.parse(TerminationMessage(
+        stage=stage, ok=True, summary=RESULTS[stage].model_dump(mode="json", by_alias=True)).render()))
 
 
 def then(job: Observed, result: Plan) -> Observed:
@@ -90,9 +92,9 @@ def test_the_next_stage_starts_only_after_the_previous_one_completed():
     status = result.status
     assert status.progress == "1/3" and status.stage == "train"
     assert status.generation is not None and status.generation.examples == 8
-    assert status.generation.dropped == {"duplicate": 3, "length": 1}
+    assert status.generation == RESULTS["generate"]
     assert status.outputs is not None and status.outputs.dataset == "pvc://selfguide-data/ns/demo/generate/train.jsonl"
-    assert status.stages[0].message == "8 examples kept of 12 candidates"
+    assert status.stages[0].message == "8 examples kept of 12 candidates (dropped: duplicate 3, too_long 1)"
 
 
 def test_all_stages_done_completes_the_job_with_outputs_and_metrics():
@@ -249,14 +251,17 @@ def test_a_job_being_deleted_is_left_alone():
     assert plan(job, {"generate": child("generate")}, SETTINGS, NOW) == Plan(job.status)
 
 
-@pytest.mark.parametrize("summary", [{}, {"examples": "many"}, {"dropped": ["x"]}])
-def test_an_unreadable_summary_does_not_break_the_status(summary):
-    result = plan(observed(), {"generate": child("generate", "complete", outcome=Outcome(ok=True, summary=summary))},
-                  SETTINGS, NOW)
+@pytest.mark.parametrize("summary", [{"examples": "many"}, {"dropped": ["x"]}, {"exactMatch": 1}])
+def test_a_result_that_breaks_the_contract_is_visible_in_the_status(summary):
+    text = TerminationMessage(stage="generate", ok=True, summary=summary).render()
+    result = plan(observed(), {"generate": child("generate", "complete", outcome=Outcome.parse(text))}, SETTINGS, NOW)
     assert result.status.stages[0].phase is Phase.SUCCEEDED
+    assert "breaks the stage contract" in result.status.stages[0].message
+    assert result.status.generation is None
 
 
 def test_outcome_parsing():
-    assert Outcome.parse('{"stage":"train","ok":false,"permanent":true,"error":"boom"}') == Outcome(False, "boom")
+    parsed = Outcome.parse('{"stage":"train","ok":false,"permanent":true,"error":"boom"}')
+    assert (parsed.ok, parsed.error, parsed.message.permanent) == (False, "boom", True)
     assert Outcome.parse("Traceback ...\nRuntimeError: CUDA out of memory\n").error.endswith("out of memory")
     assert Outcome.parse("x" * 5000).error.startswith("...") and len(Outcome.parse("x" * 5000).error) == 1024

@@ -6,11 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from selfguide_operator.metrics import Metrics
+from selfguide_operator.prometheus_metrics import Metrics
 from selfguide_operator.reconciler import Reconciler
 from selfguide_operator.settings import OperatorSettings
 from selfguide_operator.status import Event
-from tests.operator.fake_stage import SUMMARIES
+from tests.operator.fake_stage import RESULTS
 from tests.operator.helpers import manifest
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -59,7 +59,7 @@ def stage_job(stage: str, owner: str = "uid-1", complete: bool = False) -> dict[
 
 
 def terminated_pod(stage: str) -> dict[str, Any]:
-    message = json.dumps({"stage": stage, "ok": True, "summary": SUMMARIES[stage]})
+    message = json.dumps({"stage": stage, "ok": True, "summary": RESULTS[stage].model_dump(mode="json", by_alias=True)})
     return {"status": {"containerStatuses": [{"state": {"terminated": {"message": message,
                                                                         "finishedAt": "2026-01-01T11:30:00Z"}}}]}}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from selfguide.contract.errors import PermanentError
 from selfguide.engine.backends.base import Completion, GenerationBackend, SamplingParams, Throughput
 from selfguide.engine.models import locate
 from selfguide.spec.generation import Backend
@@ -12,7 +13,7 @@ from selfguide.spec.model import ModelSpec
 __all__ = ["Completion", "GenerationBackend", "SamplingParams", "Throughput", "choose_backend", "open_backend"]
 
 
-class BackendUnavailable(Exception):
+class BackendUnavailable(PermanentError):
     """The chosen backend cannot run here (vLLM not installed, or no GPU)."""
 
 

@@ -12,7 +12,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from selfguide.engine.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, keep_n
+from selfguide.engine.backends.base import (
+    Completion,
+    Messages,
+    SamplingParams,
+    Throughput,
+    cut_at_stop,
+    keep_n,
+)
 from selfguide.engine.backends.chat import count_tokens, load_tokenizer, render_chat
 from selfguide.engine.batching import CPU_BATCH, batch_for_memory
 from selfguide.engine.devices import resolve_device, resolve_dtype

@@ -10,7 +10,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from selfguide.engine.backends.base import Completion, Messages, SamplingParams, Throughput, cut_at_stop, keep_n
+from selfguide.engine.backends.base import (
+    Completion,
+    Messages,
+    SamplingParams,
+    Throughput,
+    cut_at_stop,
+    keep_n,
+)
 from selfguide.engine.backends.chat import count_tokens, render_chat
 from selfguide.engine.models import ModelLocation
 from selfguide.spec.model import Dtype

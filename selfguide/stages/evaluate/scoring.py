@@ -11,30 +11,25 @@ Both are reported on a 0-100 scale.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from selfguide.stages.generate.filters import normalize_answer
+from selfguide.contract.results import Metric
+from selfguide.text import LabelMatcher, normalize_answer
 
-EXACT_MATCH = "exact_match"
-ROUGE_L = "rouge_l"
-
-
-@lru_cache(maxsize=64)
-def _label_pattern(labels: frozenset[str]) -> re.Pattern[str] | None:
-    ordered = sorted(labels, key=len, reverse=True)  # the longest label wins at one position
-    if not ordered:
-        return None
-    return re.compile(rf"(?<!\w)(?:{'|'.join(map(re.escape, ordered))})(?!\w)", re.IGNORECASE)
+EXACT_MATCH = Metric.EXACT_MATCH
+ROUGE_L = Metric.ROUGE_L
 
 
 def extract_label(answer: str, labels: Iterable[str]) -> str | None:
-    """The last occurrence of any label in `answer`, as a whole word and ignoring case (SELF-GUIDE's
-    last-occurrence rule; its raw substring match would read "no" inside "not")."""
-    pattern = _label_pattern(frozenset(labels))
-    matches = list(pattern.finditer(answer)) if pattern else []
-    return matches[-1].group(0) if matches else None
+    """The last label named in `answer` (SELF-GUIDE's last-occurrence rule, as whole words: its raw substring
+    match would read "no" inside "not")."""
+    return _matcher(frozenset(labels)).last(answer)
+
+
+@lru_cache(maxsize=64)
+def _matcher(labels: frozenset[str]) -> LabelMatcher:
+    return LabelMatcher(labels)
 
 
 def exact_match(answer: str, gold: str, labels: Iterable[str]) -> float:

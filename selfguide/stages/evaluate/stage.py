@@ -13,14 +13,29 @@ from typing import Any
 from pydantic import ValidationError
 
 from selfguide.artifacts import atomic_write_json, read_json, read_jsonl
+from selfguide.contract.environment import pvc_local_path
+from selfguide.contract.errors import PermanentError
+from selfguide.contract.layout import (
+    ADAPTER_DIR,
+    FILTER_REPORT,
+    MODEL_DIR,
+    REPORT_FILE,
+    TRAIN_DATA,
+    trained_model_dir,
+)
+from selfguide.contract.results import EvaluateResult
+from selfguide.engine.backends import open_backend
 from selfguide.engine.backends.base import GenerationBackend, SamplingParams
-from selfguide.errors import PermanentError
-from selfguide.workdir import ADAPTER_DIR, FILTER_REPORT, MODEL_DIR, REPORT_FILE, TRAIN_DATA, trained_model_dir
-from selfguide.stages.evaluate.scoring import EXACT_MATCH, ROUGE_L, exact_match, mean, rouge_l
-from selfguide.engine.models import pvc_path
+from selfguide.engine.models import locate
+from selfguide.engine.trainer import train
 from selfguide.prompts import few_shot_messages
 from selfguide.spec import EvalExample, SelfGuideJobSpec, TaskType, TrainingMethod
 from selfguide.spec.evaluation import EvaluationSpec
+from selfguide.spec.problems import problems_from
+from selfguide.spec.uris import is_pvc
+from selfguide.stages.context import StageContext
+from selfguide.stages.evaluate.readable import write_readable_report
+from selfguide.stages.evaluate.scoring import EXACT_MATCH, ROUGE_L, exact_match, mean, rouge_l
 
 
 def load_eval_set(spec: EvaluationSpec) -> list[EvalExample]:
@@ -29,7 +44,7 @@ def load_eval_set(spec: EvaluationSpec) -> list[EvalExample]:
         examples = list(spec.examples)
     else:
         assert spec.path is not None
-        path = pvc_path(spec.path) if spec.path.startswith("pvc://") else Path(spec.path)
+        path = pvc_local_path(spec.path) if is_pvc(spec.path) else Path(spec.path)
         if not path.is_file():
             raise PermanentError(f"spec.evaluation.path: {spec.path} does not exist")
         examples = []
@@ -38,9 +53,11 @@ def load_eval_set(spec: EvaluationSpec) -> list[EvalExample]:
                 continue
             try:
                 examples.append(EvalExample.model_validate(json.loads(line)))
-            except (ValueError, ValidationError) as error:
-                first = str(error).splitlines()[0] if not isinstance(error, ValidationError) else \
-                    "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False))
+            except ValidationError as error:
+                first = "; ".join(map(str, problems_from(error)))
+                raise PermanentError(f"spec.evaluation.path: {spec.path} line {number}: {first}") from None
+            except ValueError as error:
+                first = str(error).splitlines()[0]
                 raise PermanentError(f"spec.evaluation.path: {spec.path} line {number}: {first}") from None
         if not examples:
             raise PermanentError(f"spec.evaluation.path: {spec.path} holds no examples")
@@ -69,8 +86,6 @@ def predict(backend: GenerationBackend, spec: SelfGuideJobSpec, examples: list[E
 
 
 def _open(spec: SelfGuideJobSpec, adapter: Path | None = None, model_dir: Path | None = None) -> GenerationBackend:
-    from selfguide.engine.backends import open_backend
-
     assert spec.evaluation is not None
     model = spec.model if model_dir is None else spec.model.model_copy(
         update={"name": str(model_dir.resolve()), "revision": None})
@@ -78,10 +93,11 @@ def _open(spec: SelfGuideJobSpec, adapter: Path | None = None, model_dir: Path |
                         adapter=str(adapter) if adapter else None)
 
 
-def run_models(spec: SelfGuideJobSpec, workdir: Path, staging: Path, examples: list[EvalExample]) -> dict[str, list[str]]:
+def run_models(ctx: StageContext, examples: list[EvalExample]) -> dict[str, list[str]]:
     """Predictions of every compared system, keyed by system name."""
+    spec = ctx.spec
     predictions: dict[str, list[str]] = {}
-    trained = workdir / trained_model_dir(spec.training.method)
+    trained = ctx.artifact(trained_model_dir(spec.training.method))
     if spec.training.method is TrainingMethod.LORA:
         backend = _open(spec, adapter=trained)
         try:
@@ -98,20 +114,16 @@ def run_models(spec: SelfGuideJobSpec, workdir: Path, staging: Path, examples: l
             finally:
                 backend.close()
     if spec.evaluation and spec.evaluation.few_shot_finetune_baseline:
-        predictions["fewShotFinetuning"] = _few_shot_finetune(spec, workdir, staging, examples)
+        predictions["fewShotFinetuning"] = _few_shot_finetune(ctx, examples)
     return predictions
 
 
-def _few_shot_finetune(spec: SelfGuideJobSpec, workdir: Path, staging: Path, examples: list[EvalExample]) -> list[str]:
+def _few_shot_finetune(ctx: StageContext, examples: list[EvalExample]) -> list[str]:
     """The paper's baseline: the same fine-tuning on the gold examples alone."""
-    from selfguide.engine.models import locate
-    from selfguide.runner import stage_hash
-    from selfguide.engine.trainer import train
-
-    out = staging / "few_shot_finetune"
+    spec = ctx.spec
+    out = ctx.output / "few_shot_finetune"
     train(locate(spec.model), spec.model, spec.task, spec.training, spec.task.examples, out,
-          checkpoint_dir=workdir / ".checkpoints" / f"few-shot-finetune-{stage_hash(spec, 'evaluate')}",
-          base_model_name=spec.model.name)
+          checkpoint_dir=ctx.checkpoints / "few-shot-finetune", base_model_name=spec.model.name)
     if spec.training.method is TrainingMethod.LORA:
         backend = _open(spec, adapter=out / ADAPTER_DIR)
     else:
@@ -122,7 +134,7 @@ def _few_shot_finetune(spec: SelfGuideJobSpec, workdir: Path, staging: Path, exa
         backend.close()
 
 
-def build_report(spec: SelfGuideJobSpec, examples: list[EvalExample], predictions: dict[str, list[str]]) -> dict[str, Any]:
+def score_report(spec: SelfGuideJobSpec, examples: list[EvalExample], predictions: dict[str, list[str]]) -> dict[str, Any]:
     scorer = Scorer(spec, examples)
     scores = {name: [scorer(a, e) for a, e in zip(answers, examples)] for name, answers in predictions.items()}
     baseline, finetuned = mean(scores["fewShotPrompting"]), mean(scores["selfGuide"])
@@ -147,14 +159,14 @@ def build_report(spec: SelfGuideJobSpec, examples: list[EvalExample], prediction
     }
 
 
-def evaluate_stage(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict[str, Any]:
-    from selfguide.stages.evaluate.readable import write_readable_report
-
+def run(ctx: StageContext) -> EvaluateResult:
+    spec = ctx.spec
     assert spec.evaluation is not None
     examples = load_eval_set(spec.evaluation)
-    report = build_report(spec, examples, run_models(spec, workdir, staging, examples))
-    atomic_write_json(staging / REPORT_FILE, report)
-    generated = read_jsonl(workdir / TRAIN_DATA)
-    funnel = read_json(workdir / FILTER_REPORT)
-    write_readable_report(spec, report, generated, funnel, staging)
-    return {k: report[k] for k in ("metric", "examples", "baseline", "finetuned", "delta", "scores")}
+    report = score_report(spec, examples, run_models(ctx, examples))
+    atomic_write_json(ctx.output / REPORT_FILE, report)
+    generated = read_jsonl(ctx.artifact(TRAIN_DATA))
+    funnel = read_json(ctx.artifact(FILTER_REPORT))
+    write_readable_report(spec, report, generated, funnel, ctx.output)
+    return EvaluateResult.model_validate({k: report[k] for k in ("metric", "examples", "baseline", "finetuned",
+                                                                 "delta", "scores")})

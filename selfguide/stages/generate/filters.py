@@ -6,9 +6,7 @@ a short drop reason. Nothing here is shared between jobs: term lists and seen-se
 
 from __future__ import annotations
 
-import re
 import statistics
-import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -149,38 +147,3 @@ def first_failure(filters: Sequence[TextFilter], text: str) -> tuple[str, str] |
         if reason is not None:
             return f.name, reason
     return None
-
-
-_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
-
-
-def normalize_answer(text: str) -> str:
-    """Super-NaturalInstructions normalisation: lower case, punctuation deleted, single spaces."""
-    return " ".join(_PUNCT.sub("", text.lower()).split())
-
-
-def words_only(text: str) -> str:
-    """Lower case with punctuation turned into spaces, for whole-word matching ("answer:positive")."""
-    return " ".join(_PUNCT.sub(" ", text.lower()).split())
-
-
-class LabelMapper:
-    """Maps a free-text answer onto the label space, or None when it names no label unambiguously.
-
-    An answer equal to a label after normalisation maps to it; otherwise it maps to the single label that
-    appears in it as whole words ("The answer is positive." -> positive); two or more labels, or none,
-    make it invalid. (The reference code's mapping was a no-op and order-dependent.)"""
-
-    def __init__(self, labels: Sequence[str]) -> None:
-        self.by_norm = {normalize_answer(label): label for label in labels}
-        self.patterns = {
-            label: re.compile(rf"(?<!\w){re.escape(words_only(label))}(?!\w)") for label in labels if words_only(label)
-        }
-
-    def __call__(self, answer: str) -> str | None:
-        norm = normalize_answer(answer)
-        if norm in self.by_norm:
-            return self.by_norm[norm]
-        words = words_only(answer)
-        found = [label for label, pattern in self.patterns.items() if pattern.search(words)]
-        return found[0] if len(found) == 1 else None

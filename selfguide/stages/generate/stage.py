@@ -18,19 +18,10 @@ from typing import Any
 from pydantic.alias_generators import to_camel
 
 from selfguide.artifacts import atomic_write_json, atomic_write_jsonl
+from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
+from selfguide.contract.results import GenerateResult
+from selfguide.engine.backends import open_backend
 from selfguide.engine.backends.base import GenerationBackend, SamplingParams
-from selfguide.stages.generate.filters import (
-    DuplicateFilter,
-    EmptyFilter,
-    LabelMapper,
-    LengthFilter,
-    NearDuplicateFilter,
-    NoiseFilter,
-    TextFilter,
-    first_failure,
-    length_band,
-)
-from selfguide.workdir import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.prompts import (
     INPUT_RESPONSE_PREFIX,
     INPUT_STOP,
@@ -40,7 +31,19 @@ from selfguide.prompts import (
 )
 from selfguide.spec import SelfGuideJobSpec, TaskType
 from selfguide.spec.generation import LengthFilterSpec
+from selfguide.stages.context import StageContext
+from selfguide.stages.generate.filters import (
+    DuplicateFilter,
+    EmptyFilter,
+    LengthFilter,
+    NearDuplicateFilter,
+    NoiseFilter,
+    TextFilter,
+    first_failure,
+    length_band,
+)
 from selfguide.stages.generate.vote import majority_vote
+from selfguide.text import LabelMatcher
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +55,15 @@ class Candidate:
     round: int
     pseudo_label: str | None = None
     output: str | None = None
-    stage: str = "kept"
-    """Where it was dropped: `input`, `annotation`, `balance`; `kept` when it reached the training set."""
+    dropped_at: str = "kept"
+    """The step that dropped it: `input`, `annotation`, `balance`; `kept` when it reached the training set."""
     filter: str | None = None
     reason: str | None = None
     votes: int = 0
     valid_samples: int = 0
 
-    def drop(self, stage: str, filter_name: str, reason: str) -> None:
-        self.stage, self.filter, self.reason = stage, filter_name, reason
+    def drop(self, step: str, filter_name: str, reason: str) -> None:
+        self.dropped_at, self.filter, self.reason = step, filter_name, reason
 
     def row(self) -> dict[str, Any]:
         return {to_camel(k): v for k, v in vars(self).items() if v is not None}
@@ -178,7 +181,7 @@ class Generator:
     # -- output annotation --------------------------------------------------------------------------------
     def annotate(self, candidates: list[Candidate]) -> None:
         cfg, task = self.spec.generation.annotation, self.spec.task
-        pending = [c for c in candidates if c.stage == "kept"]
+        pending = [c for c in candidates if c.dropped_at == "kept"]
         prompts: list[str] = []
         annotated: list[Candidate] = []
         for candidate in pending:
@@ -194,7 +197,7 @@ class Generator:
         )
         outputs = self.backend.generate(prompts, params, desc="annotating") if prompts else []
         chain = _output_filters(self.spec)
-        to_label = LabelMapper(task.labels) if task.type is TaskType.CLASSIFICATION and task.labels else None
+        to_label = LabelMatcher(task.labels).unique if task.type is TaskType.CLASSIFICATION and task.labels else None
         for candidate, completions in zip(annotated, outputs):
             answers: list[str] = []
             for completion in completions:
@@ -218,7 +221,7 @@ class Generator:
 
     # -- class balancing ----------------------------------------------------------------------------------
     def balance(self, candidates: list[Candidate]) -> dict[str, Any]:
-        kept = [c for c in candidates if c.stage == "kept"]
+        kept = [c for c in candidates if c.dropped_at == "kept"]
         by_label: dict[str, list[Candidate]] = defaultdict(list)
         for c in kept:
             by_label[c.output or ""].append(c)
@@ -228,23 +231,23 @@ class Generator:
             for group in by_label.values():
                 for c in self.rng.sample(group, len(group) - smallest):
                     c.drop("balance", "balance", "class_balance")
-        after = {label: sum(1 for c in by_label.get(label, []) if c.stage == "kept") for label in before}
+        after = {label: sum(1 for c in by_label.get(label, []) if c.dropped_at == "kept") for label in before}
         missing = [label for label, n in before.items() if n == 0]
         return {"before": before, "after": after, "missingLabels": missing}
 
 
-def _counts(candidates: list[Candidate], stage: str) -> dict[str, dict[str, int]]:
+def _counts(candidates: list[Candidate], step: str) -> dict[str, dict[str, int]]:
     dropped: dict[str, Counter] = defaultdict(Counter)
     for c in candidates:
-        if c.stage == stage:
+        if c.dropped_at == step:
             dropped[c.filter or ""][c.reason or ""] += 1
     return {name: dict(reasons) for name, reasons in sorted(dropped.items())}
 
 
-def build_report(gen: Generator, candidates: list[Candidate], balance: dict[str, Any] | None) -> dict[str, Any]:
+def funnel_report(gen: Generator, candidates: list[Candidate], balance: dict[str, Any] | None) -> dict[str, Any]:
     """The filter funnel; at each step `in == kept + sum(dropped)`."""
-    def total(stage: str) -> int:
-        return sum(1 for c in candidates if c.stage == stage)
+    def total(step: str) -> int:
+        return sum(1 for c in candidates if c.dropped_at == step)
 
     after_inputs = len(candidates) - total("input")
     after_annotation = after_inputs - total("annotation")
@@ -265,12 +268,12 @@ def build_report(gen: Generator, candidates: list[Candidate], balance: dict[str,
 
 
 @dataclass(frozen=True)
-class GenerateResult:
+class GeneratedData:
     examples: int
     report: dict[str, Any]
 
 
-def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Path) -> GenerateResult:
+def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Path) -> GeneratedData:
     """Synthesize, filter and write the training set into `out_dir`."""
     gen = Generator(spec, backend)
     candidates = gen.generate_inputs()
@@ -278,22 +281,21 @@ def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Pa
     balance = None
     if spec.task.type is TaskType.CLASSIFICATION and spec.generation.filtering.balance_classes:
         balance = gen.balance(candidates)
-    report = build_report(gen, candidates, balance)
-    kept = [c for c in candidates if c.stage == "kept"]
+    report = funnel_report(gen, candidates, balance)
+    kept = [c for c in candidates if c.dropped_at == "kept"]
     atomic_write_jsonl(out_dir / TRAIN_FILE, ({"input": c.input, "output": c.output} for c in kept))
     atomic_write_jsonl(out_dir / CANDIDATES_FILE, (c.row() for c in candidates))
     atomic_write_json(out_dir / FILTER_REPORT_FILE, report)
-    return GenerateResult(len(kept), report)
+    return GeneratedData(len(kept), report)
 
 
-def generate_stage(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict[str, Any]:
+def run(ctx: StageContext) -> GenerateResult:
     """The stage entry point: one model load serves input generation and annotation."""
-    from selfguide.engine.backends import open_backend
-
+    spec = ctx.spec
     backend = open_backend(spec.model, spec.generation.backend, spec.generation.batch_size,
                            seed=spec.generation.seed)
     try:
-        result = run_generate(spec, backend, staging)
+        result = run_generate(spec, backend, ctx.output)
     finally:
         backend.close()
     report = result.report
@@ -301,10 +303,8 @@ def generate_stage(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict
     for step in ("inputs", "annotation", "balance"):
         for reasons in report.get(step, {}).get("dropped", {}).values():
             dropped.update(reasons)
-    return {
-        "examples": result.examples,
-        "candidates": report["inputs"]["in"],
-        "dropped": dict(dropped),
-        "generatedTokens": backend.throughput.generated_tokens,
-        "tokensPerSecond": round(backend.throughput.tokens_per_second, 1),
-    }
+    return GenerateResult(
+        examples=result.examples, candidates=report["inputs"]["in"], dropped=dict(dropped),
+        generated_tokens=backend.throughput.generated_tokens,
+        tokens_per_second=round(backend.throughput.tokens_per_second, 1),
+    )

@@ -1,7 +1,7 @@
 """The `train` stage: fine-tune the base model on the `generate` stage's training set.
 
 With several GPUs in the pod the stage launches itself under `torch.distributed.run` (one process per GPU,
-data parallel); rank 0 writes the adapter, the metrics and the summary.
+data parallel); rank 0 writes the adapter, the metrics and the result.
 """
 
 from __future__ import annotations
@@ -12,18 +12,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from selfguide.artifacts import atomic_write_json, read_json, read_jsonl
-from selfguide.errors import PermanentError
-from selfguide.workdir import FILTER_REPORT, TRAIN_DATA
+from selfguide.contract.errors import PermanentError
+from selfguide.contract.layout import FILTER_REPORT, TRAIN_DATA
+from selfguide.contract.results import TrainResult
+from selfguide.engine.devices import gpu_count
 from selfguide.engine.models import locate
+from selfguide.engine.trainer import train
 from selfguide.spec import Example, SelfGuideJobSpec
+from selfguide.stages.context import StageContext
 
 PROCESSES_ENV = "SELFGUIDE_TRAIN_PROCESSES"
 """Training processes in the pod (default: one per visible GPU); set to 2+ on CPU to exercise the
 distributed path without GPUs."""
-SUMMARY_FILE = ".train-summary.json"
+RESULT_FILE = ".train-result.json"
 
 
 def load_training_set(workdir: Path) -> list[Example]:
@@ -43,69 +46,56 @@ def load_training_set(workdir: Path) -> list[Example]:
 def training_processes() -> int:
     if PROCESSES_ENV in os.environ:
         return max(1, int(os.environ[PROCESSES_ENV]))
-    import torch
-
-    return max(1, torch.cuda.device_count())
+    return max(1, gpu_count())
 
 
-def train_here(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict[str, Any] | None:
-    """Train in this process (one rank of a distributed run, or the only one); the summary on rank 0."""
-    from selfguide.runner import stage_hash
-    from selfguide.engine.trainer import train
-
-    result = train(
-        locate(spec.model), spec.model, spec.task, spec.training, load_training_set(workdir), staging,
-        checkpoint_dir=workdir / ".checkpoints" / f"train-{stage_hash(spec, 'train')}",
-        base_model_name=spec.model.name,
-    )
-    if result is None:  # not rank 0
+def train_here(spec: SelfGuideJobSpec, workdir: Path, output: Path, checkpoints: Path) -> TrainResult | None:
+    """Train in this process (one rank of a distributed run, or the only one); the result on rank 0."""
+    outcome = train(locate(spec.model), spec.model, spec.task, spec.training, load_training_set(workdir), output,
+                    checkpoint_dir=checkpoints, base_model_name=spec.model.name)
+    if outcome is None:  # not rank 0
         return None
-    return {
-        "examples": result.examples,
-        "steps": result.steps,
-        "epochs": result.epochs,
-        "processes": result.processes,
-        "firstLoss": round(result.losses[0], 4) if result.losses else None,
-        "finalLoss": round(result.losses[-1], 4) if result.losses else None,
-        "trainableParameters": result.trainable_parameters,
-        "tokensPerSecond": round(result.tokens_per_second, 1),
-        "method": spec.training.method.value,
-    }
+    return TrainResult(
+        examples=outcome.examples, steps=outcome.steps, epochs=outcome.epochs, processes=outcome.processes,
+        first_loss=round(outcome.losses[0], 4) if outcome.losses else None,
+        final_loss=round(outcome.losses[-1], 4) if outcome.losses else None,
+        trainable_parameters=outcome.trainable_parameters,
+        tokens_per_second=round(outcome.tokens_per_second, 1), method=spec.training.method.value,
+    )
 
 
-def train_stage(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict[str, Any]:
+def run(ctx: StageContext) -> TrainResult:
     processes = training_processes()
     if processes == 1:
-        summary = train_here(spec, workdir, staging)
-        assert summary is not None
-        return summary
-    load_training_set(workdir)  # fail fast, before starting processes
-    spec_file = staging / ".spec.json"
-    atomic_write_json(spec_file, spec.to_manifest())
+        result = train_here(ctx.spec, ctx.workdir, ctx.output, ctx.checkpoints)
+        assert result is not None
+        return result
+    load_training_set(ctx.workdir)  # fail fast, before starting processes
+    spec_file = ctx.output / ".spec.json"
+    atomic_write_json(spec_file, ctx.spec.to_camel_dict())
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "selfguide.stages.train.stage", "--spec", str(spec_file), "--workdir", str(workdir),
-               "--staging", str(staging)]
+               "-m", "selfguide.stages.train.stage", "--spec", str(spec_file), "--workdir", str(ctx.workdir),
+               "--output", str(ctx.output), "--checkpoints", str(ctx.checkpoints)]
     completed = subprocess.run(command, check=False)
     spec_file.unlink(missing_ok=True)
     if completed.returncode != 0:
         raise RuntimeError(f"distributed training ({processes} processes) failed with exit code {completed.returncode}")
-    summary_file = staging / SUMMARY_FILE
-    summary = read_json(summary_file)
-    summary_file.unlink()
-    return summary
+    result_file = ctx.output / RESULT_FILE
+    result = TrainResult.model_validate(read_json(result_file))
+    result_file.unlink()
+    return result
 
 
 def _worker() -> None:
-    """One rank of a distributed `train` stage (started by `train_stage` through torch.distributed.run)."""
+    """One rank of a distributed `train` stage (started by `run` through torch.distributed.run)."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--spec", type=Path, required=True)
-    parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--staging", type=Path, required=True)
+    for option in ("--spec", "--workdir", "--output", "--checkpoints"):
+        parser.add_argument(option, type=Path, required=True)
     args = parser.parse_args()
     spec = SelfGuideJobSpec.model_validate(json.loads(args.spec.read_text(encoding="utf-8")))
-    summary = train_here(spec, args.workdir, args.staging)
-    if summary is not None:
-        atomic_write_json(args.staging / SUMMARY_FILE, summary)
+    result = train_here(spec, args.workdir, args.output, args.checkpoints)
+    if result is not None:
+        atomic_write_json(args.output / RESULT_FILE, result.model_dump(mode="json", by_alias=True))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from selfguide.spec.status import Phase, SelfGuideJobStatus
+from selfguide.contract.status import Phase, SelfGuideJobStatus
 from selfguide_operator.status import TERMINAL
 
 STAGE_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400)

@@ -13,17 +13,11 @@ import yaml
 from typer.testing import CliRunner
 
 from selfguide.cli import app
-from selfguide.manifest import (
-    ManifestError,
-    Problem,
-    field_path,
-    load_manifest,
-    load_manifests,
-    validate_object,
-)
-from tests.unit import manifests
+from selfguide.manifest import ManifestError, load_manifest, load_manifests, validate_object
+from selfguide.spec.problems import Problem, field_path
+from tests import manifests
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def problems(obj) -> list[str]:

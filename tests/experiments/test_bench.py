@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.engine.conftest import REPO, read_jsonl, run_cli
+from tests.stages.conftest import REPO, read_jsonl, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def shared_tasks():
 
 
 def manifests(task_dir: Path) -> dict[str, int]:
-    return {stage: (task_dir / stage / "manifest.json").stat().st_mtime_ns for stage in ("generate", "train", "evaluate")}
+    return {stage: (task_dir / stage / "record.json").stat().st_mtime_ns for stage in ("generate", "train", "evaluate")}
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -127,13 +127,13 @@ def test_sweep_shares_one_generate_stage_between_configurations(tmp_path):
     assert [p.name for p in task_root.iterdir() if p.name.startswith(("generate", ".generate"))] == [shared.name]
 
     # generation ran once, for the first configuration; the second found it complete
-    generated_at = (shared / "manifest.json").stat().st_mtime_ns
-    first_done = (config_dirs[0] / "evaluate" / "manifest.json").stat().st_mtime_ns
-    second_train = (config_dirs[1] / "train" / "manifest.json").stat().st_mtime_ns
+    generated_at = (shared / "record.json").stat().st_mtime_ns
+    first_done = (config_dirs[0] / "evaluate" / "record.json").stat().st_mtime_ns
+    second_train = (config_dirs[1] / "train" / "record.json").stat().st_mtime_ns
     assert generated_at < first_done < second_train
     assert result.stderr.count("stage generate already complete") == 1
     assert "stage train already complete" not in result.stderr
-    steps = [json.loads((d / "train" / "manifest.json").read_text())["summary"]["epochs"] for d in config_dirs]
+    steps = [json.loads((d / "train" / "record.json").read_text())["summary"]["epochs"] for d in config_dirs]
     assert steps == [1, 2]
 
     sweep = json.loads((workdir / "sweep.json").read_text())

@@ -1,10 +1,12 @@
 """Where the stages put their artifacts in a work directory: the same layout locally and on the cluster's PVC.
 
   <workdir>/spec.json     the spec the stages ran with
-  <workdir>/generate/     train.jsonl, candidates.jsonl, filter_report.json, manifest.json
+  <workdir>/.lock         held by the process running stages here (a second one fails clearly)
+  <workdir>/.checkpoints/ resumable in-stage state, per stage and stage hash; deleted once the stage commits
+  <workdir>/generate/     train.jsonl, candidates.jsonl, filter_report.json, record.json
   <workdir>/train/        adapter/ (LoRA) or model/ (full fine-tuning), merged/ (optional), metrics.jsonl,
-                          manifest.json
-  <workdir>/evaluate/     report.json, report.md, *.png, manifest.json
+                          record.json
+  <workdir>/evaluate/     report.json, report.md, *.png, record.json
 
 `*_FILE` and `*_DIR` names are relative to their stage's directory (a stage writes into a staging directory
 that is renamed into place); the other paths are relative to the work directory.
@@ -14,6 +16,11 @@ from __future__ import annotations
 
 from selfguide.spec.training import TrainingMethod
 
+RECORD_FILE = "record.json"
+"""In every stage directory: the stage record (see `selfguide.contract.record`)."""
+SPEC_FILE = "spec.json"
+LOCK_FILE = ".lock"
+CHECKPOINTS_DIR = ".checkpoints"
 TRAIN_FILE = "train.jsonl"
 CANDIDATES_FILE = "candidates.jsonl"
 FILTER_REPORT_FILE = "filter_report.json"

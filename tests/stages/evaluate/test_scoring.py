@@ -123,7 +123,7 @@ def test_mean():
 
 
 def test_labels_match_whole_words_ignoring_case():
-    assert extract_label("Yes, it is not", ["yes", "no"]) == "Yes"
+    assert extract_label("Yes, it is not", ["yes", "no"]) == "yes"
     assert exact_match("Yes", "yes", ["yes", "no"]) == 100.0
     assert exact_match("The answer is positive", "Positive", ["Positive", "Negative"]) == 100.0
     assert extract_label("I know it", ["yes", "no"]) is None

@@ -12,7 +12,7 @@ import pytest
 from selfguide.artifacts import atomic_write_jsonl
 from selfguide.manifest import validate_object
 from selfguide.runner import stage_hash
-from tests.engine.conftest import (
+from tests.stages.conftest import (
     kill,
     read_jsonl,
     run_cli,
@@ -108,7 +108,7 @@ def test_training_writes_a_peft_adapter_and_a_manifest(lora_run):
     assert config["base_model_name_or_path"] == "bundled://smollm2-135m-instruct"
     assert (adapter / "tokenizer_config.json").is_file()
     assert not (workdir / "train" / "merged").exists() and not (workdir / "train" / "model").exists()
-    stage_manifest = json.loads((workdir / "train" / "manifest.json").read_text())
+    stage_manifest = json.loads((workdir / "train" / "record.json").read_text())
     assert stage_manifest["configHash"] == stage_hash(validate_object(manifest).spec, "train")
     # checkpoints are scratch space: gone once the stage completed
     assert not any((workdir / ".checkpoints").glob("train-*"))
@@ -300,7 +300,7 @@ def test_an_empty_training_set_is_a_permanent_failure(tmp_path):
 
 
 def test_a_missing_training_set_is_a_permanent_error(tmp_path):
-    from selfguide.errors import PermanentError
+    from selfguide.contract.errors import PermanentError
     from selfguide.stages.train.stage import load_training_set
 
     with pytest.raises(PermanentError, match="run the generate stage first"):
@@ -326,8 +326,8 @@ def test_output_only_logits_give_the_same_loss_and_gradients(tiny_model):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selfguide.spec import Example, TaskSpec
     from selfguide.engine.trainer import PadCollator, encode_example, keeps_logits_by_mask
+    from selfguide.spec import Example, TaskSpec
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""Rule-based filters (SELF-GUIDE section 2.3), label mapping and answer normalisation."""
+"""Rule-based filters (SELF-GUIDE section 2.3)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ from selfguide.stages.generate.filters import (
     GREETINGS,
     DuplicateFilter,
     EmptyFilter,
-    LabelMapper,
     LengthBand,
     LengthFilter,
     NearDuplicateFilter,
     NoiseFilter,
     first_failure,
     length_band,
-    normalize_answer,
     shingles,
 )
 
@@ -174,62 +172,3 @@ def test_first_failure_reports_the_first_filter_in_order():
     assert first_failure([EmptyFilter(), length, noise], "  ") == ("empty", "empty")
     assert first_failure([EmptyFilter(), length, noise], "fine") is None
     assert first_failure([], "") is None
-
-
-# -- answers and labels --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("Positive", "positive"),
-        ("  Yes.  ", "yes"),
-        ("Hello, World!", "hello world"),
-        ("a\tb\n\nc", "a b c"),
-        ("The answer: B", "the answer b"),
-        ("", ""),
-        ("?!", ""),
-        # Super-NaturalInstructions (eval/automatic/evaluation.py) deletes punctuation characters; it does
-        # not turn them into spaces, so words with inner punctuation stay one word.
-        ("Don't", "dont"),
-        ("e-mail", "email"),
-        ("not_entailment", "notentailment"),
-    ],
-)
-def test_normalize_answer_matches_super_natural_instructions(text, expected):
-    assert normalize_answer(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("answer", "label"),
-    [
-        ("positive", "positive"),
-        ("Positive.", "positive"),
-        ("  NEGATIVE  ", "negative"),
-        ("The answer is negative.", "negative"),
-        ("I think it's positive!", "positive"),
-        ("positive or negative", None),  # two labels: ambiguous
-        ("neutral", None),
-        ("positively great", None),  # a label inside a longer word does not count
-        ("", None),
-    ],
-)
-def test_label_mapper_sentiment(answer, label):
-    assert LabelMapper(["positive", "negative"])(answer) == label
-
-
-@pytest.mark.parametrize(
-    ("answer", "label"),
-    [("No.", "no"), ("yes", "yes"), ("I know", None), ("nothing", None), ("Yes, no doubt", None), ("Well, no", "no")],
-)
-def test_label_mapper_whole_words_only(answer, label):
-    assert LabelMapper(["yes", "no"])(answer) == label
-
-
-def test_label_mapper_returns_the_label_as_spelled_in_the_spec():
-    mapper = LabelMapper(["Entailment", "Contradiction", "Neutral"])
-    assert mapper("entailment") == "Entailment"
-    assert mapper("I'd say CONTRADICTION.") == "Contradiction"
-    letters = LabelMapper(["E", "C", "N"])
-    assert letters("e") == "E"
-    assert letters("The answer is C") == "C"

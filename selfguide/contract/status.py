@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from selfguide.contract.results import EvaluateResult, GenerateResult, TrainResult
 from selfguide.spec.base import SpecModel
 
 MAX_MESSAGE = 1024
@@ -16,7 +17,6 @@ MAX_MESSAGE = 1024
 Message = Annotated[str, Field(max_length=MAX_MESSAGE)]
 Reason = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
 Count = Annotated[int, Field(ge=0, le=2**53)]
-Score = Annotated[float, Field(ge=-1e9, le=1e9)]
 PvcUri = Annotated[str, Field(max_length=1024, pattern=r"^pvc://\S+$")]
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -76,38 +76,6 @@ class Outputs(SpecModel):
     """The evaluation report (`report.json`)."""
 
 
-class GenerationCounts(SpecModel):
-    """What the `generate` stage produced."""
-
-    examples: Count = 0
-    """Training examples kept after every filter."""
-    candidates: Count = 0
-    """Inputs generated before filtering."""
-    dropped: Annotated[dict[Name, Count], Field(max_length=64, default_factory=dict)]
-    """Dropped candidates per reason."""
-
-
-class TrainingSummary(SpecModel):
-    """What the `train` stage did."""
-
-    examples: Count = 0
-    steps: Count = 0
-    final_loss: Score | None = None
-
-
-class EvaluationMetrics(SpecModel):
-    """Few-shot prompting of the base model versus the fine-tuned model (percentages)."""
-
-    metric: Name
-    """exactMatch (classification) or rougeL (generation)."""
-    examples: Count = 0
-    baseline: Score
-    finetuned: Score
-    delta: Score
-    scores: Annotated[dict[Name, Score], Field(max_length=16, default_factory=dict)]
-    """Every scored model, by name."""
-
-
 class SelfGuideJobStatus(SpecModel):
     """Observed state, written by the operator (never by users)."""
 
@@ -124,6 +92,9 @@ class SelfGuideJobStatus(SpecModel):
     stages: Annotated[list[StageStatus], Field(max_length=3, default_factory=list)]
     conditions: Annotated[list[Condition], Field(max_length=16, default_factory=list)]
     outputs: Outputs | None = None
-    generation: GenerationCounts | None = None
-    training: TrainingSummary | None = None
-    evaluation: EvaluationMetrics | None = None
+    generation: GenerateResult | None = None
+    """What the `generate` stage reported."""
+    training: TrainResult | None = None
+    """What the `train` stage reported."""
+    evaluation: EvaluateResult | None = None
+    """What the `evaluate` stage reported."""

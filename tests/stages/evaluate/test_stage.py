@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from selfguide.stages.evaluate.scoring import exact_match, mean
-from tests.engine.conftest import read_jsonl, run_cli, sentiment_manifest, write_manifest
+from tests.stages.conftest import read_jsonl, run_cli, sentiment_manifest, write_manifest
 
 EVAL = [
     {"input": "Absolutely love it, works perfectly.", "output": "positive"},
@@ -56,7 +56,7 @@ def test_run_skips_the_complete_generate_stage_and_runs_the_rest(completed_run):
     assert any(line.split()[:1] == ["train"] and "already complete" not in line for line in lines)
     assert any(line.split()[:1] == ["evaluate"] and "SELF-GUIDE" in line for line in lines)
     for stage in ("generate", "train", "evaluate"):
-        assert (workdir / stage / "manifest.json").is_file()
+        assert (workdir / stage / "record.json").is_file()
     assert not [p.name for p in workdir.iterdir() if p.name.startswith(".") and p.name != ".checkpoints"]
 
 
@@ -81,7 +81,7 @@ def test_report_compares_both_systems_per_example(completed_run):
             assert score == exact_match(answer, row["gold"], labels)  # recomputed independently
             scores.append(score)
         assert report["scores"][system] == pytest.approx(round(mean(scores), 2))
-    stage = json.loads((workdir / "evaluate" / "manifest.json").read_text())["summary"]
+    stage = json.loads((workdir / "evaluate" / "record.json").read_text())["summary"]
     assert stage["delta"] == report["delta"] and stage["scores"] == report["scores"]
 
 
@@ -112,12 +112,12 @@ def test_evaluation_from_a_jsonl_file(completed_run, tmp_path):
     eval_file.write_text("\n".join(json.dumps(r) for r in rows[:1]) + "\n\n"
                          + "\n".join(json.dumps(r) for r in rows[1:]) + "\n")
     spec_file = write_manifest(tmp_path / "job.yaml", run_manifest({"path": str(eval_file), "maxExamples": 2}))
-    train_manifest = (workdir / "train" / "manifest.json").read_bytes()
+    train_manifest = (workdir / "train" / "record.json").read_bytes()
     result = run_cli("run", spec_file, "--workdir", workdir)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     # only the evaluation changed: generate and train are complete for this config
     assert sum("already complete" in line for line in result.stdout.splitlines()) == 2, result.stdout
-    assert (workdir / "train" / "manifest.json").read_bytes() == train_manifest
+    assert (workdir / "train" / "record.json").read_bytes() == train_manifest
     report = json.loads((workdir / "evaluate" / "report.json").read_text())
     assert report["examples"] == 2  # maxExamples: the first two (the blank line is no example)
     assert [(r["input"], r["gold"]) for r in report["predictions"]] == [(r["input"], r["output"]) for r in rows[:2]]
@@ -134,7 +134,7 @@ BAD_FILES = [
 @pytest.mark.parametrize(("content", "line", "detail"), BAD_FILES,
                          ids=["invalid-json", "missing-field", "empty-input", "not-an-object"])
 def test_a_bad_evaluation_line_is_named(tmp_path, content, line, detail):
-    from selfguide.errors import PermanentError
+    from selfguide.contract.errors import PermanentError
     from selfguide.spec.evaluation import EvaluationSpec
     from selfguide.stages.evaluate.stage import load_eval_set
 
@@ -166,7 +166,7 @@ def test_a_bad_evaluation_line_exits_3_naming_it(tmp_path):
 
 
 def test_a_missing_or_empty_evaluation_file_is_a_permanent_error(tmp_path):
-    from selfguide.errors import PermanentError
+    from selfguide.contract.errors import PermanentError
     from selfguide.spec.evaluation import EvaluationSpec
     from selfguide.stages.evaluate.stage import load_eval_set
 

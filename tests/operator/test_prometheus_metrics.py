@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from selfguide.spec.status import Phase, SelfGuideJobStatus, StageStatus
-from selfguide_operator.metrics import Metrics
+from selfguide.contract.status import Phase, SelfGuideJobStatus, StageStatus
+from selfguide_operator.prometheus_metrics import Metrics
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

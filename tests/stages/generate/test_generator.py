@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.engine.backends.base import Completion, SamplingParams, Throughput
-from selfguide.workdir import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.prompts import INPUT_RESPONSE_PREFIX, RULE, input_generation_prompt
 from selfguide.spec import SelfGuideJobSpec
 from selfguide.stages.generate.stage import run_generate
-from tests.unit import manifests
+from tests import manifests
 
-ROW_KEYS = {"input", "round", "pseudoLabel", "output", "stage", "filter", "reason", "votes", "validSamples"}
+ROW_KEYS = {"input", "round", "pseudoLabel", "output", "droppedAt", "filter", "reason", "votes", "validSamples"}
 
 
 class ScriptedModel:
@@ -112,17 +112,17 @@ def assert_bookkeeping(report: dict, rows: list[dict], train: list[dict]) -> Non
         assert report[step]["in"] == report[previous]["kept"]
     for step in steps:
         assert report[step]["in"] == report[step]["kept"] + dropped_total(report[step]), step
-        counted = Counter((r["filter"], r["reason"]) for r in rows if r["stage"] == stage_of[step])
+        counted = Counter((r["filter"], r["reason"]) for r in rows if r["droppedAt"] == stage_of[step])
         assert counted == Counter({(f, why): n for f, reasons in report[step]["dropped"].items()
                                    for why, n in reasons.items()}), step
     assert report["final"] == report[steps[-1]]["kept"] == len(train)
     for row in rows:
         assert set(row) <= ROW_KEYS
-        if row["stage"] == "kept":
+        if row["droppedAt"] == "kept":
             assert "reason" not in row and "filter" not in row and "output" in row
         else:
-            assert row["stage"] in stage_of.values() and row["filter"] and row["reason"]
-    assert [{"input": r["input"], "output": r["output"]} for r in rows if r["stage"] == "kept"] == train
+            assert row["droppedAt"] in stage_of.values() and row["filter"] and row["reason"]
+    assert [{"input": r["input"], "output": r["output"]} for r in rows if r["droppedAt"] == "kept"] == train
     assert all(set(example) == {"input", "output"} for example in train)
 
 
@@ -177,14 +177,14 @@ def test_generation_funnel(tmp_path):
         {"input": "left right", "output": "right left"},
     ]
 
-    by_input = {r["input"]: r for r in rows if r["stage"] != "input"}
+    by_input = {r["input"]: r for r in rows if r["droppedAt"] != "input"}
     assert (by_input["sun moon star"]["votes"], by_input["sun moon star"]["validSamples"]) == (3, 4)
     assert by_input["ice fire"] == {
-        "input": "ice fire", "round": 1, "stage": "annotation", "filter": "vote", "reason": "no_agreement",
+        "input": "ice fire", "round": 1, "droppedAt": "annotation", "filter": "vote", "reason": "no_agreement",
         "votes": 1, "validSamples": 4}
     assert by_input["up down"]["reason"] == "no_valid_answer"
     assert by_input["up down"]["validSamples"] == 0
-    assert [(r["round"], r["input"], r["reason"]) for r in rows if r["stage"] == "input"] == [
+    assert [(r["round"], r["input"], r["reason"]) for r in rows if r["droppedAt"] == "input"] == [
         (0, "red   green\nblue", "duplicate"),  # a gold input, up to whitespace
         (0, "Of course! ab", "noise_term"),
         (0, "sun moon star", "duplicate"),  # accepted earlier in the same round
@@ -220,7 +220,7 @@ def test_pool_is_refreshed_only_between_rounds(tmp_path):
     _, rows, _ = run(generation_spec(), model, tmp_path)
     round0, round1 = model.input_rounds
     assert all(low_quality(p) is None for p in round0)  # "N/A" while the pool is empty
-    accepted_round0 = {r["input"] for r in rows if r["round"] == 0 and r["stage"] != "input"}
+    accepted_round0 = {r["input"] for r in rows if r["round"] == 0 and r["droppedAt"] != "input"}
     assert accepted_round0 == {"sun moon star", "a b c d e"}
     for prompt in round1:
         shown = low_quality(prompt)
@@ -358,7 +358,7 @@ def test_classification_prompts_are_conditioned_on_a_pseudo_label(tmp_path):
 def test_annotation_not_the_pseudo_label_decides_the_training_label(tmp_path):
     _, report, rows, train = classification_run(tmp_path, balanceClasses=False)
     assert "balance" not in report
-    annotated = [r for r in rows if r["stage"] == "kept"]
+    annotated = [r for r in rows if r["droppedAt"] == "kept"]
     assert len(annotated) == 12 == len(train)
     assert all(r["output"] == sentiment_of(r["input"]) for r in annotated)
     assert any(r["output"] != r["pseudoLabel"] for r in annotated)
@@ -375,7 +375,7 @@ def test_class_balancing_downsamples_to_the_rarest_label(tmp_path):
     assert balance["dropped"] == {"balance": {"class_balance": 6}}
     assert (balance["in"], balance["kept"], report["final"]) == (12, 6, 6)
     assert Counter(t["output"] for t in train) == {"positive": 3, "negative": 3}
-    assert all(r["output"] == "negative" for r in rows if r["stage"] == "balance")
+    assert all(r["output"] == "negative" for r in rows if r["droppedAt"] == "balance")
     assert {t["input"] for t in train if t["output"] == "positive"} == {
         r["input"] for r in rows if sentiment_of(r["input"]) == "positive"}
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from selfguide.engine.models import ModelNotFound, bundled_model_dir, locate, pvc_path
+from selfguide.contract.environment import pvc_local_path
+from selfguide.contract.errors import InvalidInput, PermanentError
+from selfguide.engine.models import ModelNotFound, bundled_model_dir, locate
 from selfguide.spec import ModelSpec
 
 
@@ -26,12 +28,15 @@ def test_an_unknown_bundled_model_is_a_permanent_error() -> None:
 
 def test_pvc_paths_map_under_the_claims_root(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SELFGUIDE_PVC_ROOT", str(tmp_path))
-    assert pvc_path("pvc://models/llama/7b") == tmp_path / "models" / "llama" / "7b"
+    assert pvc_local_path("pvc://models/llama/7b") == tmp_path / "models" / "llama" / "7b"
+    assert pvc_local_path("pvc://models//./llama/") == tmp_path / "models" / "llama"
     with pytest.raises(ModelNotFound, match="has no config.json|does not exist"):
         locate(ModelSpec(name="pvc://models/llama/7b"))
+    with pytest.raises(InvalidInput, match="would leave the claim"):
+        pvc_local_path("pvc://models/../../etc")
     monkeypatch.delenv("SELFGUIDE_PVC_ROOT")
-    with pytest.raises(ModelNotFound, match="SELFGUIDE_PVC_ROOT"):
-        pvc_path("pvc://models/llama")
+    with pytest.raises(PermanentError, match="SELFGUIDE_PVC_ROOT"):
+        pvc_local_path("pvc://models/llama")
 
 
 def test_hub_ids_pass_through_with_their_revision() -> None:

@@ -16,7 +16,7 @@ from selfguide.spec import (
     SpecProblems,
     TaskType,
 )
-from tests.unit import manifests
+from tests import manifests
 
 
 def minimal_spec(**overrides) -> SelfGuideJobSpec:
@@ -63,7 +63,7 @@ def test_length_filter_enabled_for_uses_the_task_default_only_when_unset():
 
 def test_manifest_keys_are_camel_case_and_round_trip():
     job = SelfGuideJob.model_validate(manifests.classification())
-    manifest = job.to_manifest()
+    manifest = job.to_camel_dict()
     assert manifest["apiVersion"] == "selfguide.dev/v1alpha1"
     generation = manifest["spec"]["generation"]
     assert generation["maxPromptTokens"] == 2048
@@ -84,11 +84,11 @@ def test_manifest_keys_are_camel_case_and_round_trip():
 
     assert not [k for k in keys(manifest) if "_" in k]
     assert SelfGuideJob.model_validate(manifest) == job
-    assert SelfGuideJob.model_validate(manifest).to_manifest() == manifest
+    assert SelfGuideJob.model_validate(manifest).to_camel_dict() == manifest
 
 
 def test_python_side_accepts_snake_case_names():
-    assert AnnotationSpec(min_agreement=0.5, top_k=3).to_manifest()["minAgreement"] == 0.5
+    assert AnnotationSpec(min_agreement=0.5, top_k=3).to_camel_dict()["minAgreement"] == 0.5
     assert AnnotationSpec.model_validate({"minAgreement": 0.5}).min_agreement == 0.5
 
 

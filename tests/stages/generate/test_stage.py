@@ -10,7 +10,7 @@ import pytest
 
 from selfguide.manifest import load_manifest
 from selfguide.runner import stage_hash
-from tests.engine.conftest import read_jsonl, run_cli, sentiment_manifest, staging_dirs, write_manifest
+from tests.stages.conftest import read_jsonl, run_cli, sentiment_manifest, staging_dirs, write_manifest
 
 LABELS = {"positive", "negative"}
 
@@ -45,7 +45,7 @@ def test_a_crash_mid_stage_leaves_no_stage_directory(run):
 
 @pytest.mark.slow
 def test_the_rerun_after_a_crash_completes_and_cleans_up(run):
-    assert (run.workdir / "generate" / "manifest.json").is_file()
+    assert (run.workdir / "generate" / "record.json").is_file()
     assert staging_dirs(run.workdir, "generate") == []
     assert sorted(p.name for p in run.workdir.iterdir() if p.name.startswith(".")) == []
 
@@ -124,14 +124,14 @@ def test_report_adds_up_at_each_step(run):
 
 @pytest.mark.slow
 def test_stage_manifest_records_the_config_hash(run):
-    manifest = json.loads((run.workdir / "generate" / "manifest.json").read_text())
+    manifest = json.loads((run.workdir / "generate" / "record.json").read_text())
     spec = load_manifest(run.spec_file).spec
     assert manifest["stage"] == "generate"
     assert manifest["configHash"] == stage_hash(spec, "generate")
     assert len(manifest["configHash"]) == 16
     assert manifest["seconds"] > 0
     assert manifest["summary"] == stdout_summary(run.result)["summary"]
-    assert json.loads((run.workdir / "spec.json").read_text()) == spec.to_manifest()
+    assert json.loads((run.workdir / "spec.json").read_text()) == spec.to_camel_dict()
 
 
 @pytest.mark.slow

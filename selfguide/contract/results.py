@@ -1,0 +1,91 @@
+"""What each stage reports when it succeeds: typed, bounded, and the same models everywhere.
+
+A stage returns one of these; `selfguide stage` writes it into the termination message, the operator reads it
+back with the same model and embeds it in the SelfGuideJob's status, and `selfguide run` prints its `line()`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from selfguide.spec.base import SpecModel
+
+Count = Annotated[int, Field(ge=0, le=2**53)]
+Score = Annotated[float, Field(ge=-1e9, le=1e9)]
+Rate = Annotated[float, Field(ge=0, le=1e12)]
+Key = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Metric(StrEnum):
+    EXACT_MATCH = "exact_match"
+    """Classification: Exact Match after SNI normalisation of the last label in the answer (0-100)."""
+    ROUGE_L = "rouge_l"
+    """Generation: token ROUGE-L F-measure with stemming, best over references (0-100)."""
+
+
+class StageResult(SpecModel):
+    """Base of the stage results."""
+
+    def line(self) -> str:
+        """One line for people: `selfguide run`'s summary and the stage's message in the job's status."""
+        raise NotImplementedError
+
+
+class GenerateResult(StageResult):
+    """What the `generate` stage produced."""
+
+    examples: Count = 0
+    """Training examples kept after every filter."""
+    candidates: Count = 0
+    """Inputs generated before filtering."""
+    dropped: Annotated[dict[Key, Count], Field(max_length=64, default_factory=dict)]
+    """Dropped candidates per reason (e.g. `duplicate`, `too_long`, `class_balance`)."""
+    generated_tokens: Count = 0
+    """Tokens the model generated (inputs and annotations)."""
+    tokens_per_second: Rate = 0.0
+
+    def line(self) -> str:
+        dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(self.dropped.items(), key=lambda x: -x[1]))
+        return f"{self.examples} examples kept of {self.candidates} candidates" + (
+            f" (dropped: {dropped})" if dropped else "")
+
+
+class TrainResult(StageResult):
+    """What the `train` stage did."""
+
+    examples: Count = 0
+    steps: Count = 0
+    epochs: Count = 0
+    processes: Count = 1
+    """Training processes (one per GPU under data parallelism)."""
+    first_loss: Score | None = None
+    final_loss: Score | None = None
+    trainable_parameters: Count = 0
+    tokens_per_second: Rate = 0.0
+    method: Annotated[str, Field(max_length=16)] = "lora"
+
+    def line(self) -> str:
+        if self.first_loss is None or self.final_loss is None:
+            return f"{self.steps} steps on {self.examples} examples"
+        return f"loss {self.first_loss:.3f} -> {self.final_loss:.3f}, {self.steps} steps"
+
+
+class EvaluateResult(StageResult):
+    """Few-shot prompting of the base model versus the fine-tuned model, on the evaluation set."""
+
+    metric: Metric
+    examples: Count = 0
+    baseline: Score
+    """Few-shot prompting of the base model."""
+    finetuned: Score
+    """The SELF-GUIDE model (base + adapter)."""
+    delta: Score
+    scores: Annotated[dict[Key, Score], Field(max_length=16, default_factory=dict)]
+    """Every scored system, by name (`fewShotPrompting`, `selfGuide`, `fewShotFinetuning`)."""
+
+    def line(self) -> str:
+        return (f"{self.metric.value}: few-shot {self.baseline:.1f} -> SELF-GUIDE {self.finetuned:.1f} "
+                f"({self.delta:+.1f})")

@@ -1,0 +1,36 @@
+"""`pvc://claim/path` URIs: the one parser (the spec, the engine and the operator all use it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEME = "pvc://"
+
+
+def is_pvc(uri: str) -> bool:
+    return uri.startswith(SCHEME)
+
+
+@dataclass(frozen=True)
+class PvcUri:
+    """A path on a PersistentVolumeClaim of the job's namespace."""
+
+    claim: str
+    path: str
+    """Relative to the claim's root, without leading or trailing slashes; never leaves the claim."""
+
+    @classmethod
+    def parse(cls, uri: str) -> PvcUri:
+        """Raises ValueError naming what is wrong."""
+        if not is_pvc(uri):
+            raise ValueError(f"{uri}: not a {SCHEME}claim/path URI")
+        claim, _, path = uri.removeprefix(SCHEME).partition("/")
+        if not claim:
+            raise ValueError(f"{uri}: the claim name is missing ({SCHEME}claim/path)")
+        parts = [part for part in path.split("/") if part not in ("", ".")]
+        if ".." in parts:
+            raise ValueError(f"{uri}: '..' would leave the claim")
+        return cls(claim, "/".join(parts))
+
+    def __str__(self) -> str:
+        return f"{SCHEME}{self.claim}/{self.path}" if self.path else f"{SCHEME}{self.claim}"
