@@ -45,8 +45,11 @@ crd: setup
 chart-crds:
 	rm -rf charts/selfguide/crds && mkdir -p charts/selfguide/crds && cp crds/*.yaml charts/selfguide/crds/
 
+# Style (ruff), the one-way import layers (import-linter, pyproject.toml) and types (mypy).
 lint: setup
 	$(BIN)/ruff check selfguide operator tests benchmarks
+	bash hack/lint-imports.sh $(abspath $(BIN))
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs

@@ -15,8 +15,8 @@ import torch
 
 from benchmarks.random_model import random_llama
 from selfguide.engine.models import ModelLocation
-from selfguide.spec import Example, ModelSpec, TaskSpec, TrainingSpec
 from selfguide.engine.trainer import train
+from selfguide.spec import Example, ModelSpec, TaskSpec, TrainingSpec
 
 TASK = TaskSpec(type="generation", instruction="Continue the text.", examples=[Example(input="a", output="b")])
 

@@ -74,7 +74,8 @@ class JobWatch(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        version = self.batch.list_namespaced_job(NAMESPACE).metadata.resource_version
+        listed = self.batch.list_namespaced_job(NAMESPACE)
+        version = listed.metadata.resource_version if listed.metadata else None
         self.ready.set()
         while not self.stopping.is_set():
             try:
@@ -145,7 +146,8 @@ def run_round(api: ApiClient, plane: AuditedControlPlane, jobs: JobWatch, operat
         custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, manifest(name))
     deadline = time.monotonic() + 600
     while True:
-        items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
+        listed: dict[str, Any] = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)  # type: ignore[assignment]
+        items = listed["items"]
         phases = {i["metadata"]["name"]: (i.get("status") or {}).get("phase") for i in items}
         if all(phases.get(name) in ("Succeeded", "Failed") for name in names):
             break
@@ -191,7 +193,7 @@ def main() -> None:
                        check=True)
         time.sleep(1)  # `kubectl wait` fails on a CRD whose status has no conditions yet
         subprocess.run([*kubectl, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}"], check=True)
-        CoreV1Api(api).create_namespace(V1Namespace.from_dict({"metadata": {"name": NAMESPACE}}))
+        CoreV1Api(api).create_namespace(V1Namespace(metadata={"name": NAMESPACE}))
         kubelet.make_pvc(NAMESPACE, OUTPUT_CLAIM)
         jobs = JobWatch(api)
         jobs.start()

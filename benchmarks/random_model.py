@@ -26,10 +26,11 @@ def random_llama(shape: str, directory: Path, dtype: torch.dtype = torch.bfloat1
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir("smollm2-135m-instruct"))
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **SHAPES[shape])
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         **SHAPES[shape])  # type: ignore[arg-type]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype)
+        model = LlamaForCausalLM(config).to(dtype)  # type: ignore[arg-type]  # transformers types `to` badly
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     del model

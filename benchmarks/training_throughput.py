@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from selfguide.experiments.bench import BenchTask, build_job
 from selfguide.engine.devices import resolve_device
 from selfguide.engine.models import locate
-from selfguide.spec import Example, ModelSpec, TaskSpec, TrainingSpec
 from selfguide.engine.trainer import train
+from selfguide.experiments.bench import BenchTask, build_job
+from selfguide.spec import Example, ModelSpec, TaskSpec, TrainingSpec
 
 TASK = TaskSpec(
     type="classification",

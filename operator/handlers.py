@@ -76,15 +76,15 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, operator_s
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(**kwargs)  # the same kubeconfig / service account as our own client
 
-    @kopf.index(*SELFGUIDEJOBS, id="selfguidejobs", registry=registry)
+    @kopf.index(*SELFGUIDEJOBS, id="selfguidejobs", registry=registry)  # type: ignore[arg-type]
     def selfguidejobs(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
         return {(namespace, name): _selfguidejob(body)}
 
-    @kopf.index(*JOBS, labels=CHILD, id="stage_jobs", registry=registry)
+    @kopf.index(*JOBS, labels=CHILD, id="stage_jobs", registry=registry)  # type: ignore[arg-type]
     def stage_jobs(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
         return {(namespace, labels[LABEL_JOB]): _stage_job(body)}
 
-    def reconcile(body: Mapping[str, Any], jobs: kopf.Index) -> None:
+    def reconcile(body: kopf.Body, jobs: kopf.Index) -> None:
         meta = body["metadata"]
 
         def post(event: Event) -> None:
@@ -98,26 +98,26 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, operator_s
 
     @kopf.on.resume(*SELFGUIDEJOBS, id="reconcile", registry=registry)
     @kopf.on.create(*SELFGUIDEJOBS, id="reconcile", registry=registry)
-    @kopf.on.update(*SELFGUIDEJOBS, id="reconcile", registry=registry)
+    @kopf.on.update(*SELFGUIDEJOBS, id="reconcile", registry=registry)  # type: ignore[arg-type]
     def selfguidejob_changed(body: kopf.Body, stage_jobs: kopf.Index, **_: Any) -> None:
         reconcile(body, stage_jobs)
 
-    @kopf.timer(*SELFGUIDEJOBS, id="resync", interval=operator_settings.resync_seconds,
+    @kopf.timer(*SELFGUIDEJOBS, id="resync", interval=operator_settings.resync_seconds,  # type: ignore[arg-type]
                 when=_needs_resync, registry=registry)
     def resync(body: kopf.Body, stage_jobs: kopf.Index, **_: Any) -> None:
         reconcile(body, stage_jobs)
 
-    @kopf.on.event(*JOBS, labels=CHILD, id="stage_job_changed", registry=registry)
+    @kopf.on.event(*JOBS, labels=CHILD, id="stage_job_changed", registry=registry)  # type: ignore[arg-type]
     def stage_job_changed(namespace: str, labels: kopf.Labels, selfguidejobs: kopf.Index,
                           stage_jobs: kopf.Index, **_: Any) -> None:
         for parent in selfguidejobs.get((namespace, labels[LABEL_JOB]), ()):
             reconcile(parent, stage_jobs)
 
-    @kopf.on.event(*SELFGUIDEJOBS, id="forget_deleted", registry=registry)
+    @kopf.on.event(*SELFGUIDEJOBS, id="forget_deleted", registry=registry)  # type: ignore[arg-type]
     def selfguidejob_deleted(type: str, namespace: str, name: str, **_: Any) -> None:
         if type == "DELETED":
             reconciler.forget((namespace, name))
 
-    @kopf.on.probe(id="selfguidejobs_tracked", registry=registry)
+    @kopf.on.probe(id="selfguidejobs_tracked", registry=registry)  # type: ignore[arg-type]
     def tracked(selfguidejobs: kopf.Index, **_: Any) -> int:
         return len(selfguidejobs)

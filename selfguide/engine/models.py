@@ -97,7 +97,7 @@ def _convert_gguf(source: Path, filename: str, target: Path) -> None:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
         model = AutoModelForCausalLM.from_pretrained(source, gguf_file=filename, dtype=torch.float32)
-        model.hf_quantizer = None  # de-quantized on load: a plain float model from here on
+        model.hf_quantizer = None  # type: ignore[assignment]  # de-quantized on load: a plain float model from here on
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(staging)

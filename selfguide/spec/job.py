@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import ConfigDict, Field
+from pydantic.json_schema import JsonDict
 
 from selfguide.spec.base import SpecModel
 from selfguide.spec.evaluation import EvaluationSpec
@@ -23,8 +24,8 @@ from selfguide.spec.training import TrainingSpec
 
 GROUP = "selfguide.dev"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "SelfGuideJob"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "SelfGuideJob"
 PLURAL = "selfguidejobs"
 SHORT_NAME = "sgj"
 
@@ -32,13 +33,14 @@ MAX_NAME_LENGTH = 52
 """Child objects are named `<name>-<stage>`; a Job's name must stay a 63-character DNS label."""
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """A CEL validation rule of the CRD (`x-kubernetes-validations`), mirroring a pydantic validator so that
     `kubectl apply` rejects what `selfguide validate` rejects."""
-    return {"rule": rule, "message": message} | ({"fieldPath": field_path} if field_path else {})
+    rule_json: JsonDict = {"rule": rule, "message": message}
+    return rule_json | ({"fieldPath": field_path} if field_path else {})
 
 
-def crd_rules(*rules: dict[str, str]) -> dict[str, list[dict[str, str]]]:
+def crd_rules(*rules: JsonDict) -> JsonDict:
     return {"x-kubernetes-validations": list(rules)}
 
 
@@ -119,8 +121,8 @@ class SelfGuideJob(SpecModel):
 
     model_config = ConfigDict(json_schema_extra=NAME_RULES)
 
-    api_version: Literal["selfguide.dev/v1alpha1"] = API_VERSION
-    kind: Literal["SelfGuideJob"] = KIND
+    api_version: Literal["selfguide.dev/v1alpha1"] = "selfguide.dev/v1alpha1"
+    kind: Literal["SelfGuideJob"] = "SelfGuideJob"
     metadata: ObjectMeta
     spec: SelfGuideJobSpec
     status: dict[str, Any] | None = None

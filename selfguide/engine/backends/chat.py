@@ -22,7 +22,7 @@ def load_tokenizer(location: ModelLocation, trust_remote_code: bool = False) -> 
 def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Messages, response_prefix: str = "") -> str:
     """Apply the model's own chat template; models without one get a plain `role: content` layout."""
     if tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        text = str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
     else:
         text = "".join(f"{m['role'].upper()}: {m['content']}\n" for m in messages) + "ASSISTANT: "
     return text + response_prefix

@@ -49,7 +49,7 @@ class TransformersBackend:
             revision=location.revision,
             dtype=resolve_dtype(dtype, self.device),
             trust_remote_code=trust_remote_code,
-        ).to(self.device)
+        ).to(self.device)  # type: ignore[arg-type]  # transformers types `to` badly
         if adapter:
             from peft import PeftModel
 
@@ -148,7 +148,7 @@ class TransformersBackend:
         completions: list[list[Completion]] = [[] for _ in batch]
         for row, tokens in enumerate(new_tokens.tolist()):
             length = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
-            text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+            text = str(self.tokenizer.decode(tokens[:length], skip_special_tokens=True))
             logprob = float(logprobs[row, :length].sum()) if logprobs is not None else 0.0
             self.throughput.generated_tokens += length
             completions[row // draws].append(Completion(cut_at_stop(text, params.stop), logprob, length))
