@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.stages.conftest import REPO, read_jsonl, run_cli
+from tests.stage_runs import REPO, read_jsonl, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from selfguide.stages.evaluate.scoring import exact_match, mean
-from tests.stages.conftest import read_jsonl, run_cli, sentiment_manifest, write_manifest
+from tests.stage_runs import read_jsonl, run_cli, sentiment_manifest, write_manifest
 
 EVAL = [
     {"input": "Absolutely love it, works perfectly.", "output": "positive"},

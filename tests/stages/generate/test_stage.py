@@ -10,7 +10,7 @@ import pytest
 
 from selfguide.manifest import load_manifest
 from selfguide.runner import stage_hash
-from tests.stages.conftest import read_jsonl, run_cli, sentiment_manifest, staging_dirs, write_manifest
+from tests.stage_runs import read_jsonl, run_cli, sentiment_manifest, staging_dirs, write_manifest
 
 LABELS = {"positive", "negative"}
 

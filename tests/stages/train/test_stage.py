@@ -12,7 +12,7 @@ import pytest
 from selfguide.artifacts import atomic_write_jsonl
 from selfguide.manifest import validate_object
 from selfguide.runner import stage_hash
-from tests.stages.conftest import (
+from tests.stage_runs import (
     kill,
     read_jsonl,
     run_cli,

@@ -1,4 +1,4 @@
-"""Helpers for the engine tests: run the real `selfguide` command, write small manifests, share one generate run."""
+"""Real stage runs for the tests: run the real `selfguide` command, write small manifests, share one generate run."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SELFGUIDE = Path(sys.executable).parent / "selfguide"
 EXAMPLES = REPO / "examples"
 
