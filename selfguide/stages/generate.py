@@ -18,7 +18,7 @@ from typing import Any
 from pydantic.alias_generators import to_camel
 
 from selfguide.artifacts import atomic_write_json, atomic_write_jsonl
-from selfguide.backends.base import GenerationBackend, SamplingParams
+from selfguide.backends.base import EXCEEDS_CONTEXT, GenerationBackend, SamplingParams
 from selfguide.filters import (
     DuplicateFilter,
     EmptyFilter,
@@ -158,6 +158,8 @@ class Generator:
             outputs = self.backend.generate([p for p, _ in batch], params, desc=f"inputs round {round_index + 1}")
             accepted: list[str] = []
             for (_, label), completions in zip(batch, outputs):
+                if not completions:  # the backend skipped it: longer than the model's context window
+                    self.prompts.skipped[EXCEEDS_CONTEXT] += 1
                 for completion in completions:
                     candidate = Candidate(extract_input(completion.text), round_index, label)
                     candidates.append(candidate)
@@ -196,6 +198,9 @@ class Generator:
         chain = _output_filters(self.spec)
         to_label = LabelMapper(task.labels) if task.type is TaskType.CLASSIFICATION and task.labels else None
         for candidate, completions in zip(annotated, outputs):
+            if not completions:  # the backend skipped it: longer than the model's context window
+                candidate.drop("annotation", "prompt", EXCEEDS_CONTEXT)
+                continue
             answers: list[str] = []
             for completion in completions:
                 answer = completion.text.strip()
@@ -291,7 +296,7 @@ def generate_stage(spec: SelfGuideJobSpec, workdir: Path, staging: Path) -> dict
     from selfguide.backends import open_backend
 
     backend = open_backend(spec.model, spec.generation.backend, spec.generation.batch_size,
-                           seed=spec.generation.seed)
+                           seed=spec.generation.seed, tensor_parallel_size=spec.generation.tensor_parallel_size)
     try:
         result = run_generate(spec, backend, staging)
     finally:
