@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 
 StageFunction = Callable[[StageContext], StageResult]
 
-EXCLUDED_FROM_HASH = {"model": ("hfTokenSecret",), "training": ("gradientCheckpointing",)}
-"""Fields that change how a stage runs but not what it produces (where a token comes from; memory for
-compute)."""
+EXCLUDED_FROM_HASH = {"model": ("hfTokenSecret",), "generation": ("tensorParallelSize",),
+                      "training": ("gradientCheckpointing",)}
+"""Fields that change how a stage runs but not what it produces (where a token comes from; how many GPUs
+share the model; memory for compute)."""
 
 
 def stage_config(spec: SelfGuideJobSpec, definition: StageDefinition) -> dict[str, Any]:

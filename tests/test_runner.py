@@ -68,6 +68,7 @@ def test_upstream_records_chain_into_the_hash():
         {"output": {"claimName": "other-claim"}},
         {"modelCache": {"claimName": "hf-cache"}},
         {"training": {"gradientCheckpointing": True}},
+        {"generation": {"tensorParallelSize": 2}},
     ],
 )
 def test_cluster_and_memory_settings_change_no_hash(changes):

@@ -138,6 +138,11 @@ class GenerationSpec(SpecModel):
     free GPU memory on a GPU, 16 on CPU. vLLM schedules its own batches."""
     max_prompt_tokens: Annotated[int, Field(ge=64, le=1_048_576)] = 2048
     """A prompt longer than this is trimmed (fewer pool examples) or skipped with a recorded reason."""
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    """GPUs one vLLM engine spans (tensor parallelism), for models too large for one GPU; the generate and
+    evaluate stage pods need that many GPUs. The model's attention head count must divide by it and its
+    key-value head count must divide by it or divide it (vLLM's rule), which the stage checks before loading.
+    The transformers backend ignores it."""
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     inputs: InputGenerationSpec = InputGenerationSpec()
     annotation: AnnotationSpec = AnnotationSpec()

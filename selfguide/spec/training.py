@@ -9,6 +9,10 @@ from pydantic import Field
 
 from selfguide.spec.base import SpecModel
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The `max_lora_rank` values vLLM accepts (`MaxLoRARanks` in vllm/config/lora.py); an adapter is served with
+the smallest one at least its rank."""
+
 
 class TrainingMethod(StrEnum):
     LORA = "lora"
@@ -18,7 +22,8 @@ class TrainingMethod(StrEnum):
 class LoraSpec(SpecModel):
     """LoRA settings, named as in peft's LoraConfig."""
 
-    r: Annotated[int, Field(ge=1, le=1024)] = 16
+    r: Annotated[int, Field(ge=1, le=VLLM_LORA_RANKS[-1])] = 16
+    """Rank of the update matrices; at most 512, the largest rank vLLM serves."""
     alpha: Annotated[int, Field(ge=1, le=4096)] = 32
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     target_modules: Annotated[

@@ -53,6 +53,29 @@ def test_vllm_backend_matches_transformers_greedy() -> None:
     assert len(sampled[0]) == 3 and sampled[0][0].logprob >= sampled[0][-1].logprob
 
 
+@needs_gpu
+@needs_vllm
+@pytest.mark.slow
+def test_vllm_seeds_each_prompt_and_frees_the_gpu_on_close() -> None:
+    from selfguide.engine.backends import open_backend
+
+    free_before, _ = torch.cuda.mem_get_info()
+    backend = open_backend(ModelSpec(), Backend.VLLM, None)
+    try:
+        prompt = backend.render_chat([{"role": "user", "content": "Write one random word."}])
+        params = SamplingParams(temperature=1.0, top_k=0, max_tokens=16, seed=5)
+        first, second = backend.generate([prompt, prompt], params)
+        again = backend.generate([prompt, prompt], params)
+        too_long = backend.generate(["word " * (backend.max_model_len + 1)], params)
+    finally:
+        backend.close()
+    assert first != second  # identical prompts, a seed each
+    assert again == [first, second]
+    assert too_long == [[]] and backend.throughput.skipped_prompts == 1
+    free_after, _ = torch.cuda.mem_get_info()
+    assert free_after > free_before - 2 * 2**30  # the engine's memory is back (it reserves 90% of the GPU)
+
+
 @needs_two_gpus
 @pytest.mark.slow
 def test_training_spans_every_visible_gpu() -> None:

@@ -32,17 +32,22 @@ def choose_backend(requested: Backend) -> Backend:
 
 
 def open_backend(
-    model: ModelSpec, backend: Backend, batch_size: int | None, adapter: str | None = None, seed: int = 0
+    model: ModelSpec, backend: Backend, batch_size: int | None, adapter: str | None = None, seed: int = 0,
+    tensor_parallel_size: int = 1,
 ) -> GenerationBackend:
-    """Load the model once into the chosen backend."""
+    """Load the model once into the chosen backend; vLLM spans `tensor_parallel_size` GPUs."""
     location = locate(model)
     if choose_backend(backend) is Backend.VLLM:
         import torch
 
         from selfguide.engine.backends.vllm_backend import VllmBackend
 
-        return VllmBackend(location, model.dtype, torch.cuda.device_count(), adapter,
-                           model.trust_remote_code, seed)
+        visible = torch.cuda.device_count()
+        if tensor_parallel_size > visible:
+            raise BackendUnavailable(f"generation.tensorParallelSize {tensor_parallel_size}: "
+                                     f"only {visible} GPU(s) are visible to this pod")
+        return VllmBackend.load(location, model.dtype, tensor_parallel_size, adapter,
+                                model.trust_remote_code, seed)
     from selfguide.engine.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend(location, model.dtype, batch_size, adapter=adapter,

@@ -7,6 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+EXCEEDS_CONTEXT = "prompt_exceeds_context"
+"""Why a backend skipped a prompt: with at least one token to generate it does not fit the model's context
+window (`max_model_len`). The prompt's completion list is empty; the caller records the reason."""
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -54,6 +58,8 @@ class Throughput:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     seconds: float = 0.0
+    skipped_prompts: int = 0
+    """Prompts not run because they exceed the model's context window (see `EXCEEDS_CONTEXT`)."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -77,7 +83,8 @@ class GenerationBackend(Protocol):
         """Tokens in `text` as this model tokenizes it."""
 
     def generate(self, prompts: Sequence[str], params: SamplingParams, desc: str = "") -> list[list[Completion]]:
-        """`params.n` completions for each prompt, in prompt order."""
+        """`params.n` completions for each prompt, in prompt order; none for a prompt the backend skipped
+        (`EXCEEDS_CONTEXT`)."""
 
     def adapter_disabled(self) -> contextlib.AbstractContextManager[None]:
         """Inside this block, generate with the base model even when an adapter is loaded."""

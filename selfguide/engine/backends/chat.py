@@ -28,5 +28,11 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Messages, response
     return text + response_prefix
 
 
+def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """The token ids of a rendered prompt, as generated from: no special tokens are added, since the chat
+    template already wrote any BOS it wants (adding one would double it)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def count_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return len(encode(tokenizer, text))

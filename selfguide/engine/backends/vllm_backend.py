@@ -1,15 +1,26 @@
 """Generation with vLLM's offline engine (GPU): continuous batching and prefix caching, so the long few-shot
-prefix shared by every annotation prompt is computed once. Imported only when this backend is chosen."""
+prefix shared by every annotation prompt is computed once. Imported only when this backend is chosen.
+
+The pure parts (engine arguments, LoRA rank, tensor-parallel check, per-prompt seeds, token-id requests) are
+module functions, checked without a GPU against vLLM's own classes where vLLM is installed (the mapping
+follows vLLM 0.32.0, the version of requirements/stage.txt)."""
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import hashlib
 import json
+import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transformers import PreTrainedTokenizerBase
+
+from selfguide.contract.errors import PermanentError
 from selfguide.engine.backends.base import (
     Completion,
     Messages,
@@ -18,16 +29,24 @@ from selfguide.engine.backends.base import (
     cut_at_stop,
     keep_n,
 )
-from selfguide.engine.backends.chat import count_tokens, render_chat
+from selfguide.engine.backends.chat import count_tokens, encode, load_tokenizer, render_chat
 from selfguide.engine.models import ModelLocation
 from selfguide.spec.model import Dtype
+from selfguide.spec.training import VLLM_LORA_RANKS
+
+log = logging.getLogger(__name__)
+
+ADAPTER_NAME = "adapter"
+ADAPTER_ID = 1
+"""The one LoRA adapter an engine serves (vLLM ids start at 1)."""
 
 
 def to_vllm_sampling(params: SamplingParams) -> dict[str, Any]:
     """Keyword arguments of `vllm.SamplingParams` equivalent to `params`.
 
     vLLM's V1 engine has no `best_of`: the backend asks for `params.samples` completions with their
-    log-probabilities and keeps the best `n` itself, exactly as the transformers backend does."""
+    log-probabilities and keeps the best `n` itself, exactly as the transformers backend does. `seed` is the
+    batch's; `generate` gives each prompt its own (`prompt_seed`)."""
     greedy = params.greedy
     return {
         "n": 1 if greedy else params.samples,
@@ -42,39 +61,160 @@ def to_vllm_sampling(params: SamplingParams) -> dict[str, Any]:
     }
 
 
-def _adapter_rank(adapter: str) -> int:
-    """The LoRA rank vLLM must reserve for `adapter` (it rejects adapters above `max_lora_rank`, 16 by default)."""
+def prompt_seed(seed: int, index: int) -> int:
+    """The seed of prompt `index` in a batch drawn with `seed`.
+
+    vLLM seeds each request, so one seed for the whole batch would give identical prompts identical samples.
+    A hash rather than `seed + index`, so the next batch (`seed + 1`) shares no seeds with this one; 62 bits,
+    because vLLM seeds the n samples of a request with `seed + i` in an int64."""
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 2
+
+
+def lora_rank_for(rank: int) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that serves an adapter of `rank`."""
+    for accepted in VLLM_LORA_RANKS:
+        if accepted >= rank:
+            return accepted
+    raise PermanentError(f"LoRA rank {rank}: vLLM serves adapters up to rank {VLLM_LORA_RANKS[-1]}")
+
+
+def adapter_rank(adapter: str) -> int:
+    """The largest rank of a peft adapter: `r`, or a larger per-module one in `rank_pattern`."""
     config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
-    return max(16, int(config.get("r", 16)))
+    return max([int(config.get("r") or 8), *map(int, (config.get("rank_pattern") or {}).values())])
+
+
+def check_tensor_parallel(size: int, attention_heads: int, kv_heads: int | None = None) -> None:
+    """Raise PermanentError unless vLLM can shard these heads over `size` GPUs.
+
+    vLLM's rule (ModelConfig.verify_with_parallel_config, QKVParallelLinear): the attention heads divide by
+    the size; the key-value heads divide by it, or, when fewer than the GPUs, are replicated and divide it."""
+    kv = attention_heads if kv_heads is None else kv_heads
+    problems = []
+    if attention_heads % size:
+        problems.append(f"the model's {attention_heads} attention heads do not divide by it")
+    if (kv >= size and kv % size) or (kv < size and size % kv):
+        problems.append(f"its {kv} key-value heads neither divide by it nor divide it")
+    if problems:
+        raise PermanentError(f"generation.tensorParallelSize {size}: {'; '.join(problems)}")
+
+
+def model_heads(location: ModelLocation, trust_remote_code: bool = False) -> tuple[int, int | None] | None:
+    """Attention and key-value head counts from the model's config (its text part for multimodal models);
+    None when the config names no head count (vLLM then checks alone)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(location.path, revision=location.revision,
+                                        trust_remote_code=trust_remote_code).get_text_config()
+    heads = getattr(config, "num_attention_heads", None)
+    if not isinstance(heads, int):
+        return None
+    kv_heads = getattr(config, "num_key_value_heads", None)
+    return heads, kv_heads if isinstance(kv_heads, int) else None
+
+
+def engine_args(
+    location: ModelLocation,
+    dtype: Dtype = Dtype.AUTO,
+    tensor_parallel_size: int = 1,
+    lora_rank: int | None = None,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Keyword arguments of `vllm.LLM` (its `EngineArgs`); `lora_rank` is the adapter's, if one is served."""
+    lora = {"enable_lora": True, "max_lora_rank": lora_rank_for(lora_rank), "max_loras": 1} if lora_rank else {}
+    return {
+        "model": location.path,
+        "revision": location.revision,
+        "dtype": dtype.value,
+        "tensor_parallel_size": tensor_parallel_size,
+        "enable_prefix_caching": True,
+        "trust_remote_code": trust_remote_code,
+        "seed": seed,
+        **lora,
+    }
+
+
+@dataclass(frozen=True)
+class VllmApi:
+    """The vLLM request classes the backend builds: vLLM's own, or plain stand-ins in tests without vLLM."""
+
+    sampling_params: Callable[..., Any]
+    tokens_prompt: Callable[..., Any]
+    lora_request: Callable[..., Any]
+
+
+def vllm_api() -> VllmApi:
+    from vllm import SamplingParams as VllmSamplingParams
+    from vllm import TokensPrompt
+    from vllm.lora.request import LoRARequest
+
+    return VllmApi(VllmSamplingParams, TokensPrompt, LoRARequest)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt as vLLM receives it."""
+
+    index: int
+    """Position in the caller's prompt list."""
+    token_ids: list[int]
+    seed: int | None
+
+
+def plan_requests(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], params: SamplingParams, max_model_len: int
+) -> tuple[list[Request], list[int]]:
+    """Requests for the prompts that fit the context window, and the indices of those that do not.
+
+    The token ids come from the tokenizer call the prompt budget counted with (no special tokens added: the
+    chat template wrote its own BOS). vLLM rejects a prompt that leaves no room for one generated token."""
+    requests: list[Request] = []
+    skipped: list[int] = []
+    for index, prompt in enumerate(prompts):
+        ids = encode(tokenizer, prompt)
+        if not ids or len(ids) >= max_model_len:
+            skipped.append(index)
+            continue
+        seed = None if params.seed is None else prompt_seed(params.seed, index)
+        requests.append(Request(index, ids, seed))
+    return requests, skipped
 
 
 class VllmBackend:
-    def __init__(
-        self,
+    """A vLLM engine (`vllm.LLM`, or a stand-in with its `generate` in tests) and the model's tokenizer."""
+
+    def __init__(self, llm: Any, tokenizer: PreTrainedTokenizerBase, max_model_len: int,
+                 adapter: str | None = None, api: VllmApi | None = None) -> None:
+        self.llm = llm
+        self.api = api or vllm_api()
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.adapter = adapter
+        self.use_adapter = adapter is not None
+        self.throughput = Throughput()
+
+    @classmethod
+    def load(
+        cls,
         location: ModelLocation,
         dtype: Dtype = Dtype.AUTO,
         tensor_parallel_size: int = 1,
         adapter: str | None = None,
         trust_remote_code: bool = False,
         seed: int = 0,
-    ) -> None:
+    ) -> VllmBackend:
+        """Start an engine on the model (and adapter) after checking what vLLM would reject late."""
         from vllm import LLM
 
-        lora = {"enable_lora": True, "max_lora_rank": _adapter_rank(adapter)} if adapter else {}
-        self.llm = LLM(
-            model=location.path,
-            revision=location.revision,
-            dtype=dtype.value,
-            tensor_parallel_size=tensor_parallel_size,
-            enable_prefix_caching=True,
-            **lora,
-            trust_remote_code=trust_remote_code,
-            seed=seed,
-        )
-        self.tokenizer = self.llm.get_tokenizer()
-        self.adapter = adapter
-        self.use_adapter = adapter is not None
-        self.throughput = Throughput()
+        heads = model_heads(location, trust_remote_code) if tensor_parallel_size > 1 else None
+        if heads is not None:
+            check_tensor_parallel(tensor_parallel_size, *heads)
+        rank = adapter_rank(adapter) if adapter else None
+        tokenizer = load_tokenizer(location, trust_remote_code)
+        llm = LLM(**engine_args(location, dtype, tensor_parallel_size, rank, trust_remote_code, seed))
+        return cls(llm, tokenizer, int(llm.model_config.max_model_len), adapter)
 
     def render_chat(self, messages: Messages, response_prefix: str = "") -> str:
         return render_chat(self.tokenizer, messages, response_prefix)
@@ -92,25 +232,52 @@ class VllmBackend:
             self.use_adapter = previous
 
     def generate(self, prompts: Sequence[str], params: SamplingParams, desc: str = "") -> list[list[Completion]]:
-        from vllm import SamplingParams as VllmSamplingParams
-        from vllm.lora.request import LoRARequest
-
+        """`params.n` completions per prompt; none for a prompt longer than the context window."""
         started = time.perf_counter()
-        lora = LoRARequest("adapter", 1, self.adapter) if self.use_adapter and self.adapter else None
-        outputs = self.llm.generate(list(prompts), VllmSamplingParams(**to_vllm_sampling(params)),
-                                    lora_request=lora, use_tqdm=True)
-        results: list[list[Completion]] = []
-        for output in outputs:
-            completions = [
-                Completion(cut_at_stop(o.text, params.stop), o.cumulative_logprob or 0.0, len(o.token_ids))
-                for o in output.outputs
-            ]
-            self.throughput.generated_tokens += sum(c.tokens for c in completions)
-            self.throughput.prompt_tokens += len(output.prompt_token_ids or [])
-            results.append(keep_n(completions, params.n))
-        self.throughput.prompts += len(prompts)
+        requests, skipped = plan_requests(self.tokenizer, prompts, params, self.max_model_len)
+        if skipped:
+            log.warning("%s: %d prompt(s) skipped, longer than the model's context of %d tokens",
+                        desc or "generating", len(skipped), self.max_model_len)
+        results: list[list[Completion]] = [[] for _ in prompts]
+        if requests:
+            outputs = self._run(requests, params)
+            for request, output in zip(requests, outputs, strict=True):
+                completions = [Completion(cut_at_stop(o.text, params.stop), o.cumulative_logprob or 0.0,
+                                          len(o.token_ids)) for o in output.outputs]
+                self.throughput.generated_tokens += sum(c.tokens for c in completions)
+                results[request.index] = keep_n(completions, params.n)
+        self.throughput.prompts += len(requests)
+        self.throughput.prompt_tokens += sum(len(r.token_ids) for r in requests)
+        self.throughput.skipped_prompts += len(skipped)
         self.throughput.seconds += time.perf_counter() - started
         return results
 
+    def _run(self, requests: list[Request], params: SamplingParams) -> list[Any]:
+        """vLLM's outputs for `requests`, in their order: token-id prompts, and with a seed one sampling
+        parameter set per prompt (vLLM pairs a list with the prompts one by one)."""
+        api, mapped = self.api, to_vllm_sampling(params)
+        sampling = (api.sampling_params(**mapped) if params.seed is None
+                    else [api.sampling_params(**{**mapped, "seed": r.seed}) for r in requests])
+        lora = api.lora_request(ADAPTER_NAME, ADAPTER_ID, self.adapter) if self.use_adapter and self.adapter else None
+        return self.llm.generate([api.tokens_prompt(prompt_token_ids=r.token_ids) for r in requests], sampling,
+                                 lora_request=lora, use_tqdm=True)
+
     def close(self) -> None:
-        del self.llm
+        """Shut the engine down and free its GPU memory, so a second engine or the trainer can have it."""
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        engine = getattr(llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None:
+            core.shutdown()  # stops the engine-core process and its workers
+        del llm, engine, core
+        gc.collect()
+        with contextlib.suppress(ImportError):
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()  # destroys model parallel groups, empties the CUDA cache
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

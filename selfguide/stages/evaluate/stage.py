@@ -82,7 +82,8 @@ def predict(backend: GenerationBackend, spec: SelfGuideJobSpec, examples: list[E
     assert spec.evaluation is not None
     prompts = [backend.render_chat(few_shot_messages(spec.task, e.input)) for e in examples]
     params = SamplingParams(temperature=0.0, max_tokens=spec.evaluation.max_new_tokens)
-    return [c[0].text.strip() for c in backend.generate(prompts, params, desc=desc)]
+    # no completion: the backend skipped a prompt longer than the model's context window (scored as empty)
+    return [c[0].text.strip() if c else "" for c in backend.generate(prompts, params, desc=desc)]
 
 
 def _open(spec: SelfGuideJobSpec, adapter: Path | None = None, model_dir: Path | None = None) -> GenerationBackend:
@@ -90,7 +91,8 @@ def _open(spec: SelfGuideJobSpec, adapter: Path | None = None, model_dir: Path |
     model = spec.model if model_dir is None else spec.model.model_copy(
         update={"name": str(model_dir.resolve()), "revision": None})
     return open_backend(model, spec.generation.backend, spec.evaluation.batch_size,
-                        adapter=str(adapter) if adapter else None)
+                        adapter=str(adapter) if adapter else None,
+                        tensor_parallel_size=spec.generation.tensor_parallel_size)
 
 
 def run_models(ctx: StageContext, examples: list[EvalExample]) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ from selfguide.artifacts import atomic_write_json, atomic_write_jsonl
 from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.contract.results import GenerateResult
 from selfguide.engine.backends import open_backend
-from selfguide.engine.backends.base import GenerationBackend, SamplingParams
+from selfguide.engine.backends.base import EXCEEDS_CONTEXT, GenerationBackend, SamplingParams
 from selfguide.prompts import (
     INPUT_RESPONSE_PREFIX,
     INPUT_STOP,
@@ -161,6 +161,8 @@ class Generator:
             outputs = self.backend.generate([p for p, _ in batch], params, desc=f"inputs round {round_index + 1}")
             accepted: list[str] = []
             for (_, label), completions in zip(batch, outputs):
+                if not completions:  # the backend skipped it: longer than the model's context window
+                    self.prompts.skipped[EXCEEDS_CONTEXT] += 1
                 for completion in completions:
                     candidate = Candidate(extract_input(completion.text), round_index, label)
                     candidates.append(candidate)
@@ -199,6 +201,9 @@ class Generator:
         chain = _output_filters(self.spec)
         to_label = LabelMatcher(task.labels).unique if task.type is TaskType.CLASSIFICATION and task.labels else None
         for candidate, completions in zip(annotated, outputs):
+            if not completions:  # the backend skipped it: longer than the model's context window
+                candidate.drop("annotation", "prompt", EXCEEDS_CONTEXT)
+                continue
             answers: list[str] = []
             for completion in completions:
                 answer = completion.text.strip()
@@ -293,7 +298,7 @@ def run(ctx: StageContext) -> GenerateResult:
     """The stage entry point: one model load serves input generation and annotation."""
     spec = ctx.spec
     backend = open_backend(spec.model, spec.generation.backend, spec.generation.batch_size,
-                           seed=spec.generation.seed)
+                           seed=spec.generation.seed, tensor_parallel_size=spec.generation.tensor_parallel_size)
     try:
         result = run_generate(spec, backend, ctx.output)
     finally:
