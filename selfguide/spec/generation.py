@@ -16,6 +16,8 @@ from selfguide.spec.problems import raise_if_any
 from selfguide.spec.task import TaskType
 
 RELEASED_INPUT_TEMPERATURE = {TaskType.CLASSIFICATION: 0.7, TaskType.GENERATION: 0.9}
+RELEASED_ROUNDS = {TaskType.CLASSIFICATION: 40, TaskType.GENERATION: 20}
+"""The paper's budget: 40 rounds x 10 prompts (about 400 inputs) for classification, 20 x 10 for generation."""
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
@@ -37,8 +39,9 @@ class InputGenerationSpec(SpecModel):
 
     target_inputs: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
     """Stop early once this many inputs have passed the input filters (unset: run every round)."""
-    max_rounds: Annotated[int, Field(ge=1, le=10_000)] = 40
-    """Upper bound on rounds, whatever the yield; each round refreshes the pool of generated inputs."""
+    max_rounds: Annotated[int | None, Field(ge=1, le=10_000)] = None
+    """Upper bound on rounds, whatever the yield; each round refreshes the pool of generated inputs. Unset: the
+    paper's budget, 40 for classification and 20 for generation."""
     prompts_per_round: Annotated[int, Field(ge=1, le=4096)] = 10
     """Prompts per round; each prompt yields one candidate input per sample."""
     samples_per_prompt: Annotated[int, Field(ge=1, le=64)] = 1
@@ -54,6 +57,10 @@ class InputGenerationSpec(SpecModel):
     top_p: Probability = 1.0
     max_new_tokens: MaxNewTokens = 256
     """Longest generated input, in tokens."""
+
+    def rounds_for(self, task_type: TaskType) -> int:
+        """The configured number of rounds, or the paper's for this task type."""
+        return RELEASED_ROUNDS[task_type] if self.max_rounds is None else self.max_rounds
 
     def temperature_for(self, task_type: TaskType) -> float:
         """The configured temperature, or the released configuration's for this task type."""

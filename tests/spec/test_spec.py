@@ -169,3 +169,11 @@ def test_model_name_accepts_documented_forms(name):
 def test_model_name_rejects_other_forms(name):
     with pytest.raises(ValidationError):
         ModelSpec(name=name)
+
+
+def test_rounds_default_to_the_papers_budget_per_task_type():
+    from selfguide.spec import InputGenerationSpec, TaskType
+
+    default = InputGenerationSpec()
+    assert (default.rounds_for(TaskType.CLASSIFICATION), default.rounds_for(TaskType.GENERATION)) == (40, 20)
+    assert InputGenerationSpec(max_rounds=3).rounds_for(TaskType.GENERATION) == 3

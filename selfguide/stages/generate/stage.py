@@ -148,7 +148,7 @@ class Generator:
         chain, memory = _input_filters(self.spec)
         candidates: list[Candidate] = []
         pool: list[str] = []
-        for round_index in range(cfg.max_rounds):
+        for round_index in range(cfg.rounds_for(task.type)):
             labels = [self.rng.choice(task.labels) if task.labels else None for _ in range(cfg.prompts_per_round)]
             fitted = [(self._fit_input_prompt(pool, label), label) for label in labels]
             batch = [(prompt, label) for prompt, label in fitted if prompt is not None]
