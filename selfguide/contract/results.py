@@ -43,14 +43,17 @@ class GenerateResult(StageResult):
     """Inputs generated before filtering."""
     dropped: Annotated[dict[Key, Count], Field(max_length=64, default_factory=dict)]
     """Dropped candidates per reason (e.g. `duplicate`, `too_long`, `class_balance`)."""
+    missing_labels: Annotated[list[Key], Field(max_length=64, default_factory=list)]
+    """Classification: labels with no example in the training set (the model never annotated them)."""
     generated_tokens: Count = 0
     """Tokens the model generated (inputs and annotations)."""
     tokens_per_second: Rate = 0.0
 
     def line(self) -> str:
         dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(self.dropped.items(), key=lambda x: -x[1]))
+        missing = f"; no example of {', '.join(self.missing_labels)}" if self.missing_labels else ""
         return f"{self.examples} examples kept of {self.candidates} candidates" + (
-            f" (dropped: {dropped})" if dropped else "")
+            f" (dropped: {dropped})" if dropped else "") + missing
 
 
 class TrainResult(StageResult):

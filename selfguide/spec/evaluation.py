@@ -38,6 +38,9 @@ class EvaluationSpec(SpecModel):
     """Sequences per forward pass; unset: sized from free GPU memory, 16 on CPU."""
     few_shot_finetune_baseline: bool = False
     """Also fine-tune on the gold examples alone (a paper baseline) and score that model."""
+    self_icl_baseline: bool = False
+    """Also prompt the base model with the gold examples plus as many generated examples as fit
+    `generation.maxPromptTokens` (the paper's Self-ICL baseline) and score it."""
 
     @model_validator(mode="after")
     def _one_source(self) -> EvaluationSpec:

@@ -34,6 +34,29 @@ class Backend(StrEnum):
     VLLM = "vllm"
 
 
+class LabelSampling(StrEnum):
+    UNIFORM = "uniform"
+    """The paper: each classification prompt asks for an input of a label drawn uniformly at random."""
+    FILL = "fill"
+    """Annotate after every round and ask the next round for the labels that are short of annotated examples,
+    so class balancing keeps most of what was made."""
+
+
+class AnnotationMethod(StrEnum):
+    VOTE = "vote"
+    """The paper: sample answers, keep the most likely, majority vote (self-consistency)."""
+    LIKELIHOOD = "likelihood"
+    """Classification only: score every label by its log-probability as the model's answer to the same
+    few-shot prompt and take the best (one prompt computation per input)."""
+
+
+class Calibration(StrEnum):
+    NONE = "none"
+    BATCH = "batch"
+    """Batch Calibration (Zhou et al., ICLR 2024): subtract each label's mean score over the job's generated
+    inputs before choosing, which removes the model's prior for a label (likelihood annotation only)."""
+
+
 class InputGenerationSpec(SpecModel):
     """Rounds of prompts that ask the model for new task inputs in the style of the examples."""
 
@@ -62,6 +85,9 @@ class InputGenerationSpec(SpecModel):
         """The configured number of rounds, or the paper's for this task type."""
         return RELEASED_ROUNDS[task_type] if self.max_rounds is None else self.max_rounds
 
+    label_sampling: LabelSampling = LabelSampling.UNIFORM
+    """How classification prompts pick the label to ask for: `uniform` (the paper) or `fill`."""
+
     def temperature_for(self, task_type: TaskType) -> float:
         """The configured temperature, or the released configuration's for this task type."""
         return RELEASED_INPUT_TEMPERATURE[task_type] if self.temperature is None else self.temperature
@@ -74,7 +100,18 @@ class InputGenerationSpec(SpecModel):
 
 
 class AnnotationSpec(SpecModel):
-    """Output annotation: several low-temperature answers per input, then a majority vote."""
+    """Output annotation: by default several low-temperature answers per input, then a majority vote."""
+
+    method: AnnotationMethod = AnnotationMethod.VOTE
+    """`vote` (the paper) or, for classification, `likelihood`."""
+    calibration: Calibration = Calibration.NONE
+    """Calibration of likelihood scores: `none` or `batch`."""
+    min_margin: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
+    """Likelihood annotation: keep an input only when its best label beats the second by at least this many
+    nats (after calibration)."""
+    require_pseudo_label: bool = False
+    """Classification: keep an input only when its annotation agrees with the label it was generated for
+    (the paper discards that label after steering input generation)."""
 
     samples: Annotated[int, Field(ge=1, le=64)] = 20
     """Answers sampled per input."""
@@ -130,7 +167,11 @@ class FilteringSpec(SpecModel):
     noise_terms: Annotated[list[Term], Field(max_length=256)] = Field(default_factory=list)
     """Extra noise terms for this task (case-insensitive substrings). They never leak into other jobs."""
     duplicates: bool = True
-    """Drop exact duplicates of a gold input or of an input already in the pool."""
+    """Drop duplicates of a gold input or of an input already in the pool: exact (whitespace aside), or equal
+    after normalisation (case, surrounding punctuation and quotes)."""
+    scaffolding: bool = True
+    """Drop inputs that carry the prompt's scaffolding rather than task text: bracketed placeholders such as
+    `[input]` or `[new]` that no gold input contains, and the template's own phrases."""
     near_duplicates: NearDuplicateFilterSpec = NearDuplicateFilterSpec()
     balance_classes: bool = True
     """Classification: downsample so every label has as many examples as the rarest (as the paper)."""

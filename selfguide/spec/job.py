@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.json_schema import JsonDict
 
 from selfguide.spec.base import SpecModel
 from selfguide.spec.evaluation import EvaluationSpec
 from selfguide.spec.generation import GenerationSpec
 from selfguide.spec.model import ModelSpec
+from selfguide.spec.problems import raise_if_any
 from selfguide.spec.runtime import (
     DNS_LABEL,
     LabelMap,
@@ -19,7 +20,7 @@ from selfguide.spec.runtime import (
     PodSettings,
     StagesSettings,
 )
-from selfguide.spec.task import TaskSpec
+from selfguide.spec.task import TaskSpec, TaskType
 from selfguide.spec.training import TrainingSpec
 
 GROUP = "selfguide.dev"
@@ -65,6 +66,22 @@ GENERATION_RULES = crd_rules(
         ".annotation.keep"),
 )
 EVALUATION_RULES = crd_rules(cel("has(self.examples) != has(self.path)", "set exactly one of examples or path"))
+CLASSIFICATION_ONLY = (
+    ("generation", "annotation", "method", "likelihood", "likelihood annotation needs a classification task"),
+    ("generation", "annotation", "requirePseudoLabel", True, "pseudo labels exist only for classification tasks"),
+    ("generation", "inputs", "labelSampling", "fill", "label sampling needs a classification task"),
+)
+"""Options that only make sense for classification: (section, subsection, field, value, message)."""
+
+
+def _classification_only_rule(section: str, sub: str, name: str, value: object, message: str) -> JsonDict:
+    literal = f"'{value}'" if isinstance(value, str) else str(value).lower()
+    return cel(f"{CLASSIFICATION.replace('self.', 'self.task.')} || !has(self.{section}) || "
+               f"!has(self.{section}.{sub}) || !has(self.{section}.{sub}.{name}) || "
+               f"self.{section}.{sub}.{name} != {literal}", message, f".{section}.{sub}.{name}")
+
+
+SPEC_RULES = crd_rules(*(_classification_only_rule(*rule) for rule in CLASSIFICATION_ONLY))
 NAME_RULES = crd_rules(
     cel(f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
         f"metadata.name must be at most {MAX_NAME_LENGTH} characters (stage Jobs are named <name>-<stage>)"),
@@ -75,6 +92,8 @@ NAME_RULES = crd_rules(
 
 class SelfGuideJobSpec(SpecModel):
     """Desired state: the task and how to learn it. `task` and `model` are immutable once created."""
+
+    model_config = ConfigDict(json_schema_extra=SPEC_RULES)
 
     task: Annotated[TaskSpec, Field(json_schema_extra=TASK_RULES)]
     model: Annotated[ModelSpec, Field(json_schema_extra=MODEL_RULES)] = ModelSpec()
@@ -95,6 +114,17 @@ class SelfGuideJobSpec(SpecModel):
     """Settings for every stage pod."""
     stages: StagesSettings = StagesSettings()
     """Per-stage settings, applied over `pod`."""
+
+
+    @model_validator(mode="after")
+    def _classification_only(self) -> SelfGuideJobSpec:
+        if self.task.type is TaskType.CLASSIFICATION:
+            return self
+        document = self.to_camel_dict()
+        raise_if_any([(f"{section}.{sub}.{name}", message)
+                       for section, sub, name, value, message in CLASSIFICATION_ONLY
+                       if document[section][sub][name] == value])
+        return self
 
 
 class ObjectMeta(SpecModel):

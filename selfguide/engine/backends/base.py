@@ -86,6 +86,10 @@ class GenerationBackend(Protocol):
         """`params.n` completions for each prompt, in prompt order; none for a prompt the backend skipped
         (`EXCEEDS_CONTEXT`)."""
 
+    def score_answers(self, prompts: Sequence[str], answers: Sequence[str], desc: str = "") -> list[list[float]]:
+        """For each prompt, the log-probability of each answer as the model's whole reply (its tokens, then the
+        end of the turn); an empty list for a prompt the backend skipped (`EXCEEDS_CONTEXT`)."""
+
     def adapter_disabled(self) -> contextlib.AbstractContextManager[None]:
         """Inside this block, generate with the base model even when an adapter is loaded."""
 

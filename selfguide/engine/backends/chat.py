@@ -34,5 +34,20 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def answer_ids(tokenizer: PreTrainedTokenizerBase, answer: str, end_of_turn: int) -> list[int]:
+    """The tokens of `answer` as the model's whole reply: its text, then the end of the turn."""
+    return encode(tokenizer, answer) + [end_of_turn]
+
+
+def end_of_turn(tokenizer: PreTrainedTokenizerBase, eos: int | list[int] | None) -> int:
+    """The token that ends an assistant turn: the model's (first) end-of-sequence token."""
+    if isinstance(eos, list):
+        eos = eos[0] if eos else None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    assert isinstance(eos, int), "the tokenizer has no end-of-sequence token"
+    return eos
+
+
 def count_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     return len(encode(tokenizer, text))

@@ -29,7 +29,14 @@ from selfguide.engine.backends.base import (
     cut_at_stop,
     keep_n,
 )
-from selfguide.engine.backends.chat import count_tokens, encode, load_tokenizer, render_chat
+from selfguide.engine.backends.chat import (
+    answer_ids,
+    count_tokens,
+    encode,
+    end_of_turn,
+    load_tokenizer,
+    render_chat,
+)
 from selfguide.engine.models import ModelLocation
 from selfguide.spec.model import Dtype
 from selfguide.spec.training import VLLM_LORA_RANKS
@@ -248,6 +255,32 @@ class VllmBackend:
                 results[request.index] = keep_n(completions, params.n)
         self.throughput.prompts += len(requests)
         self.throughput.prompt_tokens += sum(len(r.token_ids) for r in requests)
+        self.throughput.skipped_prompts += len(skipped)
+        self.throughput.seconds += time.perf_counter() - started
+        return results
+
+    def score_answers(self, prompts: Sequence[str], answers: Sequence[str], desc: str = "") -> list[list[float]]:
+        """Each answer's log-probability after each prompt, from vLLM's prompt log-probabilities of the prompt
+        followed by the answer (one request per pair; prefix caching shares the prompt's computation)."""
+        started = time.perf_counter()
+        end = end_of_turn(self.tokenizer, None)
+        tails = [answer_ids(self.tokenizer, answer, end) for answer in answers]
+        longest = max(map(len, tails), default=0)
+        requests, skipped = plan_requests(self.tokenizer, prompts, SamplingParams(), self.max_model_len - longest)
+        results: list[list[float]] = [[] for _ in prompts]
+        pairs = [(r, tail) for r in requests for tail in tails]
+        if pairs:
+            sampling = self.api.sampling_params(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+            lora = (self.api.lora_request(ADAPTER_NAME, ADAPTER_ID, self.adapter)
+                    if self.use_adapter and self.adapter else None)
+            outputs = self.llm.generate([self.api.tokens_prompt(prompt_token_ids=r.token_ids + tail)
+                                         for r, tail in pairs], sampling, lora_request=lora, use_tqdm=True)
+            for (request, tail), output in zip(pairs, outputs, strict=True):
+                ids, logprobs = output.prompt_token_ids, output.prompt_logprobs
+                results[request.index].append(sum(logprobs[i][ids[i]].logprob
+                                                  for i in range(len(ids) - len(tail), len(ids))))
+        self.throughput.prompts += len(requests)
+        self.throughput.prompt_tokens += sum(len(r.token_ids) + len(t) for r, t in pairs)
         self.throughput.skipped_prompts += len(skipped)
         self.throughput.seconds += time.perf_counter() - started
         return results

@@ -7,6 +7,7 @@ Both models get the same few-shot chat prompt and greedy decoding; with LoRA one
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,14 @@ from selfguide.engine.backends.base import GenerationBackend, SamplingParams
 from selfguide.engine.models import locate
 from selfguide.engine.trainer import train
 from selfguide.prompts import few_shot_messages
-from selfguide.spec import EvalExample, SelfGuideJobSpec, TaskType, TrainingMethod
+from selfguide.spec import EvalExample, Example, SelfGuideJobSpec, TaskType, TrainingMethod
 from selfguide.spec.evaluation import EvaluationSpec
 from selfguide.spec.problems import problems_from
 from selfguide.spec.uris import is_pvc
 from selfguide.stages.context import StageContext
 from selfguide.stages.evaluate.readable import write_readable_report
 from selfguide.stages.evaluate.scoring import EXACT_MATCH, ROUGE_L, exact_match, mean, rouge_l
+from selfguide.stages.evaluate.self_icl import demonstrations
 
 
 def load_eval_set(spec: EvaluationSpec) -> list[EvalExample]:
@@ -78,9 +80,11 @@ class Scorer:
         return rouge_l(answer, example.outputs or [example.output])
 
 
-def predict(backend: GenerationBackend, spec: SelfGuideJobSpec, examples: list[EvalExample], desc: str) -> list[str]:
+def predict(backend: GenerationBackend, spec: SelfGuideJobSpec, examples: list[EvalExample], desc: str,
+            demonstrations: Sequence[Example] | None = None) -> list[str]:
+    """Greedy answers to the few-shot prompt (the gold examples, or `demonstrations`) for every example."""
     assert spec.evaluation is not None
-    prompts = [backend.render_chat(few_shot_messages(spec.task, e.input)) for e in examples]
+    prompts = [backend.render_chat(few_shot_messages(spec.task, e.input, demonstrations)) for e in examples]
     params = SamplingParams(temperature=0.0, max_tokens=spec.evaluation.max_new_tokens)
     # no completion: the backend skipped a prompt longer than the model's context window (scored as empty)
     return [c[0].text.strip() if c else "" for c in backend.generate(prompts, params, desc=desc)]
@@ -95,29 +99,48 @@ def _open(spec: SelfGuideJobSpec, adapter: Path | None = None, model_dir: Path |
                         tensor_parallel_size=spec.generation.tensor_parallel_size)
 
 
-def run_models(ctx: StageContext, examples: list[EvalExample]) -> dict[str, list[str]]:
-    """Predictions of every compared system, keyed by system name."""
+def _base_model(ctx: StageContext, backend: GenerationBackend, examples: list[EvalExample],
+                predictions: dict[str, list[str]], details: dict[str, Any]) -> None:
+    """The systems that prompt the base model: few-shot prompting, and Self-ICL when asked for."""
+    spec = ctx.spec
+    assert spec.evaluation is not None
+    predictions["fewShotPrompting"] = predict(backend, spec, examples, "evaluating base model")
+    if spec.evaluation.self_icl_baseline:
+        generated = [Example.model_validate(row) for row in read_jsonl(ctx.artifact(TRAIN_DATA))]
+        shown = demonstrations(backend, spec, examples, generated, spec.generation.max_prompt_tokens)
+        details["selfIcl"] = {"generatedDemonstrations": shown.generated, "promptTokens": shown.prompt_tokens,
+                              "budget": spec.generation.max_prompt_tokens}
+        predictions["selfIcl"] = predict(backend, spec, examples, "evaluating Self-ICL", shown.examples)
+
+
+def run_models(ctx: StageContext, examples: list[EvalExample]) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Predictions of every compared system, keyed by system name, and how the baselines were built."""
     spec = ctx.spec
     predictions: dict[str, list[str]] = {}
+    details: dict[str, Any] = {}
     trained = ctx.artifact(trained_model_dir(spec.training.method))
     if spec.training.method is TrainingMethod.LORA:
         backend = _open(spec, adapter=trained)
         try:
             with backend.adapter_disabled():
-                predictions["fewShotPrompting"] = predict(backend, spec, examples, "evaluating base model")
+                _base_model(ctx, backend, examples, predictions, details)
             predictions["selfGuide"] = predict(backend, spec, examples, "evaluating fine-tuned model")
         finally:
             backend.close()
     else:
-        for name, model_dir in (("fewShotPrompting", None), ("selfGuide", trained)):
-            backend = _open(spec, model_dir=model_dir)
-            try:
-                predictions[name] = predict(backend, spec, examples, f"evaluating {name}")
-            finally:
-                backend.close()
+        backend = _open(spec)
+        try:
+            _base_model(ctx, backend, examples, predictions, details)
+        finally:
+            backend.close()
+        backend = _open(spec, model_dir=trained)
+        try:
+            predictions["selfGuide"] = predict(backend, spec, examples, "evaluating the fine-tuned model")
+        finally:
+            backend.close()
     if spec.evaluation and spec.evaluation.few_shot_finetune_baseline:
         predictions["fewShotFinetuning"] = _few_shot_finetune(ctx, examples)
-    return predictions
+    return predictions, details
 
 
 def _few_shot_finetune(ctx: StageContext, examples: list[EvalExample]) -> list[str]:
@@ -165,7 +188,8 @@ def run(ctx: StageContext) -> EvaluateResult:
     spec = ctx.spec
     assert spec.evaluation is not None
     examples = load_eval_set(spec.evaluation)
-    report = score_report(spec, examples, run_models(ctx, examples))
+    predictions, baselines = run_models(ctx, examples)
+    report = score_report(spec, examples, predictions) | ({"baselines": baselines} if baselines else {})
     atomic_write_json(ctx.output / REPORT_FILE, report)
     generated = read_jsonl(ctx.artifact(TRAIN_DATA))
     funnel = read_json(ctx.artifact(FILTER_REPORT))

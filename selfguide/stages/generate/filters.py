@@ -6,7 +6,9 @@ a short drop reason. Nothing here is shared between jobs: term lists and seen-se
 
 from __future__ import annotations
 
+import re
 import statistics
+import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -100,18 +102,57 @@ def dedup_key(text: str) -> str:
     return " ".join(text.split())
 
 
+QUOTES_AND_PUNCTUATION = string.punctuation + "\u201c\u201d\u2018\u2019\u00ab\u00bb"
+
+
+def normalized_key(text: str) -> str:
+    """Identity after normalisation: case, whitespace, and punctuation or quotes around the text ignored
+    (`The battery lasts all day.",` is the gold `The battery lasts all day.`)."""
+    return " ".join(text.casefold().split()).strip(QUOTES_AND_PUNCTUATION + " ")
+
+
 @dataclass
 class DuplicateFilter:
-    """Drops exact duplicates of the gold inputs and of inputs accepted earlier (call `add` on accept)."""
+    """Drops duplicates of the gold inputs and of inputs accepted earlier (call `add` on accept): `duplicate`
+    when equal up to whitespace, `normalized_duplicate` when equal after `normalized_key`."""
 
     name: str = "duplicate"
     seen: set[str] = field(default_factory=set)
+    seen_normalized: set[str] = field(default_factory=set)
 
     def reason(self, text: str) -> str | None:
-        return "duplicate" if dedup_key(text) in self.seen else None
+        if dedup_key(text) in self.seen:
+            return "duplicate"
+        return "normalized_duplicate" if normalized_key(text) in self.seen_normalized else None
 
     def add(self, text: str) -> None:
         self.seen.add(dedup_key(text))
+        self.seen_normalized.add(normalized_key(text))
+
+
+PLACEHOLDER = re.compile(r"\[[^\[\]\n]{1,40}\]")
+"""A bracketed placeholder such as `[input]`, `[new]` or `[original prompt]`."""
+TEMPLATE_PHRASES = ("inputgenerator", "high-quality [input]", "low-quality [input]", "new [instruction]",
+                    "expected [output]")
+"""Phrases of the input-generation prompt itself."""
+
+
+class ScaffoldingFilter:
+    """Drops texts that carry prompt scaffolding instead of task text: a bracketed placeholder that no gold
+    text contains (gold inputs with `[x]` in them keep `[x]` allowed), or a phrase of the prompt template."""
+
+    name = "scaffolding"
+
+    def __init__(self, gold: Iterable[str]) -> None:
+        texts = [text.casefold() for text in gold]
+        self.allowed = {match.casefold() for text in texts for match in PLACEHOLDER.findall(text)}
+        self.phrases = tuple(p for p in TEMPLATE_PHRASES if not any(p in text for text in texts))
+
+    def reason(self, text: str) -> str | None:
+        folded = text.casefold()
+        if any(match not in self.allowed for match in PLACEHOLDER.findall(folded)):
+            return "placeholder"
+        return "template_phrase" if any(phrase in folded for phrase in self.phrases) else None
 
 
 def shingles(text: str, n: int = 3) -> frozenset[str]:

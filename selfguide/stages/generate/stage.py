@@ -11,11 +11,9 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from pydantic.alias_generators import to_camel
 
 from selfguide.artifacts import atomic_write_json, atomic_write_jsonl
 from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
@@ -26,56 +24,27 @@ from selfguide.prompts import (
     INPUT_RESPONSE_PREFIX,
     INPUT_STOP,
     extract_input,
-    few_shot_messages,
     input_generation_prompt,
 )
 from selfguide.spec import SelfGuideJobSpec, TaskType
-from selfguide.spec.generation import LengthFilterSpec
+from selfguide.spec.generation import LabelSampling, LengthFilterSpec
 from selfguide.stages.context import StageContext
+from selfguide.stages.generate.annotate import Annotator
+from selfguide.stages.generate.candidates import Candidate, PromptStats
 from selfguide.stages.generate.filters import (
     DuplicateFilter,
     EmptyFilter,
     LengthFilter,
     NearDuplicateFilter,
     NoiseFilter,
+    ScaffoldingFilter,
     TextFilter,
     first_failure,
     length_band,
 )
-from selfguide.stages.generate.vote import majority_vote
-from selfguide.text import LabelMatcher
+from selfguide.stages.generate.labels import draw_labels
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class Candidate:
-    """One generated input and its fate."""
-
-    input: str
-    round: int
-    pseudo_label: str | None = None
-    output: str | None = None
-    dropped_at: str = "kept"
-    """The step that dropped it: `input`, `annotation`, `balance`; `kept` when it reached the training set."""
-    filter: str | None = None
-    reason: str | None = None
-    votes: int = 0
-    valid_samples: int = 0
-
-    def drop(self, step: str, filter_name: str, reason: str) -> None:
-        self.dropped_at, self.filter, self.reason = step, filter_name, reason
-
-    def row(self) -> dict[str, Any]:
-        return {to_camel(k): v for k, v in vars(self).items() if v is not None}
-
-
-@dataclass
-class PromptStats:
-    built: int = 0
-    trimmed: int = 0
-    """Prompts that fitted only after dropping pool examples."""
-    skipped: Counter = field(default_factory=Counter)
-
 
 def _text_filters(spec: SelfGuideJobSpec, gold: list[str], length: LengthFilterSpec, length_default: bool) -> list[TextFilter]:
     """Empty, length (against the gold texts) and noise filters, as configured."""
@@ -100,7 +69,8 @@ def _input_filters(spec: SelfGuideJobSpec) -> tuple[list[TextFilter], list[Dupli
     for f in memory:
         for text in gold:
             f.add(text)
-    return _text_filters(spec, gold, filtering.input_length, True) + memory, memory
+    scaffolding: list[TextFilter] = [ScaffoldingFilter(gold)] if filtering.scaffolding else []
+    return _text_filters(spec, gold, filtering.input_length, True) + scaffolding + memory, memory
 
 
 def _output_filters(spec: SelfGuideJobSpec) -> list[TextFilter]:
@@ -118,8 +88,9 @@ class Generator:
         self.backend = backend
         self.rng = random.Random(spec.generation.seed)
         self.prompts = PromptStats()
-        self.sample_drops: Counter = Counter()
-        """Annotation samples dropped, per (filter, reason)."""
+        self.annotator = Annotator(spec, backend, _output_filters(spec))
+        self.fill = spec.generation.inputs.label_sampling is LabelSampling.FILL and bool(spec.task.labels)
+        """Annotate round by round and ask for the labels short of examples."""
 
     # -- input generation ---------------------------------------------------------------------------------
     def _fit_input_prompt(self, pool: list[str], label: str | None) -> str | None:
@@ -149,7 +120,10 @@ class Generator:
         candidates: list[Candidate] = []
         pool: list[str] = []
         for round_index in range(cfg.rounds_for(task.type)):
-            labels = [self.rng.choice(task.labels) if task.labels else None for _ in range(cfg.prompts_per_round)]
+            labels: list[str | None] = [None] * cfg.prompts_per_round
+            if task.labels:
+                counts = self.annotator.label_counts(candidates) if self.fill else None
+                labels = list(draw_labels(self.rng, task.labels, cfg.prompts_per_round, counts))
             fitted = [(self._fit_input_prompt(pool, label), label) for label in labels]
             batch = [(prompt, label) for prompt, label in fitted if prompt is not None]
             if not batch:
@@ -174,55 +148,13 @@ class Generator:
                     for f in memory:
                         f.add(candidate.input)
             pool.extend(accepted)  # the pool is refreshed once per round
+            if self.fill:
+                self.annotator.annotate(candidates)
             log.info("round %d: %d candidates, %d accepted, pool %d", round_index + 1,
                      sum(len(c) for c in outputs), len(accepted), len(pool))
             if cfg.target_inputs is not None and len(pool) >= cfg.target_inputs:
                 break
         return candidates
-
-    # -- output annotation --------------------------------------------------------------------------------
-    def annotate(self, candidates: list[Candidate]) -> None:
-        cfg, task = self.spec.generation.annotation, self.spec.task
-        pending = [c for c in candidates if c.dropped_at == "kept"]
-        prompts: list[str] = []
-        annotated: list[Candidate] = []
-        for candidate in pending:
-            prompt = self.backend.render_chat(few_shot_messages(task, candidate.input))
-            if self.backend.count_tokens(prompt) > self.spec.generation.max_prompt_tokens:
-                candidate.drop("annotation", "prompt", "prompt_too_long")
-                continue
-            prompts.append(prompt)
-            annotated.append(candidate)
-        params = SamplingParams(
-            n=cfg.keep, best_of=cfg.samples, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-            max_tokens=cfg.max_new_tokens, seed=self.spec.generation.seed,
-        )
-        outputs = self.backend.generate(prompts, params, desc="annotating") if prompts else []
-        chain = _output_filters(self.spec)
-        to_label = LabelMatcher(task.labels).unique if task.type is TaskType.CLASSIFICATION and task.labels else None
-        for candidate, completions in zip(annotated, outputs):
-            if not completions:  # the backend skipped it: longer than the model's context window
-                candidate.drop("annotation", "prompt", EXCEEDS_CONTEXT)
-                continue
-            answers: list[str] = []
-            for completion in completions:
-                answer = completion.text.strip()
-                failure = first_failure(chain, answer)
-                if failure is None and to_label is not None:
-                    label = to_label(answer)
-                    failure, answer = (("label", "not_a_label"), answer) if label is None else (None, label)
-                if failure:
-                    self.sample_drops[failure] += 1
-                else:
-                    answers.append(answer)
-            vote = majority_vote(answers, cfg.min_agreement)
-            candidate.votes, candidate.valid_samples = vote.votes, vote.total
-            if not answers:
-                candidate.drop("annotation", "vote", "no_valid_answer")
-            elif vote.answer is None:
-                candidate.drop("annotation", "vote", "no_agreement")
-            else:
-                candidate.output = vote.answer
 
     # -- class balancing ----------------------------------------------------------------------------------
     def balance(self, candidates: list[Candidate]) -> dict[str, Any]:
@@ -257,15 +189,18 @@ def funnel_report(gen: Generator, candidates: list[Candidate], balance: dict[str
     after_inputs = len(candidates) - total("input")
     after_annotation = after_inputs - total("annotation")
     sample_drops: dict[str, dict[str, int]] = defaultdict(dict)
-    for (name, reason), n in sorted(gen.sample_drops.items()):
+    for (name, reason), n in sorted(gen.annotator.sample_drops.items()):
         sample_drops[name][reason] = n
     report: dict[str, Any] = {
         "prompts": {"built": gen.prompts.built, "trimmed": gen.prompts.trimmed, "skipped": dict(gen.prompts.skipped)},
         "inputs": {"in": len(candidates), "kept": after_inputs, "dropped": _counts(candidates, "input")},
         "annotation": {"in": after_inputs, "kept": after_annotation, "dropped": _counts(candidates, "annotation"),
-                       "samplesDropped": dict(sample_drops)},
+                       "samplesDropped": dict(sample_drops), **gen.annotator.settings(candidates)},
         "final": total("kept"),
     }
+    if gen.spec.task.type is TaskType.CLASSIFICATION:
+        kept = Counter(c.output for c in candidates if c.dropped_at == "kept")
+        report["missingLabels"] = [label for label in gen.spec.task.labels or [] if not kept[label]]
     if balance is not None:
         report["balance"] = {"in": after_annotation, "kept": total("kept"), "dropped": _counts(candidates, "balance"),
                              **balance}
@@ -282,7 +217,8 @@ def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Pa
     """Synthesize, filter and write the training set into `out_dir`."""
     gen = Generator(spec, backend)
     candidates = gen.generate_inputs()
-    gen.annotate(candidates)
+    gen.annotator.annotate(candidates)
+    gen.annotator.finish(candidates)
     balance = None
     if spec.task.type is TaskType.CLASSIFICATION and spec.generation.filtering.balance_classes:
         balance = gen.balance(candidates)
@@ -310,6 +246,7 @@ def run(ctx: StageContext) -> GenerateResult:
             dropped.update(reasons)
     return GenerateResult(
         examples=result.examples, candidates=report["inputs"]["in"], dropped=dict(dropped),
+        missing_labels=report.get("missingLabels", []),
         generated_tokens=backend.throughput.generated_tokens,
         tokens_per_second=round(backend.throughput.tokens_per_second, 1),
     )

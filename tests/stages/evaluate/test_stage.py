@@ -57,7 +57,7 @@ def test_run_skips_the_complete_generate_stage_and_runs_the_rest(completed_run):
     assert any(line.split()[:1] == ["evaluate"] and "SELF-GUIDE" in line for line in lines)
     for stage in ("generate", "train", "evaluate"):
         assert (workdir / stage / "record.json").is_file()
-    assert not [p.name for p in workdir.iterdir() if p.name.startswith(".") and p.name != ".checkpoints"]
+    assert not [p.name for p in workdir.iterdir() if p.name.startswith(".") and p.name not in (".checkpoints", ".lock")]
 
 
 @pytest.mark.slow

@@ -18,7 +18,8 @@ from selfguide.spec import SelfGuideJobSpec
 from selfguide.stages.generate.stage import run_generate
 from tests import manifests
 
-ROW_KEYS = {"input", "round", "pseudoLabel", "output", "droppedAt", "filter", "reason", "votes", "validSamples"}
+ROW_KEYS = {"input", "round", "pseudoLabel", "output", "droppedAt", "filter", "reason", "votes", "validSamples",
+            "scores", "margin"}
 
 
 class ScriptedModel:
@@ -31,9 +32,12 @@ class ScriptedModel:
     """
 
     def __init__(self, write_input: Callable[[int, int, str | None], str],
-                 annotate: Callable[[str], Sequence[str]] = lambda text: [text] * 64) -> None:
+                 annotate: Callable[[str], Sequence[str]] = lambda text: [text] * 64,
+                 score: Callable[[str, str], float] = lambda text, answer: 0.0) -> None:
         self.write_input = write_input
         self.annotate = annotate
+        self.score = score
+        self.scored: list[str] = []
         self.throughput = Throughput()
         self.input_rounds: list[list[str]] = []
         self.input_params: list[SamplingParams] = []
@@ -59,6 +63,10 @@ class ScriptedModel:
             assert len(answers) >= params.n, "script too short"
             outputs.append([Completion(a, logprob=-float(i)) for i, a in enumerate(answers[: params.n])])
         return outputs
+
+    def score_answers(self, prompts, answers, desc: str = "") -> list[list[float]]:
+        self.scored.extend(input_of(p) for p in prompts)
+        return [[self.score(input_of(p), a) for a in answers] for p in prompts]
 
     def adapter_disabled(self):  # pragma: no cover - part of the protocol, unused by generate
         raise NotImplementedError
@@ -387,4 +395,5 @@ def test_a_label_nobody_produced_is_reported_missing(tmp_path):
     report, _, train = run(spec, model, tmp_path)
     assert report["balance"]["before"] == {"positive": 0, "negative": 4}
     assert report["balance"]["missingLabels"] == ["positive"]
+    assert report["missingLabels"] == ["positive"]
     assert len(train) == 4

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from selfguide.manifest import load_manifest
-from selfguide.runner import stage_hash
+from selfguide.runner import current_hash
 from tests.stage_runs import read_jsonl, run_cli, sentiment_manifest, staging_dirs, write_manifest
 
 LABELS = {"positive", "negative"}
@@ -47,7 +47,7 @@ def test_a_crash_mid_stage_leaves_no_stage_directory(run):
 def test_the_rerun_after_a_crash_completes_and_cleans_up(run):
     assert (run.workdir / "generate" / "record.json").is_file()
     assert staging_dirs(run.workdir, "generate") == []
-    assert sorted(p.name for p in run.workdir.iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in run.workdir.iterdir() if p.name.startswith(".")) == [".lock"]
 
 
 # -- outputs --------------------------------------------------------------------------------------------
@@ -89,15 +89,15 @@ def test_candidates_match_the_report(run):
     candidates = read_jsonl(stage_dir / "candidates.jsonl")
     report = json.loads((stage_dir / "filter_report.json").read_text())
     assert len(candidates) == report["inputs"]["in"] == 4  # 1 round x 4 prompts x 1 sample
-    stages = Counter(c["stage"] for c in candidates)
+    stages = Counter(c["droppedAt"] for c in candidates)
     assert set(stages) <= {"input", "annotation", "balance", "kept"}
     for step, stage in (("inputs", "input"), ("annotation", "annotation"), ("balance", "balance")):
         per_filter: dict[str, Counter] = {}
         for c in candidates:
-            if c["stage"] == stage:
+            if c["droppedAt"] == stage:
                 per_filter.setdefault(c["filter"], Counter())[c["reason"]] += 1
         assert {k: dict(v) for k, v in per_filter.items()} == report[step]["dropped"]
-    kept = [{"input": c["input"], "output": c["output"]} for c in candidates if c["stage"] == "kept"]
+    kept = [{"input": c["input"], "output": c["output"]} for c in candidates if c["droppedAt"] == "kept"]
     assert kept == read_jsonl(stage_dir / "train.jsonl")
     assert all(c.get("pseudoLabel") in LABELS for c in candidates)  # classification: label-conditioned inputs
 
@@ -127,7 +127,7 @@ def test_stage_manifest_records_the_config_hash(run):
     manifest = json.loads((run.workdir / "generate" / "record.json").read_text())
     spec = load_manifest(run.spec_file).spec
     assert manifest["stage"] == "generate"
-    assert manifest["configHash"] == stage_hash(spec, "generate")
+    assert manifest["configHash"] == current_hash(spec, run.workdir, "generate") and manifest["upstream"] == {}
     assert len(manifest["configHash"]) == 16
     assert manifest["seconds"] > 0
     assert manifest["summary"] == stdout_summary(run.result)["summary"]

@@ -11,7 +11,7 @@ import pytest
 
 from selfguide.artifacts import atomic_write_jsonl
 from selfguide.manifest import validate_object
-from selfguide.runner import stage_hash
+from selfguide.runner import current_hash, stage_hash
 from tests.stage_runs import (
     kill,
     read_jsonl,
@@ -109,7 +109,7 @@ def test_training_writes_a_peft_adapter_and_a_manifest(lora_run):
     assert (adapter / "tokenizer_config.json").is_file()
     assert not (workdir / "train" / "merged").exists() and not (workdir / "train" / "model").exists()
     stage_manifest = json.loads((workdir / "train" / "record.json").read_text())
-    assert stage_manifest["configHash"] == stage_hash(validate_object(manifest).spec, "train")
+    assert stage_manifest["configHash"] == current_hash(validate_object(manifest).spec, workdir, "train")
     # checkpoints are scratch space: gone once the stage completed
     assert not any((workdir / ".checkpoints").glob("train-*"))
 
@@ -361,7 +361,9 @@ def test_gradient_checkpointing_keeps_fewer_activations_and_trains_the_same_mode
 
     plain, checkpointed = (job(str(tiny_model), epochs=2, learningRate=1e-2, batchSize=2, maxLength=64, **extra)
                            for extra in ({}, {"gradientCheckpointing": True}))
-    assert stage_hash(validate_object(plain).spec, "train") == stage_hash(validate_object(checkpointed).spec, "train")
+    upstream = {"generate": "0123456789abcdef"}
+    assert (stage_hash(validate_object(plain).spec, "train", upstream)
+            == stage_hash(validate_object(checkpointed).spec, "train", upstream))
     saved_bytes, losses = [], []
     for name, manifest in (("plain", plain), ("checkpointed", checkpointed)):
         saved = [0]
