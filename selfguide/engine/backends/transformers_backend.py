@@ -1,16 +1,32 @@
-"""Generation with Hugging Face transformers: real batching (left padding, many prompts per forward pass,
-n samples per prompt), on CPU or GPU."""
+"""Generation with Hugging Face transformers, on CPU or GPU.
+
+Each prompt is prefilled once: its `n` samples copy the prompt's KV cache instead of recomputing it. The longest
+token prefix common to all prompts of a call (the few-shot chat of annotation and evaluation) is prefilled once
+and its cache copied into every batch. Sequences leave the batch as soon as they end (end of sequence or a stop
+string), so finished samples cost no more compute. Log-probabilities of the chosen tokens are gathered step by
+step; no per-step score tensors are kept.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 from collections.abc import Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers import (
+    AutoModelForCausalLM,
+    DynamicCache,
+    LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
+    StopStringCriteria,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from selfguide.engine.backends.base import (
     Completion,
@@ -20,13 +36,28 @@ from selfguide.engine.backends.base import (
     cut_at_stop,
     keep_n,
 )
-from selfguide.engine.backends.chat import count_tokens, load_tokenizer, render_chat
+from selfguide.engine.backends.chat import answer_ids, count_tokens, end_of_turn, load_tokenizer, render_chat
 from selfguide.engine.batching import CPU_BATCH, batch_for_memory
 from selfguide.engine.devices import resolve_device, resolve_dtype
 from selfguide.engine.models import ModelLocation
 from selfguide.spec.model import Dtype
 
 log = logging.getLogger(__name__)
+
+MIN_SHARED_PREFIX = 16
+"""A common prompt prefix shorter than this (in tokens) is not prefilled on its own."""
+
+
+def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Tokens that all of (two or more) `sequences` start with, leaving each at least one token of its own."""
+    if len(sequences) < 2:
+        return 0
+    length = 0
+    for column in zip(*sequences):
+        if any(token != column[0] for token in column):
+            break
+        length += 1
+    return min(length, min(map(len, sequences)) - 1)
 
 
 class TransformersBackend:
@@ -57,6 +88,7 @@ class TransformersBackend:
         self.model = model.eval()
         self.has_adapter = adapter is not None
         self.throughput = Throughput()
+        self._stops: dict[tuple[str, ...], StopStringCriteria] = {}
 
     def render_chat(self, messages: Messages, response_prefix: str = "") -> str:
         return render_chat(self.tokenizer, messages, response_prefix)
@@ -79,9 +111,13 @@ class TransformersBackend:
         if params.seed is not None:
             torch.manual_seed(params.seed)
         encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        shared = shared_prefix_length(encoded)
+        prefix = self._prefix_cache(encoded[0][:shared]) if shared >= MIN_SHARED_PREFIX else None
+        log.debug("%d prompts share %d prefix tokens (prefilled once: %s)", len(prompts), shared, prefix is not None)
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
         draws = 1 if params.greedy else params.samples
         per_batch = max(1, self._sequences_per_batch(len(encoded[order[0]]), params) // draws)
+        sampler = _Sampler(params, self._eos, self._stop_criteria(params.stop), self.device)
         results: list[list[Completion]] = [[] for _ in prompts]
         started = time.perf_counter()
         with tqdm(total=len(prompts), desc=desc or "generating", unit="prompt", leave=False) as bar:
@@ -89,7 +125,7 @@ class TransformersBackend:
             while first < len(order):
                 chunk = order[first : first + per_batch]
                 try:
-                    generated = self._generate_batch([encoded[i] for i in chunk], params, draws)
+                    generated = self._generate_batch([encoded[i] for i in chunk], prefix, sampler, draws)
                 except torch.OutOfMemoryError:
                     if per_batch == 1:
                         raise
@@ -116,43 +152,125 @@ class TransformersBackend:
         dtype_bytes = next(self.model.parameters()).element_size()
         return batch_for_memory(free, self.model.config, dtype_bytes, longest_prompt + params.max_tokens)
 
-    def _generation_config(self, params: SamplingParams, draws: int) -> GenerationConfig:
-        defaults = self.model.generation_config
-        sampling = {} if params.greedy else {
-            "temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p,
-        }
-        return GenerationConfig(
-            do_sample=not params.greedy,
-            num_return_sequences=draws,
-            max_new_tokens=params.max_tokens,
-            min_new_tokens=params.min_tokens or None,
-            stop_strings=list(params.stop) or None,
-            eos_token_id=defaults.eos_token_id if defaults.eos_token_id is not None else self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-            return_dict_in_generate=True,
-            output_scores=draws > params.n,
-            **sampling,
-        )
+    @property
+    def _eos(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        return _as_list(eos if eos is not None else self.tokenizer.eos_token_id)
+
+    def _stop_criteria(self, stop: tuple[str, ...]) -> StopStringCriteria | None:
+        """transformers' stop-string matcher, built once per set of strings (building it takes ~0.5 s)."""
+        if not stop:
+            return None
+        if stop not in self._stops:
+            self._stops[stop] = StopStringCriteria(self.tokenizer, list(stop))
+        return self._stops[stop]
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache
+                 ) -> torch.Tensor:
+        """Next-token logits (float32) after `ids`; `cache` grows by their keys and values."""
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                         logits_to_keep=1)
+        return out.logits[:, -1].float()
 
     @torch.inference_mode()
-    def _generate_batch(self, batch: list[list[int]], params: SamplingParams, draws: int) -> list[list[Completion]]:
-        padded = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
-        config = self._generation_config(params, draws)
-        out = self.model.generate(**padded, generation_config=config, tokenizer=self.tokenizer)
-        new_tokens = out.sequences[:, padded["input_ids"].shape[1] :]
-        logprobs = None
-        if config.output_scores:
-            scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-            logprobs = scores.masked_fill(~torch.isfinite(scores), 0.0)
-        eos = set(_as_list(config.eos_token_id)) | {self.tokenizer.pad_token_id}
+    def _prefix_cache(self, tokens: list[int]) -> DynamicCache:
+        """The KV cache of a prefix shared by many prompts, for one row."""
+        cache = DynamicCache(config=self.model.config)
+        ids = torch.tensor([tokens], device=self.device)
+        self._forward(ids, torch.ones_like(ids), torch.arange(len(tokens), device=self.device)[None], cache)
+        return cache
+
+    @torch.inference_mode()
+    def _generate_batch(self, batch: list[list[int]], prefix: DynamicCache | None, sampler: _Sampler, draws: int
+                        ) -> list[list[Completion]]:
+        """`draws` completions for each prompt of `batch`: one prefill per prompt, after the cached `prefix`."""
+        skip = prefix.get_seq_length() if prefix is not None else 0
+        cache = DynamicCache(config=self.model.config) if prefix is None else copy.deepcopy(prefix)
+        cache.batch_repeat_interleave(len(batch))
+        # left padding between the shared prefix and each prompt's own tokens, masked out
+        width = max(map(len, batch)) - skip
+        lengths = torch.tensor([len(p) - skip for p in batch], device=self.device)
+        own = (torch.arange(width, device=self.device) >= width - lengths[:, None]).long()
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p) + skip) + p[skip:] for p in batch], device=self.device)
+        mask = torch.cat([own.new_ones(len(batch), skip), own], dim=1)
+        positions = (skip + own.cumsum(-1) - 1).clamp(min=0)
+        logits = self._forward(ids, mask, positions, cache)
+        # the samples of a prompt share its prefill: copy its cache rows instead of recomputing them
+        cache.batch_repeat_interleave(draws)
+        logits, mask = logits.repeat_interleave(draws, 0), mask.repeat_interleave(draws, 0)
+        position = positions[:, -1:].repeat_interleave(draws, 0)
+        history = sampler.history([p for p in batch for _ in range(draws)], pad)
+        live = torch.arange(len(batch) * draws, device=self.device)  # row of each sequence still decoding
+        tokens: list[list[int]] = [[] for _ in range(len(batch) * draws)]
+        logprobs = torch.zeros(len(batch) * draws, device=self.device)
+        for step in range(sampler.params.max_tokens):
+            chosen, logprob = sampler.choose(history, logits)
+            logprobs[live] += logprob
+            history = torch.cat([history, chosen[:, None]], dim=1)
+            for row, token in zip(live.tolist(), chosen.tolist()):
+                tokens[row].append(token)
+            done = sampler.done(history, chosen)
+            if step + 1 == sampler.params.max_tokens or bool(done.all()):
+                break
+            if bool(done.any()):  # finished sequences leave the batch
+                keep = (~done).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                live, chosen, history, mask, position = (t[keep] for t in (live, chosen, history, mask, position))
+            mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+            position = position + 1
+            logits = self._forward(chosen[:, None], mask, position, cache)
         completions: list[list[Completion]] = [[] for _ in batch]
-        for row, tokens in enumerate(new_tokens.tolist()):
-            length = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
-            text = str(self.tokenizer.decode(tokens[:length], skip_special_tokens=True))
-            logprob = float(logprobs[row, :length].sum()) if logprobs is not None else 0.0
-            self.throughput.generated_tokens += length
-            completions[row // draws].append(Completion(cut_at_stop(text, params.stop), logprob, length))
+        for row, row_tokens in enumerate(tokens):
+            text = str(self.tokenizer.decode(row_tokens, skip_special_tokens=True))
+            self.throughput.generated_tokens += len(row_tokens)
+            completions[row // draws].append(
+                Completion(cut_at_stop(text, sampler.params.stop), float(logprobs[row]), len(row_tokens)))
         return completions
+
+    def score_answers(self, prompts: Sequence[str], answers: Sequence[str], desc: str = "") -> list[list[float]]:
+        """Each answer's log-probability as the whole reply to each prompt: one prefill per prompt (after the
+        shared prefix, computed once), then every answer in one batch over copies of the prompt's cache."""
+        if not prompts or not answers:
+            return [[] for _ in prompts]
+        started = time.perf_counter()
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        end = end_of_turn(self.tokenizer, self._eos)
+        tails = [answer_ids(self.tokenizer, answer, end) for answer in answers]
+        shared = shared_prefix_length(encoded)
+        prefix = self._prefix_cache(encoded[0][:shared]) if shared >= MIN_SHARED_PREFIX else None
+        scores = [self._score_prompt(ids, prefix, tails) for ids in tqdm(encoded, desc=desc or "scoring",
+                                                                           unit="prompt", leave=False)]
+        self.throughput.prompts += len(prompts)
+        self.throughput.prompt_tokens += sum(map(len, encoded))
+        self.throughput.seconds += time.perf_counter() - started
+        return scores
+
+    @torch.inference_mode()
+    def _score_prompt(self, ids: list[int], prefix: DynamicCache | None, tails: list[list[int]]) -> list[float]:
+        skip = prefix.get_seq_length() if prefix is not None else 0
+        cache = DynamicCache(config=self.model.config) if prefix is None else copy.deepcopy(prefix)
+        own = torch.tensor([ids[skip:]], device=self.device)
+        positions = torch.arange(skip, len(ids), device=self.device)[None]
+        first = self._forward(own, torch.ones(1, len(ids), dtype=torch.long, device=self.device), positions, cache)
+        first = first.log_softmax(-1)[0]
+        scores = [float(first[tail[0]]) for tail in tails]
+        width = max(map(len, tails)) - 1
+        if width == 0:
+            return scores
+        # every answer's remaining tokens, right-padded, in one batch over copies of the prompt's cache
+        cache.batch_repeat_interleave(len(tails))
+        pad = self.tokenizer.pad_token_id
+        inputs = torch.tensor([tail[:-1] + [pad] * (width + 1 - len(tail)) for tail in tails], device=self.device)
+        lengths = torch.tensor([len(tail) - 1 for tail in tails], device=self.device)
+        own_mask = (torch.arange(width, device=self.device) < lengths[:, None]).long()
+        mask = torch.cat([own_mask.new_ones(len(tails), len(ids)), own_mask], dim=1)
+        steps = (len(ids) + torch.arange(width, device=self.device))[None].expand(len(tails), -1)
+        out = self.model(input_ids=inputs, attention_mask=mask, position_ids=steps, cache=cache, use_cache=True)
+        logprobs = out.logits.float().log_softmax(-1)
+        for row, tail in enumerate(tails):
+            scores[row] += float(sum(logprobs[row, i, tail[i + 1]] for i in range(len(tail) - 1)))
+        return scores
 
     def close(self) -> None:
         del self.model
@@ -164,3 +282,47 @@ def _as_list(value: int | list[int] | None) -> list[int]:
     if value is None:
         return []
     return [value] if isinstance(value, int) else list(value)
+
+
+class _Sampler:
+    """Chooses next tokens as `generate` would (the same logits processors, in the same order) and says which
+    sequences have ended."""
+
+    def __init__(self, params: SamplingParams, eos: list[int], stop: StopStringCriteria | None,
+                 device: torch.device) -> None:
+        self.params = params
+        self.eos = torch.tensor(eos, device=device)
+        self.stop = stop
+        self.context = max((len(s) for s in params.stop), default=0)
+        """Prompt tokens kept before the completion, so that a stop string may start in the prompt."""
+        self.processors = LogitsProcessorList()
+        if params.min_tokens:
+            self.processors.append(MinNewTokensLengthLogitsProcessor(self.context, params.min_tokens, eos, str(device)))
+        if not params.greedy:
+            if params.temperature != 1.0:
+                self.processors.append(TemperatureLogitsWarper(params.temperature))
+            if params.top_k:
+                self.processors.append(TopKLogitsWarper(params.top_k))
+            if params.top_p < 1.0:
+                self.processors.append(TopPLogitsWarper(params.top_p))
+
+    def history(self, prompts: list[list[int]], pad: int) -> torch.Tensor:
+        """The last `context` tokens of each prompt (left-padded): what the processors and stop strings see."""
+        rows = [([pad] * self.context + p)[len(p):] for p in prompts]
+        return torch.tensor(rows, dtype=torch.long, device=self.eos.device).reshape(len(prompts), self.context)
+
+    def choose(self, history: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next token of each sequence and its log-probability under the processed distribution."""
+        scores = self.processors(history, logits)  # type: ignore[arg-type]  # a LongTensor at run time
+        if self.params.greedy:
+            chosen = scores.argmax(dim=-1)
+        else:
+            chosen = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
+        return chosen, scores.log_softmax(dim=-1).gather(1, chosen[:, None]).squeeze(1)
+
+    def done(self, history: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """Which sequences just ended: end of sequence, or a stop string completed."""
+        ended = torch.isin(chosen, self.eos)
+        if self.stop is not None:
+            ended |= self.stop(history, None)
+        return ended

@@ -1,0 +1,196 @@
+"""Annotation and input generation on the bundled model: the engine before (plain `model.generate` with
+`num_return_sequences`, kept here as `legacy_generate`) and now (`TransformersBackend.generate`).
+
+    .venv/bin/python benchmarks/annotation_throughput.py [--quick] [--task PATH] [--inputs 8] [--samples 20]
+        [--keep 10] [--max-tokens 32] [--input-prompts 10] [--input-tokens 64] [--path both|old|new]
+
+Annotation: the few-shot chat of the task (`few_shot_messages`) for `--inputs` inputs of the task's validation
+split (they stand for generated inputs), `--samples` samples per prompt, the best `--keep` kept, the job defaults
+otherwise (temperature 0.2, top-k 10). Input generation: `--input-prompts` input-generation prompts, one sample
+each, with the stage's stop strings. Both paths run on the same loaded model, one after the other, with the same
+seed; the figures are wall time, generated tokens per second and prompt tokens per second (model load excluded).
+The last line is `speedup: <x>x`, new over old annotation wall time. `--path old|new` runs one path only (peak
+memory: `/usr/bin/time -v`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import GenerationConfig
+
+from selfguide.engine.backends.base import Completion, SamplingParams, cut_at_stop, keep_n
+from selfguide.engine.backends.transformers_backend import TransformersBackend
+from selfguide.engine.models import locate
+from selfguide.experiments.bench import BenchTask
+from selfguide.prompts import INPUT_RESPONSE_PREFIX, INPUT_STOP, few_shot_messages, input_generation_prompt
+from selfguide.spec import ModelSpec, TaskSpec, TaskType
+from selfguide.spec.generation import RELEASED_INPUT_TEMPERATURE
+
+DEFAULT_TASK = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "sni" / "task190_snli_classification.json"
+
+
+# -- the engine before this change, verbatim but for `self` -> `backend` ------------------------------------
+
+def legacy_generate(backend: TransformersBackend, prompts: Sequence[str], params: SamplingParams
+                    ) -> list[list[Completion]]:
+    """`generate` as it was: every prompt copied `draws` times before prefill, scores kept for every step."""
+    if params.seed is not None:
+        torch.manual_seed(params.seed)
+    encoded = backend.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    draws = 1 if params.greedy else params.samples
+    per_batch = max(1, backend._sequences_per_batch(len(encoded[order[0]]), params) // draws)
+    results: list[list[Completion]] = [[] for _ in prompts]
+    started = time.perf_counter()
+    for first in range(0, len(order), per_batch):
+        chunk = order[first : first + per_batch]
+        generated = _legacy_batch(backend, [encoded[i] for i in chunk], params, draws)
+        for index, completions in zip(chunk, generated):
+            results[index] = keep_n(completions, params.n)
+    backend.throughput.prompts += len(prompts)
+    backend.throughput.prompt_tokens += sum(map(len, encoded))
+    backend.throughput.seconds += time.perf_counter() - started
+    return results
+
+
+def _legacy_config(backend: TransformersBackend, params: SamplingParams, draws: int) -> GenerationConfig:
+    defaults = backend.model.generation_config
+    sampling = {} if params.greedy else {
+        "temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p,
+    }
+    return GenerationConfig(
+        do_sample=not params.greedy,
+        num_return_sequences=draws,
+        max_new_tokens=params.max_tokens,
+        min_new_tokens=params.min_tokens or None,
+        stop_strings=list(params.stop) or None,
+        eos_token_id=defaults.eos_token_id if defaults.eos_token_id is not None else backend.tokenizer.eos_token_id,
+        pad_token_id=backend.tokenizer.pad_token_id,
+        return_dict_in_generate=True,
+        output_scores=draws > params.n,
+        **sampling,
+    )
+
+
+@torch.inference_mode()
+def _legacy_batch(backend: TransformersBackend, batch: list[list[int]], params: SamplingParams, draws: int
+                  ) -> list[list[Completion]]:
+    padded = backend.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(backend.device)
+    config = _legacy_config(backend, params, draws)
+    out = backend.model.generate(**padded, generation_config=config, tokenizer=backend.tokenizer)
+    new_tokens = out.sequences[:, padded["input_ids"].shape[1] :]
+    logprobs = None
+    if config.output_scores:
+        scores = backend.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        logprobs = scores.masked_fill(~torch.isfinite(scores), 0.0)
+    eos = set(backend._eos) | {backend.tokenizer.pad_token_id}
+    completions: list[list[Completion]] = [[] for _ in batch]
+    for row, tokens in enumerate(new_tokens.tolist()):
+        length = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
+        text = str(backend.tokenizer.decode(tokens[:length], skip_special_tokens=True))
+        logprob = float(logprobs[row, :length].sum()) if logprobs is not None else 0.0
+        backend.throughput.generated_tokens += length
+        completions[row // draws].append(Completion(cut_at_stop(text, params.stop), logprob, length))
+    return completions
+
+
+# -- the workload -------------------------------------------------------------------------------------------
+
+def load_task(path: Path) -> tuple[TaskSpec, list[str]]:
+    """The task's spec (instruction, labels, few-shot examples) and its validation inputs."""
+    data = BenchTask.load(path).data
+    task = TaskSpec.model_validate({
+        "type": data["task_type"], "instruction": data["instruction"],
+        "examples": [{"input": e["input"], "output": e["output"]} for e in data["examples"]],
+        **({"labels": data["labels"]} if data.get("labels") else {}),
+    })
+    return task, [row["input"] for row in data.get("validation") or data["test"]]
+
+
+def input_prompts(backend: TransformersBackend, task: TaskSpec, count: int) -> list[str]:
+    """Input-generation prompts as the stage builds them in its first round: gold inputs shuffled, empty pool."""
+    rng = random.Random(0)
+    prompts = []
+    for _ in range(count):
+        gold = [e.input for e in task.examples]
+        rng.shuffle(gold)
+        label = rng.choice(task.labels) if task.labels else None
+        message = input_generation_prompt(task.instruction, gold, [], label)
+        prompts.append(backend.render_chat([{"role": "user", "content": message}], INPUT_RESPONSE_PREFIX))
+    return prompts
+
+
+def measure(backend: TransformersBackend, path: str, prompts: list[str], params: SamplingParams) -> dict:
+    run = legacy_generate if path == "old" else TransformersBackend.generate
+    before = (backend.throughput.generated_tokens, backend.throughput.prompt_tokens)
+    started = time.perf_counter()
+    out = run(backend, prompts, params)
+    seconds = time.perf_counter() - started
+    generated = backend.throughput.generated_tokens - before[0]
+    prompt_tokens = backend.throughput.prompt_tokens - before[1]
+    return {"path": path, "prompts": len(prompts), "completionsKept": sum(map(len, out)),
+            "generatedTokens": generated, "promptTokens": prompt_tokens, "seconds": round(seconds, 2),
+            "tokensPerSecond": round(generated / seconds, 1), "promptTokensPerSecond": round(prompt_tokens / seconds, 1),
+            "answers": sorted({c.text.strip() for group in out for c in group})[:5]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", type=Path, default=DEFAULT_TASK)
+    parser.add_argument("--inputs", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--keep", type=int, default=10)
+    parser.add_argument("--max-tokens", type=int, default=32, help="annotation max new tokens")
+    parser.add_argument("--input-prompts", type=int, default=10)
+    parser.add_argument("--input-tokens", type=int, default=64, help="input generation max new tokens")
+    parser.add_argument("--batch-size", type=int, default=None, help="sequences per batch (default: the backend's)")
+    parser.add_argument("--path", choices=["both", "old", "new"], default="both")
+    parser.add_argument("--quick", action="store_true", help="2 inputs, 2 input prompts, 16 new tokens (< 1 min)")
+    args = parser.parse_args()
+    if args.quick:
+        args.inputs, args.input_prompts, args.max_tokens, args.input_tokens = 2, 2, 16, 16
+    paths = ["old", "new"] if args.path == "both" else [args.path]
+
+    load = time.perf_counter()
+    backend = TransformersBackend(locate(ModelSpec()), batch_size=args.batch_size)
+    load = time.perf_counter() - load
+    task, inputs = load_task(args.task)
+    annotation = [backend.render_chat(few_shot_messages(task, text)) for text in inputs[: args.inputs]]
+    annotate = SamplingParams(n=args.keep, best_of=args.samples, temperature=0.2, top_k=10,
+                              max_tokens=args.max_tokens, seed=0)
+    generation = input_prompts(backend, task, args.input_prompts)
+    generate = SamplingParams(temperature=RELEASED_INPUT_TEMPERATURE[TaskType(task.type)], top_k=40,
+                              max_tokens=args.input_tokens, stop=INPUT_STOP, seed=0)
+    for path in paths:  # warm-up: first-call allocations, stop-string tables
+        measure(backend, path, generation[:1], SamplingParams(max_tokens=2, stop=INPUT_STOP))
+
+    rows = {"annotation": [measure(backend, p, annotation, annotate) for p in paths],
+            "inputGeneration": [measure(backend, p, generation, generate) for p in paths]}
+    print(json.dumps({
+        "model": "SmolLM2-135M-Instruct (bundled)", "device": str(backend.device), "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(), "modelLoadSeconds": round(load, 2),
+        "task": args.task.stem, "samples": args.samples, "keep": args.keep,
+        "annotationPromptTokens": [backend.count_tokens(p) for p in annotation],
+        "inputPromptTokens": [backend.count_tokens(p) for p in generation], "results": rows,
+    }, indent=2))
+    print("\n| workload | path | wall s | tokens/s | prompt tokens/s |\n| --- | --- | ---: | ---: | ---: |")
+    for workload, measured in rows.items():
+        for row in measured:
+            print(f"| {workload} | {row['path']} | {row['seconds']} | {row['tokensPerSecond']} "
+                  f"| {row['promptTokensPerSecond']} |")
+    if len(paths) == 2:
+        (old, new), (gen_old, gen_new) = rows["annotation"], rows["inputGeneration"]
+        print(f"\ninput generation speedup: {gen_old['seconds'] / gen_new['seconds']:.2f}x")
+        print(f"speedup: {old['seconds'] / new['seconds']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
