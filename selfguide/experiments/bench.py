@@ -15,10 +15,12 @@ from typing import Any
 
 from selfguide.artifacts import atomic_write_jsonl, atomic_write_text, read_json
 from selfguide.contract.layout import FILTER_REPORT, REPORT
+from selfguide.contract.record import read_record
 from selfguide.contract.registry import stages_for
+from selfguide.experiments.annotator import annotator_accuracy
 from selfguide.manifest import validate_object
 from selfguide.runner import run_stage
-from selfguide.spec import API_VERSION, KIND, SelfGuideJob, TaskType
+from selfguide.spec import API_VERSION, KIND, EvalExample, SelfGuideJob, TaskType
 from selfguide.stages.evaluate.scoring import mean
 
 
@@ -80,6 +82,10 @@ def write_eval_split(task: BenchTask, split: str, path: Path) -> Path:
     return path
 
 
+ANNOTATOR_ITEMS = 60
+"""Validation inputs the annotator's accuracy is measured on (classification tasks)."""
+
+
 @dataclass(frozen=True)
 class TaskScore:
     task: str
@@ -89,6 +95,12 @@ class TaskScore:
     finetuned: float
     examples: int
     kept: int
+    scores: dict[str, float]
+    """Every scored system (few-shot prompting, SELF-GUIDE, Self-ICL, few-shot fine-tuning when run)."""
+    seconds: float
+    """Wall time of the task's stages."""
+    annotator: dict[str, Any] | None = None
+    """Classification: the annotator's accuracy on validation inputs and the majority share (percent)."""
 
     @property
     def delta(self) -> float:
@@ -101,26 +113,47 @@ def run_task(task: BenchTask, workdir: Path, overrides: dict[str, Any], split: s
     workdir.mkdir(parents=True, exist_ok=True)
     eval_path = write_eval_split(task, split, workdir / f"{split}.jsonl")
     job = build_job(task, eval_path, overrides, max_eval)
+    seconds = 0.0
     for definition in stages_for(job.spec):
         run_stage(job.spec, workdir, definition.name)
+        record = read_record(workdir / definition.name)
+        seconds += record.seconds if record else 0.0
     report = read_json(workdir / REPORT)
     kept = read_json(workdir / FILTER_REPORT)["final"]
+    annotator = None
+    if task.task_type is TaskType.CLASSIFICATION and task.data.get("validation"):
+        items = [EvalExample(input=r["input"], output=r["output"]) for r in task.data["validation"][:ANNOTATOR_ITEMS]]
+        annotator = annotator_accuracy(job.spec, items, workdir)
     return TaskScore(task.name, task.task_type.value, report["metric"], report["baseline"], report["finetuned"],
-                     report["examples"], kept)
+                     report["examples"], kept, report["scores"], round(seconds, 1), annotator)
+
+
+BASELINES = {"selfIcl": "Self-ICL", "fewShotFinetuning": "few-shot fine-tuning"}
 
 
 def table(scores: Sequence[TaskScore]) -> str:
-    """The paper-style table: per task, then the average per task type."""
-    lines = ["| task | metric | few-shot prompting | SELF-GUIDE | delta | generated examples |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    """The paper-style table: per task, then the average per task type; baselines and the annotator's ceiling
+    appear when they were measured."""
+    extra = [key for key in BASELINES if any(key in s.scores for s in scores)]
+    lines = ["| task | metric | few-shot prompting | " + "".join(f"{BASELINES[k]} | " for k in extra)
+             + "SELF-GUIDE | delta | generated examples | annotator accuracy / majority | stage time |",
+             "| --- | --- | ---: | " + "---: | " * len(extra) + "---: | ---: | ---: | ---: | ---: |"]
+
+    def cells(values: dict[str, float]) -> str:
+        return "".join(f"{values[k]:.1f} | " if k in values else "- | " for k in extra)
+
     for s in scores:
-        lines.append(f"| {s.task} | {s.metric} | {s.baseline:.1f} | {s.finetuned:.1f} | {s.delta:+.1f} | {s.kept} |")
+        ceiling = f"{s.annotator['accuracy']:.1f} / {s.annotator['majorityShare']:.1f}" if s.annotator else "-"
+        lines.append(f"| {s.task} | {s.metric} | {s.baseline:.1f} | {cells(s.scores)}{s.finetuned:.1f} | "
+                     f"{s.delta:+.1f} | {s.kept} | {ceiling} | {s.seconds / 60:.0f} min |")
     for task_type in ("classification", "generation"):
         group = [s for s in scores if s.task_type == task_type]
         if group:
             base, tuned = mean([s.baseline for s in group]), mean([s.finetuned for s in group])
+            averages = {k: mean([s.scores[k] for s in group if k in s.scores]) for k in extra
+                        if all(k in s.scores for s in group)}
             lines.append(f"| **average {task_type}** ({len(group)}) | {group[0].metric} | {base:.1f} | "
-                         f"{tuned:.1f} | {tuned - base:+.1f} | |")
+                         f"{cells(averages)}{tuned:.1f} | {tuned - base:+.1f} | | | |")
     return "\n".join(lines)
 
 

@@ -73,7 +73,7 @@ def _input_filters(spec: SelfGuideJobSpec) -> tuple[list[TextFilter], list[Dupli
     return _text_filters(spec, gold, filtering.input_length, True) + scaffolding + memory, memory
 
 
-def _output_filters(spec: SelfGuideJobSpec) -> list[TextFilter]:
+def output_filters(spec: SelfGuideJobSpec) -> list[TextFilter]:
     """Filters on each annotation sample; the length filter defaults to on for generation tasks only."""
     gold = [e.output for e in spec.task.examples]
     return _text_filters(spec, gold, spec.generation.filtering.output_length,
@@ -88,7 +88,7 @@ class Generator:
         self.backend = backend
         self.rng = random.Random(spec.generation.seed)
         self.prompts = PromptStats()
-        self.annotator = Annotator(spec, backend, _output_filters(spec))
+        self.annotator = Annotator(spec, backend, output_filters(spec))
         self.fill = spec.generation.inputs.label_sampling is LabelSampling.FILL and bool(spec.task.labels)
         """Annotate round by round and ask for the labels short of examples."""
 
