@@ -23,7 +23,10 @@ PERMISSIVE = OperatorSettings(policy=Policy(allow_privileged=True, allowed_host_
                                             allowed_capabilities=["SYS_ADMIN"]))
 
 
-def refused(settings: OperatorSettings = OperatorSettings(), **spec: Any) -> list[str]:
+DEFAULTS = OperatorSettings()
+
+
+def refused(settings: OperatorSettings = DEFAULTS, **spec: Any) -> list[str]:
     job = observed(**spec)
     assert job.spec is not None, job.problems
     return refusals(job.spec, settings)
