@@ -21,7 +21,7 @@ from selfguide_operator.builders import spec_config_map, stage_job
 from selfguide_operator.observed import Observed
 from selfguide_operator.settings import OperatorSettings
 from tests.chart.conftest import Install, operator_env, write_operator_kubeconfig
-from tests.harness.fixtures import Kubectl
+from tests.harness.fixtures import Cluster, Kubectl
 from tests.operator.helpers import manifest, stage_env
 
 pytestmark = pytest.mark.e2e
@@ -181,7 +181,7 @@ def test_what_the_policy_allows_is_rendered_as_asked_and_admitted(install: Insta
 
 @pytest.mark.parametrize("install", ["cluster-wide"], indirect=True)
 def test_stage_pods_carry_no_token_and_a_printed_secret_reaches_neither_status_nor_events(
-        install: Install, operator_log: Path, kubectl: Kubectl):
+        install: Install, operator_log: Path, kubectl: Kubectl, cluster: Cluster):
     jobs, token = install.jobs, f"hf_{secrets.token_hex(12)}"
     kubectl("create", "secret", "generic", "hf", "-n", jobs, f"--from-literal=HF_TOKEN={token}")
     model = {"name": "org/gated-model", "hfTokenSecret": {"name": "hf"}}
@@ -196,7 +196,7 @@ def test_stage_pods_carry_no_token_and_a_printed_secret_reaches_neither_status_n
     for stage_pod in pods:
         assert stage_pod["spec"]["automountServiceAccountToken"] is False
         assert not [v for v in stage_pod["spec"]["volumes"] if "projected" in v], "a service account token"
-    logs = [kubectl("logs", p["metadata"]["name"], "-n", jobs).stdout for p in pods]
+    logs = [cluster.kubelet.log_path(jobs, p["metadata"]["name"]).read_text() for p in pods]
     assert all(token in log for log in logs), "the fake stage did not print the secret"
     leak = sgj(kubectl, jobs, "leak")
     assert "the hub refused token [redacted]" in leak["status"]["stages"][0]["message"]
