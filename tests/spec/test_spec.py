@@ -191,7 +191,7 @@ def test_pvc_paths_cannot_leave_their_claim_in_the_spec_or_the_crd(uri):
     from selfguide.crd import CRD_FILE
     from selfguide.spec import EvaluationSpec
 
-    ROOT = Path(__file__).resolve().parents[2]  # noqa: N806
+    root = Path(__file__).resolve().parents[2]
     with pytest.raises(ValidationError, match="would leave the claim"):
         EvaluationSpec(path=uri)
     with pytest.raises(ValidationError, match="would leave the claim"):
@@ -204,7 +204,7 @@ def test_pvc_paths_cannot_leave_their_claim_in_the_spec_or_the_crd(uri):
             return own + [p for value in node.values() for p in patterns(value)]
         return [p for value in node for p in patterns(value)] if isinstance(node, list) else []
 
-    [version] = yaml.safe_load((ROOT / CRD_FILE).read_text())["spec"]["versions"]
+    [version] = yaml.safe_load((root / CRD_FILE).read_text())["spec"]["versions"]
     found = patterns(version["schema"]["openAPIV3Schema"]["properties"]["spec"])
     assert len(found) == 2
     for pattern in found:
