@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from selfguide.contract.environment import PVC_ROOT_ENV, TERMINATION_LOG_ENV
+from selfguide.contract.environment import PVC_ROOT_ENV, SECRET_ENV_ENV, TERMINATION_LOG_ENV
 from selfguide.contract.errors import ExitCode
 from selfguide.contract.registry import stage as stage_definition
 from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
@@ -29,12 +29,16 @@ from selfguide_operator.names import (
     workdir,
 )
 from selfguide_operator.observed import Observed
+from selfguide_operator.policy import security_context
 from selfguide_operator.settings import OperatorSettings
 
 GITOPS_LABELS = ("app.kubernetes.io/instance",)
 GITOPS_PREFIXES = ("argocd.argoproj.io/", "kustomize.toolkit.fluxcd.io/", "helm.toolkit.fluxcd.io/")
 """Tracking labels of Argo CD and Flux: copied onto children, they would make those tools prune or adopt them."""
 
+HF_TOKEN_ENV = "HF_TOKEN"
+"""The one variable through which a Secret reaches a stage pod (`spec.model.hfTokenSecret`); the chart's
+admission policy denies the operator any other Secret reference."""
 RUN_AS = 1000
 POD_SECURITY: dict[str, Any] = {
     "runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
@@ -147,9 +151,12 @@ def _env(spec: SelfGuideJobSpec, stage: StageSettings) -> list[dict[str, Any]]:
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
         {"name": "SELFGUIDE_CACHE", "value": f"{CACHE_DIR}/selfguide"},
     ]
+    secret_env: list[dict[str, Any]] = []
     if secret := spec.model.hf_token_secret:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}})
-    return env + (stage.env or [])
+        secret_env = [{"name": HF_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}},
+                      {"name": SECRET_ENV_ENV, "value": HF_TOKEN_ENV}]
+    # Last, so that a job's own variables cannot replace them (the last of duplicate names wins).
+    return env + (stage.env or []) + secret_env
 
 
 def stage_job(job: Observed, stage: str, settings: OperatorSettings, *, suspend: bool,
@@ -169,21 +176,26 @@ def stage_job(job: Observed, stage: str, settings: OperatorSettings, *, suspend:
         "env": _env(spec, pod),
         "envFrom": pod.env_from or [],
         "resources": resources(spec, stage, settings),
-        "securityContext": CONTAINER_SECURITY | (pod.security_context or {}),
+        "securityContext": security_context(CONTAINER_SECURITY, pod.security_context, settings.policy,
+                                            container=True),
         "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        # Never the log's tail: a crashing stage that printed a secret would put it into status and Events.
+        "terminationMessagePolicy": "File",
         "volumeMounts": mounts,
     }
     pod_spec = {
         "restartPolicy": "Never",
         "containers": [container],
         "volumes": volumes,
-        "securityContext": POD_SECURITY | (pod.pod_security_context or {}),
+        "securityContext": security_context(POD_SECURITY, pod.pod_security_context, settings.policy,
+                                            container=False),
         "nodeSelector": settings.stage_node_selector or None if pod.node_selector is None else pod.node_selector,
         "tolerations": settings.stage_tolerations or None if pod.tolerations is None else pod.tolerations,
         "affinity": pod.affinity,
         "priorityClassName": pod.priority_class_name,
         "serviceAccountName": pod.service_account_name,
+        # Stage code never calls the API: no token unless a job asks for a service account (and may).
+        "automountServiceAccountToken": None if pod.service_account_name else False,
         "imagePullSecrets": [ref.model_dump() for ref in pod.image_pull_secrets or []] or None,
     }
     metadata = child_metadata(job, stage_job_name(job.name, stage), stage)

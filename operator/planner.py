@@ -15,6 +15,7 @@ from selfguide.contract.status import Outputs, Phase, SelfGuideJobStatus, StageS
 from selfguide_operator.builders import artifact_uri, kueue_managed, spec_config_map, stage_job
 from selfguide_operator.names import spec_config_map_name, stage_job_name
 from selfguide_operator.observed import ChildJob, Observed, clip
+from selfguide_operator.policy import refusals
 from selfguide_operator.settings import OperatorSettings
 from selfguide_operator.status import TERMINAL, Event, Verdict, conditions, stage_report, transition_events
 
@@ -69,8 +70,9 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
     if old.phase in TERMINAL:
         return Plan(old.model_copy(update={"observed_generation": job.generation}),
                     _cleanup_after_ttl(job, children, now))
-    if job.spec is None:
-        invalid = Verdict(Phase.FAILED, "InvalidSpec", clip(job.problems or "the spec is invalid"))
+    if job.spec is None or (refused := refusals(job.spec, settings)):
+        problems = job.problems if job.spec is None else "; ".join(refused)  # refused: asks more than the policy
+        invalid = Verdict(Phase.FAILED, "InvalidSpec", clip(problems or "the spec is invalid"))
         return _plan(job, [], invalid, old.start_time, {}, settings, now, [])
 
     spec = job.spec

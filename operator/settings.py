@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
 
 from selfguide import __version__
 from selfguide.contract.registry import stage_names
@@ -20,6 +21,29 @@ from selfguide.spec.runtime import Quantity, Resources
 
 ENV_PREFIX = "SELFGUIDE_"
 GPU = "nvidia.com/gpu"
+
+
+class Policy(BaseModel):
+    """What job authors may ask for in `spec.pod` / `spec.stages` (and `spec.model`) beyond the hardened
+    defaults; everything is denied unless the administrator allows it (Helm values `policy.*`, the operator's
+    `SELFGUIDE_POLICY`). The chart's ValidatingAdmissionPolicy enforces the same settings on the operator's own
+    requests (docs/security.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    allow_privileged: bool = False
+    """Security contexts may loosen the hardening keys: `privileged`, `allowPrivilegeEscalation`, root
+    (`runAsNonRoot: false`, `runAsUser: 0`), a writable root filesystem, `Unconfined` seccomp or AppArmor."""
+    allowed_host_paths: list[Annotated[str, Field(min_length=1, pattern=r"^/")]] = []
+    """hostPath volumes under these directories (`/` allows any)."""
+    allowed_service_accounts: list[Annotated[str, Field(min_length=1)]] = []
+    """Service accounts stage pods may run as (`serviceAccountName`); otherwise they run without a token."""
+    allowed_images: list[Annotated[str, Field(min_length=1)]] = []
+    """Images besides the operator's stage image (`spec.pod.image`): exact, or a prefix ending in `*`."""
+    allow_trust_remote_code: bool = False
+    """`spec.model.trustRemoteCode: true` (model repositories run their own Python code)."""
+    allowed_capabilities: list[Annotated[str, Field(min_length=1, pattern=r"^[A-Z_]+$")]] = []
+    """Linux capabilities a container may add (`securityContext.capabilities.add`); `ALL` stays dropped."""
 
 
 def _one_gpu_per_stage() -> dict[str, Resources]:
@@ -55,18 +79,22 @@ class OperatorSettings(BaseModel):
     """Interval of the level-triggered safety-net reconcile of each unfinished SelfGuideJob."""
     max_workers: Annotated[int, Field(ge=1, le=256)] = 16
     """Threads that run reconciles (each makes blocking API calls)."""
+    policy: Policy = Policy()
+    """What job authors may set beyond the hardened defaults (JSON, camelCase keys as in the Helm values)."""
 
     @field_validator("stage_command", mode="before")
     @classmethod
     def _shell_words(cls, value: Any) -> Any:
-        return shlex.split(value) if isinstance(value, str) else value
+        if isinstance(value, str):  # a JSON list (the chart's) or shell words
+            return json.loads(value) if value.lstrip().startswith("[") else shlex.split(value)
+        return value
 
     @field_validator("watch_namespaces", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
-    @field_validator("stage_resources", "stage_node_selector", "stage_tolerations", mode="before")
+    @field_validator("stage_resources", "stage_node_selector", "stage_tolerations", "policy", mode="before")
     @classmethod
     def _json(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value

@@ -10,6 +10,9 @@ from selfguide.spec.uris import PvcUri
 
 TERMINATION_LOG_ENV = "SELFGUIDE_TERMINATION_LOG"
 """File that receives the stage's one-line JSON outcome (Kubernetes shows it as the termination message)."""
+SECRET_ENV_ENV = "SELFGUIDE_SECRET_ENV"
+"""Comma-separated names of the variables whose values come from Secrets (set by the operator, e.g. `HF_TOKEN`):
+their values never reach the termination message, hence never the job's status or Events."""
 PVC_ROOT_ENV = "SELFGUIDE_PVC_ROOT"
 """Where stage pods find claims: `pvc://claim/path` is `$SELFGUIDE_PVC_ROOT/claim/path`."""
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 
-from selfguide.contract.environment import TERMINATION_LOG_ENV
+from selfguide.contract.environment import SECRET_ENV_ENV, TERMINATION_LOG_ENV
 from selfguide.contract.registry import stage
 from selfguide.contract.results import StageResult
 from selfguide.spec.base import SpecModel
 
+REDACTED = "[redacted]"
 MAX_TERMINATION_MESSAGE = 4096
 """Kubernetes keeps at most this many bytes of a termination message."""
 
@@ -60,12 +62,28 @@ class TerminationMessage(SpecModel):
         return essential.render()
 
 
+def secret_values(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The values of the variables `$SELFGUIDE_SECRET_ENV` names (those that come from Secrets), longest first."""
+    names = [name.strip() for name in environ.get(SECRET_ENV_ENV, "").split(",")]
+    return sorted({value for name in names if name and (value := environ.get(name))}, key=len, reverse=True)
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """`text` with every occurrence of each secret value replaced by [redacted]."""
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def write(message: TerminationMessage) -> None:
-    """Record `message` where Kubernetes reads the termination message (nothing when the variable is unset)."""
+    """Record `message` where Kubernetes reads the termination message (nothing when the variable is unset),
+    with the values of the Secret-backed variables redacted: the operator copies it into status and Events."""
     path = os.environ.get(TERMINATION_LOG_ENV)
     if not path:
         return
     try:
+        if message.error and (secrets := secret_values()):
+            message = message.model_copy(update={"error": redact(message.error, secrets)})
         Path(path).write_text(message.render(), encoding="utf-8")
     except OSError as error:
         log.warning("cannot write the termination message to %s: %s", path, error)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from selfguide.spec.base import SpecModel
 from selfguide.spec.problems import raise_if_any
+from selfguide.spec.uris import PVC_PATTERN, checked
 
 MAX_EVAL_TEXT = 4096
 
@@ -27,7 +28,7 @@ class EvaluationSpec(SpecModel):
 
     examples: Annotated[list[EvalExample] | None, Field(min_length=1, max_length=200)] = None
     """An inline evaluation set (small sets only; use `path` for larger ones)."""
-    path: Annotated[str | None, Field(min_length=1, max_length=1024, pattern=r"^(pvc://|/|\./|\.\./)\S+$")] = (
+    path: Annotated[str | None, Field(min_length=1, max_length=1024, pattern=rf"^({PVC_PATTERN}|(/|\./|\.\./)\S+)$")] = (
         None
     )
     """A JSONL file of `{"input", "output"}` lines: a local path or `pvc://claim/path`."""
@@ -41,6 +42,8 @@ class EvaluationSpec(SpecModel):
     self_icl_baseline: bool = False
     """Also prompt the base model with the gold examples plus as many generated examples as fit
     `generation.maxPromptTokens` (the paper's Self-ICL baseline) and score it."""
+
+    _pvc_stays_in_its_claim = field_validator("path", mode="before")(checked)
 
     @model_validator(mode="after")
     def _one_source(self) -> EvaluationSpec:

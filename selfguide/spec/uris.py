@@ -5,10 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCHEME = "pvc://"
+SEGMENT = r"([^/\s.][^/\s]*|\.|\.[^/\s.][^/\s]*|\.\.[^/\s]+)"
+"""A path segment other than `..` (RE2 has no lookahead: the CRD's patterns run on it)."""
+PVC_PATTERN = rf"pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/{SEGMENT})+/?"
+"""`pvc://claim/path` with a path that stays inside the claim (unanchored, for the spec's field patterns)."""
 
 
 def is_pvc(uri: str) -> bool:
     return uri.startswith(SCHEME)
+
+
+def checked(value: object) -> object:
+    """A field validator (mode="before") of fields that take `pvc://` URIs: a malformed one (`..`) is refused
+    with the parser's own message before the field's pattern says only that it does not match."""
+    if isinstance(value, str) and is_pvc(value):
+        PvcUri.parse(value)
+    return value
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import yaml
 
 import selfguide
 from selfguide.spec.runtime import Resources
-from selfguide_operator.settings import ENV_PREFIX, OperatorSettings
+from selfguide_operator.settings import ENV_PREFIX, OperatorSettings, Policy
 from tests.chart.conftest import CHART, VALUES, Helm, objects, one, operator_container, operator_env
 from tests.operator.helpers import ROOT
 
@@ -72,14 +72,17 @@ def test_every_values_file_lints_and_becomes_the_operators_settings(helm: Helm, 
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     stages = defaults["stages"] | expected.get("stages", {})
     image = stages["image"]
-    assert settings.watch_namespaces == expected.get("watchNamespaces", [])
+    namespaced = expected.get("watchNamespaces") or ["selfguide-system"]  # default: the release namespace
+    assert settings.watch_namespaces == ([] if expected.get("clusterWide") else namespaced)
+    assert settings.stage_command == stages["command"] and settings.policy == Policy()
     resources = {name: Resources.model_validate(value) for name, value in stages["resources"].items()}
     assert settings.stage_resources == resources
     assert settings.image == f"{image['repository']}:{image['tag'] or selfguide.__version__}"
     assert (settings.backoff_limit, settings.shm_size) == (stages["backoffLimit"], stages["shmSize"])
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "selfguide"
-        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+                               "ValidatingAdmissionPolicyBinding"):
             assert doc["metadata"]["namespace"]
 
 
@@ -186,8 +189,57 @@ def test_custom_images_and_resources_reach_the_deployment_and_metrics_can_be_off
     "logging: {format: xml}",
     "outputClaim: {size: lots}",
     "replicas: 2",
+    "policy: {allowPrivileged: yes-please}",
+    "policy: {allowEverything: true}",
+    "policy: {allowedHostPaths: [relative/dir]}",
+    "stages: {command: []}",
 ])
 def test_the_schema_rejects_bad_values(helm: Helm, tmp_path: Path, bad: str):
     (tmp_path / "bad.yaml").write_text(bad)
     result = helm("template", "selfguide", str(CHART), "--values", str(tmp_path / "bad.yaml"), check=False)
     assert result.returncode != 0 and "values don't meet the specifications of the schema" in result.stderr
+
+
+@pytest.mark.integration
+def test_the_default_install_is_namespaced_and_cluster_wide_needs_an_empty_watch_list(helm: Helm, tmp_path: Path):
+    docs = render(helm, "default.yaml")
+    assert [(r["kind"], r["metadata"]["namespace"]) for r in docs if r["kind"] in ("Role", "RoleBinding")] == [
+        ("Role", "selfguide-system"), ("RoleBinding", "selfguide-system")]
+    assert rules(named(docs, "ClusterRole", "selfguide")) == OBSERVE_NAMESPACES | OBSERVE_CRDS
+    assert operator_env(docs)["SELFGUIDE_WATCH_NAMESPACES"] == "selfguide-system"
+    (tmp_path / "both.yaml").write_text("clusterWide: true\nwatchNamespaces: [team-a]\n")
+    result = helm("template", "selfguide", str(CHART), "--values", str(tmp_path / "both.yaml"), check=False)
+    assert result.returncode != 0 and "leave watchNamespaces empty" in result.stderr
+
+
+@pytest.mark.integration
+def test_the_admission_policies_are_bound_to_the_operators_service_account_and_the_policy_values(
+        helm: Helm, tmp_path: Path):
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump({
+        "policy": {"allowPrivileged": True, "allowedImages": ["registry.example.com/*"],
+                   "allowedServiceAccounts": ["trainer"]},
+        "stages": {"command": ["python", "/opt/stage.py"]}}))
+    docs = objects(helm.template(tmp_path / "policy.yaml"))
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}
+    bindings = {d["spec"]["policyName"]: d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"}
+    assert set(policies) == set(bindings) == {"selfguide-stage-jobs", "selfguide-spec-configmaps"}
+    assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings.values())
+    for policy in policies.values():
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        assert policy["spec"]["matchConditions"][0]["expression"] == (
+            'request.userInfo.username == "system:serviceaccount:selfguide-system:selfguide"')
+    jobs = policies["selfguide-stage-jobs"]["spec"]
+    variables = {v["name"]: v["expression"] for v in jobs["variables"]}
+    assert json.loads(variables["images"]) == [f"ghcr.io/selfguide/selfguide:{selfguide.__version__}",
+                                               "registry.example.com/*"]
+    assert json.loads(variables["serviceAccounts"]) == ["trainer"]
+    assert not [v for v in jobs["validations"] if "policy.allowPrivileged" in v["message"]]
+    env = operator_env(docs)
+    assert json.loads(env["SELFGUIDE_POLICY"])["allowedImages"] == ["registry.example.com/*"]
+    default = objects(helm.template(VALUES / "default.yaml"))
+    validations = next(d for d in default if d["kind"] == "ValidatingAdmissionPolicy"
+                       and d["metadata"]["name"] == "selfguide-stage-jobs")["spec"]["validations"]
+    assert [v for v in validations if "policy.allowPrivileged" in v["message"]]
+    off = tmp_path / "off.yaml"
+    off.write_text("admissionPolicy: {enabled: false}\n")
+    assert not [d for d in objects(helm.template(off)) if d["kind"].startswith("ValidatingAdmission")]

@@ -70,3 +70,12 @@ def test_a_summary_that_breaks_the_result_model_is_an_error_not_silence():
     with pytest.raises(ValidationError):
         message.result()
     assert TerminationMessage(stage="generate", ok=True, summary={"examples": 2}).result() == GenerateResult(examples=2)
+
+
+def test_values_of_secret_variables_never_reach_the_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", "hf_s3cr3t")
+    monkeypatch.setenv("OTHER", "visible")
+    monkeypatch.setenv("SELFGUIDE_SECRET_ENV", "HF_TOKEN")
+    text = written(monkeypatch, tmp_path, TerminationMessage(
+        stage="generate", ok=False, error="401 for token hf_s3cr3t (OTHER=visible)"))
+    assert "hf_s3cr3t" not in text and json.loads(text)["error"] == "401 for token [redacted] (OTHER=visible)"

@@ -5,7 +5,9 @@ termination-message protocol as the real command (`selfguide.contract`). It writ
 (where the stage registry says) and reports the stage's result with the real result models.
 Environment (set through the SelfGuideJob's `spec.pod.env`):
   FAKE_STAGE_SECONDS  how long each stage takes (default 0);
-  FAKE_STAGE_FAIL     `<stage>:permanent` (exit 3) or `<stage>:retryable` (exit 1) to fail that stage.
+  FAKE_STAGE_FAIL     `<stage>:permanent` (exit 3) or `<stage>:retryable` (exit 1) to fail that stage;
+                      `<stage>:leak` prints $HF_TOKEN and fails permanently with it in its error (a stage that
+                      leaks a secret), `<stage>:crash` prints it and dies of an uncaught exception naming it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ def main() -> int:
     job = load_manifest(args.spec)
     time.sleep(float(os.environ.get("FAKE_STAGE_SECONDS", "0")))
     failing, _, kind = os.environ.get("FAKE_STAGE_FAIL", "").partition(":")
+    if failing == args.stage and kind in ("leak", "crash"):
+        token = os.environ.get("HF_TOKEN", "")
+        print(f"the hub refused token {token}", flush=True)
+        if kind == "crash":
+            raise RuntimeError(f"the hub refused token {token}")
+        termination.write(TerminationMessage(stage=args.stage, ok=False, permanent=True,
+                                             error=f"the hub refused token {token}"))
+        return ExitCode.PERMANENT
     if failing == args.stage:
         permanent = kind == "permanent"
         termination.write(TerminationMessage(stage=args.stage, ok=False, permanent=permanent,

@@ -64,7 +64,7 @@ def test_stage_command_reads_the_mounted_spec_and_writes_to_the_output_claim():
     assert volumes(job)["spec"]["configMap"]["name"] == "demo-spec"
     assert volumes(job)["data"]["persistentVolumeClaim"] == {"claimName": "selfguide-data"}
     assert env(job)["SELFGUIDE_TERMINATION_LOG"] == "/dev/termination-log"
-    assert container(job)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert container(job)["terminationMessagePolicy"] == "File"  # never the log, which may hold a secret
 
 
 def test_exit_codes_two_and_three_fail_the_job_at_once():
@@ -184,3 +184,11 @@ def test_settings_from_environment():
 def test_invalid_settings_are_refused():
     with pytest.raises(ValueError):
         OperatorSettings.from_env({"SELFGUIDE_BACKOFF_LIMIT": "-1"})
+
+
+def test_the_variables_that_come_from_secrets_are_named_for_redaction_and_come_last():
+    job = build(model={"name": "org/m", "hfTokenSecret": {"name": "hf"}},
+                pod={"env": [{"name": "SELFGUIDE_SECRET_ENV", "value": ""}]})
+    names = [e["name"] for e in container(job)["env"]]
+    assert names[-2:] == ["HF_TOKEN", "SELFGUIDE_SECRET_ENV"] and env(job)["SELFGUIDE_SECRET_ENV"] == "HF_TOKEN"
+    assert "SELFGUIDE_SECRET_ENV" not in env(build())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -164,6 +166,8 @@ def test_model_name_accepts_documented_forms(name):
         "relative/path/with/three",  # relative local paths must start with ./ or ../
         "org/na me",
         "",
+        "pvc://claim/../other-claim/x",  # '..' would leave the claim
+        "pvc://claim/models/..",
     ],
 )
 def test_model_name_rejects_other_forms(name):
@@ -177,3 +181,32 @@ def test_rounds_default_to_the_papers_budget_per_task_type():
     default = InputGenerationSpec()
     assert (default.rounds_for(TaskType.CLASSIFICATION), default.rounds_for(TaskType.GENERATION)) == (40, 20)
     assert InputGenerationSpec(max_rounds=3).rounds_for(TaskType.GENERATION) == 3
+
+
+@pytest.mark.parametrize("uri", ["pvc://claim/../x.jsonl", "pvc://claim/a/../../x.jsonl"])
+def test_pvc_paths_cannot_leave_their_claim_in_the_spec_or_the_crd(uri):
+    """The pydantic models refuse `..` with the parser's message; the CRD's pattern (RE2) refuses it too."""
+    import re
+
+    from selfguide.crd import CRD_FILE
+    from selfguide.spec import EvaluationSpec
+
+    root = Path(__file__).resolve().parents[2]
+    with pytest.raises(ValidationError, match="would leave the claim"):
+        EvaluationSpec(path=uri)
+    with pytest.raises(ValidationError, match="would leave the claim"):
+        ModelSpec(name=uri)
+    import yaml
+
+    def patterns(node: object) -> list[str]:
+        if isinstance(node, dict):
+            own = [node["pattern"]] if "pvc://" in str(node.get("pattern", "")) else []
+            return own + [p for value in node.values() for p in patterns(value)]
+        return [p for value in node for p in patterns(value)] if isinstance(node, list) else []
+
+    [version] = yaml.safe_load((root / CRD_FILE).read_text())["spec"]["versions"]
+    found = patterns(version["schema"]["openAPIV3Schema"]["properties"]["spec"])
+    assert len(found) == 2
+    for pattern in found:
+        assert not re.fullmatch(pattern, uri)
+        assert re.fullmatch(pattern, "pvc://claim/dir/..x/file.jsonl")

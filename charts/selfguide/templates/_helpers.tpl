@@ -43,9 +43,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
 {{- end }}
 
-{{/* The namespaces the chart creates per-namespace objects in: watchNamespaces, else the release namespace. */}}
-{{- define "selfguide.namespaces" -}}
+{{/* The namespaces a namespaced install watches (watchNamespaces, else the release namespace); [] cluster-wide. */}}
+{{- define "selfguide.watchNamespaces" -}}
+{{- if .Values.clusterWide }}
+{{- if .Values.watchNamespaces }}
+{{- fail "clusterWide: true watches every namespace: leave watchNamespaces empty" }}
+{{- end }}
+{{- toJson (list) }}
+{{- else }}
 {{- toJson (default (list .Release.Namespace) .Values.watchNamespaces) }}
+{{- end }}
+{{- end }}
+
+{{/* The namespaces the chart creates per-namespace objects in: the watched ones, else the release namespace. */}}
+{{- define "selfguide.namespaces" -}}
+{{- toJson (default (list .Release.Namespace) (include "selfguide.watchNamespaces" . | fromJsonArray)) }}
 {{- end }}
 
 {{/*
@@ -57,7 +69,8 @@ What the operator does with namespaced objects (operator/kube.py and kopf, see d
 - spec ConfigMaps: server-side applied (create, patch), deleted after the TTL.
 - Pods: listed for a finished stage's termination message.
 - Events: created (kopf posts a new Event each time; it never patches one).
-Never Secrets: stage pods reference the Hugging Face token Secret by name.
+Never Secrets: stage pods reference the Hugging Face token Secret by name. What it may write is further
+limited by the admission policy (admission-policy.yaml).
 */}}
 {{- define "selfguide.operatorRules" -}}
 - apiGroups: [selfguide.dev]

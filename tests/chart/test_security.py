@@ -1,0 +1,206 @@
+"""The chart's security promises on the real control plane (docs/security.md): the operator's own token cannot
+forge what the admission policy denies, job authors get only what the policy allows, stage pods carry no
+token, and a secret a failing stage prints reaches neither status nor Events."""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client import CoreV1Api
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config import new_client_from_config
+
+from selfguide_operator.builders import spec_config_map, stage_job
+from selfguide_operator.observed import Observed
+from selfguide_operator.settings import OperatorSettings
+from tests.chart.conftest import Install, operator_env, write_operator_kubeconfig
+from tests.harness.fixtures import Cluster, Kubectl
+from tests.operator.helpers import manifest, stage_env
+
+pytestmark = pytest.mark.e2e
+
+PRIVILEGED_HOST_ROOT = {
+    "securityContext": {"privileged": True, "runAsUser": 0, "runAsNonRoot": False,
+                        "allowPrivilegeEscalation": True, "capabilities": {"add": ["SYS_ADMIN"]}},
+    "podSecurityContext": {"runAsUser": 0, "runAsNonRoot": False},
+    "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+    "volumeMounts": [{"name": "host", "mountPath": "/host"}],
+}
+
+
+def legit(install: Install, name: str = "forged") -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stage Job and spec ConfigMap the operator itself would write for a SelfGuideJob `name`."""
+    body = manifest(name)
+    body["metadata"] |= {"namespace": install.jobs, "uid": "00000000-0000-0000-0000-000000000001",
+                         "generation": 1}
+    job = Observed.from_body(body)
+    settings = OperatorSettings.from_env(operator_env(install.docs))
+    return (stage_job(job, "generate", settings, suspend=True, deadline_seconds=None), spec_config_map(job))
+
+
+def forge(job: dict[str, Any], change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    forged = copy.deepcopy(job)
+    change(forged)
+    return forged
+
+
+def pod(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    return pod(job)["containers"][0]
+
+
+FORGED_JOBS: dict[str, Callable[[dict[str, Any]], object]] = {
+    "no owner": lambda j: j["metadata"].pop("ownerReferences"),
+    "no job label": lambda j: j["metadata"]["labels"].pop("selfguide.dev/job"),
+    "another image": lambda j: container(j).update(image="busybox:latest"),
+    "another command": lambda j: container(j).update(command=["sh", "-c", "cat /etc/hostname"]),
+    "extra args": lambda j: container(j).update(args=["--force"]),
+    "any service account": lambda j: pod(j).update(serviceAccountName="default", automountServiceAccountToken=True),
+    "a token without a service account": lambda j: pod(j).update(automountServiceAccountToken=True),
+    "the host's root": lambda j: (pod(j)["volumes"].append({"name": "host", "hostPath": {"path": "/"}}),
+                                  container(j)["volumeMounts"].append({"name": "host", "mountPath": "/host"})),
+    "privileged": lambda j: container(j)["securityContext"].update(privileged=True, allowPrivilegeEscalation=True),
+    "SYS_ADMIN": lambda j: container(j)["securityContext"].update(capabilities={"add": ["SYS_ADMIN"]}),
+    "a Secret volume": lambda j: pod(j)["volumes"].append({"name": "s", "secret": {"secretName": "any"}}),
+    "a projected Secret": lambda j: pod(j)["volumes"].append(
+        {"name": "s", "projected": {"sources": [{"secret": {"name": "any"}}]}}),
+    "a Secret variable": lambda j: container(j)["env"].append(
+        {"name": "LEAK", "valueFrom": {"secretKeyRef": {"name": "any", "key": "k"}}}),
+    "envFrom a Secret": lambda j: container(j).update(envFrom=[{"secretRef": {"name": "any"}}]),
+    "the host network": lambda j: pod(j).update(hostNetwork=True),
+    "a node name": lambda j: pod(j).update(nodeName="node-1"),
+    "an init container": lambda j: pod(j).update(initContainers=[dict(container(j), name="init")]),
+}
+
+
+def create(install: Install, kubectl: Kubectl, body: dict[str, Any]) -> tuple[bool, str]:
+    """`kubectl create --dry-run=server` of `body` with the operator's token: (accepted, stderr)."""
+    result = kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(body), check=False,
+                     kubeconfig=install.operator_kubeconfig)
+    return result.returncode == 0, result.stderr
+
+
+def as_operator(install: Install, call: Callable[[CoreV1Api], object]) -> tuple[bool, str]:
+    """A call through the API client with the operator's token (kubectl patch and delete would `get` first,
+    which the operator may not): (accepted, error)."""
+    with new_client_from_config(config_file=str(install.operator_kubeconfig)) as client:
+        try:
+            call(CoreV1Api(client))
+        except ApiException as error:
+            return False, f"{error.status}: {error.body}"
+    return True, ""
+
+
+def denied_by_policy(accepted_and_error: tuple[bool, str]) -> bool:
+    accepted, error = accepted_and_error
+    return not accepted and "ValidatingAdmissionPolicy" in error and "denied request" in error
+
+
+@pytest.mark.parametrize("install", ["namespaced", "cluster-wide"], indirect=True)
+def test_forged_requests_with_the_operators_token_are_denied(install: Install, kubectl: Kubectl, kubeconfig: Path):
+    write_operator_kubeconfig(install, kubectl, kubeconfig)
+    job, config_map = legit(install)
+    # What the operator really writes is accepted (the denials below are the forgery's doing).
+    assert create(install, kubectl, job) == (True, "")
+    assert create(install, kubectl, config_map) == (True, "")
+    for what, change in FORGED_JOBS.items():
+        assert denied_by_policy(create(install, kubectl, forge(job, change))), what
+    for what, forged in {
+        "another name": forge(config_map, lambda c: c["metadata"].update(name="app-config")),
+        "no owner": forge(config_map, lambda c: c["metadata"].pop("ownerReferences")),
+        "no job label": forge(config_map, lambda c: c["metadata"]["labels"].pop("selfguide.dev/job")),
+    }.items():
+        assert denied_by_policy(create(install, kubectl, forged)), what
+    # ConfigMaps that are not a job's: neither patched (even into the right shape) nor deleted.
+    kubectl("create", "configmap", "app-spec", "-n", install.jobs, "--from-literal=a=b")
+    patch = json.dumps({"metadata": {"labels": {"selfguide.dev/job": "app"},
+                                     "ownerReferences": config_map["metadata"]["ownerReferences"]}})
+    assert denied_by_policy(as_operator(install, lambda api: api.patch_namespaced_config_map(
+        "app-spec", install.jobs, json.loads(patch))))
+    assert denied_by_policy(as_operator(install, lambda api: api.delete_namespaced_config_map(
+        "app-spec", install.jobs)))
+    if install.namespaced:
+        return
+    # Cluster-wide, RBAC lets the operator write everywhere; the policy keeps it out of kube-system.
+    system_job = forge(job, lambda j: j["metadata"].update(namespace="kube-system"))
+    assert denied_by_policy(create(install, kubectl, system_job))
+    assert kubectl("get", "configmap", "extension-apiserver-authentication", "-n", "kube-system").returncode == 0
+    assert denied_by_policy(as_operator(install, lambda api: api.patch_namespaced_config_map(
+        "extension-apiserver-authentication", "kube-system", {"data": {"forged": "yes"}})))
+
+
+def events(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
+    return json.loads(kubectl("get", "events", "-n", namespace, "--field-selector",
+                              f"involvedObject.name={name}", "-o", "json").stdout)["items"]
+
+
+def sgj(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    return json.loads(kubectl("get", "sgj", name, "-n", namespace, "-o", "json").stdout)
+
+
+@pytest.mark.parametrize("install", ["cluster-wide"], indirect=True)
+def test_a_privileged_host_path_job_is_refused_by_the_default_policy(install: Install, operator_log: Path,
+                                                                    kubectl: Kubectl):
+    kubectl("apply", "-n", install.jobs, "-f", "-", input=yaml.safe_dump(manifest("root", pod=PRIVILEGED_HOST_ROOT)))
+    kubectl("wait", "--for=condition=Failed", "sgj/root", "-n", install.jobs, "--timeout=60s", timeout=70)
+    failed = next(c for c in sgj(kubectl, install.jobs, "root")["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    for field, setting in [("securityContext.privileged", "allowPrivileged"),
+                           ("podSecurityContext.runAsUser", "allowPrivileged"),
+                           ("securityContext.capabilities.add", "allowedCapabilities"),
+                           ("volumes[0].hostPath.path", "allowedHostPaths")]:
+        assert f"spec.pod.{field}: " in failed["message"] and f"policy.{setting}" in failed["message"]
+    assert not json.loads(kubectl("get", "jobs", "-n", install.jobs, "-o", "json").stdout)["items"]
+
+
+@pytest.mark.parametrize("install", ["cluster-wide"], indirect=True)
+@pytest.mark.parametrize("chart_values", [{"policy": {"allowPrivileged": True, "allowedHostPaths": ["/"],
+                                                      "allowedCapabilities": ["SYS_ADMIN"]}}])
+def test_what_the_policy_allows_is_rendered_as_asked_and_admitted(install: Install, operator_log: Path,
+                                                                  kubectl: Kubectl):
+    kubectl("apply", "-n", install.jobs, "-f", "-", input=yaml.safe_dump(manifest("root", pod=PRIVILEGED_HOST_ROOT)))
+    kubectl("wait", "--for=condition=Complete", "sgj/root", "-n", install.jobs, "--timeout=120s", timeout=130)
+    job = json.loads(kubectl("get", "job", "root-generate", "-n", install.jobs, "-o", "json").stdout)
+    security = container(job)["securityContext"]
+    assert security["privileged"] is True and security["runAsUser"] == 0
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+    assert pod(job)["securityContext"]["runAsUser"] == 0
+    assert {"name": "host", "hostPath": {"path": "/", "type": ""}} in pod(job)["volumes"]
+    assert "denied" not in operator_log.read_text()
+
+
+@pytest.mark.parametrize("install", ["cluster-wide"], indirect=True)
+def test_stage_pods_carry_no_token_and_a_printed_secret_reaches_neither_status_nor_events(
+        install: Install, operator_log: Path, kubectl: Kubectl, cluster: Cluster):
+    jobs, token = install.jobs, f"hf_{secrets.token_hex(12)}"
+    kubectl("create", "secret", "generic", "hf", "-n", jobs, f"--from-literal=HF_TOKEN={token}")
+    model = {"name": "org/gated-model", "hfTokenSecret": {"name": "hf"}}
+    for name, kind in (("leak", "leak"), ("crash", "crash")):
+        kubectl("apply", "-n", jobs, "-f", "-", input=yaml.safe_dump(manifest(
+            name, model=model, pod={"env": stage_env(FAKE_STAGE_FAIL=f"generate:{kind}")},
+            stages={"generate": {"backoffLimit": 0}})))
+    for name in ("leak", "crash"):
+        kubectl("wait", "--for=condition=Failed", f"sgj/{name}", "-n", jobs, "--timeout=120s", timeout=130)
+    pods = json.loads(kubectl("get", "pods", "-n", jobs, "-o", "json").stdout)["items"]
+    assert len(pods) == 2
+    for stage_pod in pods:
+        assert stage_pod["spec"]["automountServiceAccountToken"] is False
+        assert not [v for v in stage_pod["spec"]["volumes"] if "projected" in v], "a service account token"
+    logs = [cluster.kubelet.log_path(jobs, p["metadata"]["name"]).read_text() for p in pods]
+    assert all(token in log for log in logs), "the fake stage did not print the secret"
+    leak = sgj(kubectl, jobs, "leak")
+    assert "the hub refused token [redacted]" in leak["status"]["stages"][0]["message"]
+    for name in ("leak", "crash"):
+        readable = json.dumps(sgj(kubectl, jobs, name)) + json.dumps(events(kubectl, jobs, name))
+        assert token not in readable and "StageFailed" in readable
+    assert "denied" not in operator_log.read_text()

@@ -1,0 +1,124 @@
+"""Unit tests of the administrator's policy: what a job may ask of its pods, and how security contexts merge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from selfguide.contract.status import Phase
+from selfguide_operator.builders import CONTAINER_SECURITY, POD_SECURITY
+from selfguide_operator.planner import plan
+from selfguide_operator.policy import refusals
+from selfguide_operator.settings import OperatorSettings, Policy
+from tests.operator.test_builders import build, container, observed, volumes
+from tests.operator.test_planner import NOW
+
+ROOT_PRIVILEGED = {"privileged": True, "runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": True,
+                   "readOnlyRootFilesystem": False, "capabilities": {"add": ["SYS_ADMIN"], "drop": []},
+                   "seccompProfile": {"type": "Unconfined"}}
+HOST_ROOT = {"volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+             "volumeMounts": [{"name": "host", "mountPath": "/host"}]}
+PERMISSIVE = OperatorSettings(policy=Policy(allow_privileged=True, allowed_host_paths=["/"],
+                                            allowed_capabilities=["SYS_ADMIN"]))
+
+
+DEFAULTS = OperatorSettings()
+
+
+def refused(settings: OperatorSettings = DEFAULTS, **spec: Any) -> list[str]:
+    job = observed(**spec)
+    assert job.spec is not None, job.problems
+    return refusals(job.spec, settings)
+
+
+@pytest.mark.parametrize(("spec", "field", "setting"), [
+    ({"pod": {"securityContext": {"privileged": True}}}, "spec.pod.securityContext.privileged", "allowPrivileged"),
+    ({"stages": {"train": {"securityContext": {"runAsUser": 0}}}}, "spec.stages.train.securityContext.runAsUser",
+     "allowPrivileged"),
+    ({"pod": {"podSecurityContext": {"runAsNonRoot": False}}}, "spec.pod.podSecurityContext.runAsNonRoot",
+     "allowPrivileged"),
+    ({"pod": {"securityContext": {"allowPrivilegeEscalation": True}}},
+     "spec.pod.securityContext.allowPrivilegeEscalation", "allowPrivileged"),
+    ({"pod": {"securityContext": {"seccompProfile": {"type": "Unconfined"}}}},
+     "spec.pod.securityContext.seccompProfile.type", "allowPrivileged"),
+    ({"pod": {"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}},
+     "spec.pod.securityContext.capabilities.add", "allowedCapabilities"),
+    ({"pod": HOST_ROOT}, "spec.pod.volumes[0].hostPath.path", "allowedHostPaths"),
+    ({"pod": {"serviceAccountName": "admin"}}, "spec.pod.serviceAccountName", "allowedServiceAccounts"),
+    ({"stages": {"generate": {"image": "evil.example.com/miner:1"}}}, "spec.stages.generate.image",
+     "allowedImages"),
+    ({"model": {"name": "org/model", "trustRemoteCode": True}}, "spec.model.trustRemoteCode",
+     "allowTrustRemoteCode"),
+])
+def test_each_loosening_is_refused_naming_the_field_and_the_setting(spec, field, setting):
+    [problem] = refused(**spec)
+    assert problem.startswith(f"{field}: ") and f"(operator setting policy.{setting})" in problem
+
+
+def test_secrets_reach_pods_only_through_the_model_token():
+    problems = refused(pod={"env": [{"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+                            "envFrom": [{"secretRef": {"name": "s"}}],
+                            "volumes": [{"name": "s", "secret": {"secretName": "s"}},
+                                        {"name": "p", "projected": {"sources": [{"secret": {"name": "s"}}]}}]})
+    assert [p.split(":")[0] for p in problems] == [
+        "spec.pod.volumes[0].secret", "spec.pod.volumes[1].projected.sources[0].secret",
+        "spec.pod.env[0].valueFrom.secretKeyRef", "spec.pod.envFrom[0].secretRef"]
+    assert not refused(model={"name": "org/m", "hfTokenSecret": {"name": "hf"}})
+
+
+def test_what_the_policy_allows_passes():
+    settings = OperatorSettings(image="registry/selfguide:1", policy=Policy(
+        allowed_images=["registry.example.com/team/*"], allowed_service_accounts=["trainer"],
+        allowed_host_paths=["/models"], allow_trust_remote_code=True))
+    assert not refused(settings, pod={"image": "registry.example.com/team/selfguide:2", "serviceAccountName": "trainer",
+                                      "volumes": [{"name": "m", "hostPath": {"path": "/models/llama"}}]},
+                       stages={"train": {"image": "registry/selfguide:1"}},
+                       model={"name": "org/m", "trustRemoteCode": True})
+    assert refused(settings, pod={"volumes": [{"name": "m", "hostPath": {"path": "/models/../etc"}}]})
+    assert refused(settings, pod={"volumes": [{"name": "m", "hostPath": {"path": "/models-other"}}]})
+    assert not refused(pod={"securityContext": {"runAsUser": 2000, "capabilities": {"drop": ["NET_RAW"]}},
+                            "podSecurityContext": {"fsGroup": 3000}})
+
+
+def test_a_refused_job_fails_with_invalid_spec_and_creates_nothing():
+    result = plan(observed(pod={"securityContext": {"privileged": True}, **HOST_ROOT}), {}, OperatorSettings(), NOW)
+    assert result.status.phase is Phase.FAILED and not result.actions
+    failed = next(c for c in result.status.conditions if c.type == "Failed")
+    assert failed.reason == "InvalidSpec"
+    assert "spec.pod.securityContext.privileged" in failed.message and "policy.allowPrivileged" in failed.message
+    assert "spec.pod.volumes[0].hostPath.path" in failed.message
+    assert plan(observed(pod={"securityContext": {"privileged": True}}), {}, PERMISSIVE, NOW).actions
+
+
+def test_security_contexts_merge_so_hardening_keys_only_get_stricter():
+    job = build(pod={"securityContext": ROOT_PRIVILEGED,
+                     "podSecurityContext": {"runAsUser": 0, "runAsNonRoot": False, "fsGroup": 5}})
+    assert container(job)["securityContext"] == CONTAINER_SECURITY
+    assert job["spec"]["template"]["spec"]["securityContext"] == POD_SECURITY | {"fsGroup": 5}
+    stricter = build(pod={"securityContext": {"runAsUser": 4000, "capabilities": {"drop": ["NET_RAW"]}}})
+    assert container(stricter)["securityContext"] == CONTAINER_SECURITY | {
+        "runAsUser": 4000, "capabilities": {"drop": ["ALL", "NET_RAW"]}}
+
+
+def test_what_the_policy_allows_is_rendered_as_asked():
+    job = build(settings=PERMISSIVE, pod={"securityContext": ROOT_PRIVILEGED, **HOST_ROOT})
+    security = container(job)["securityContext"]
+    assert security["privileged"] is True and security["runAsUser"] == 0 and security["runAsNonRoot"] is False
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+    assert volumes(job)["host"] == {"name": "host", "hostPath": {"path": "/"}}
+
+
+def test_stage_pods_mount_no_token_unless_a_service_account_is_set():
+    assert build()["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    spec = build(pod={"serviceAccountName": "trainer"})["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "trainer" and "automountServiceAccountToken" not in spec
+
+
+def test_the_policy_setting_is_json_with_the_helm_values_keys():
+    settings = OperatorSettings.from_env({"SELFGUIDE_POLICY": '{"allowPrivileged": true, "allowedImages": ["r/*"]}',
+                                          "SELFGUIDE_STAGE_COMMAND": '["python", "/opt/my stage.py"]'})
+    assert settings.policy == Policy(allow_privileged=True, allowed_images=["r/*"])
+    assert settings.stage_command == ["python", "/opt/my stage.py"]
+    with pytest.raises(ValueError):
+        OperatorSettings.from_env({"SELFGUIDE_POLICY": '{"allowEverything": true}'})
