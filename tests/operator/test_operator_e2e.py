@@ -15,6 +15,7 @@ import yaml
 
 from tests.harness.fixtures import Kubectl
 from tests.harness.waiting import wait_for
+from tests.operator.fake_stage import RESULTS
 from tests.operator.helpers import SelfGuideJobs, manifest, stage_env
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +58,7 @@ def test_a_job_runs_its_stages_in_order_and_reports_outputs_metrics_and_events(
     assert status["outputs"] == {"dataset": f"pvc://selfguide-data/{namespace}/demo/generate/train.jsonl",
                                  "adapter": f"pvc://selfguide-data/{namespace}/demo/train/adapter",
                                  "report": f"pvc://selfguide-data/{namespace}/demo/evaluate/report.json"}
-    assert status["generation"] == {"examples": 8, "candidates": 12, "dropped": {"duplicate": 3, "length": 1}}
+    assert status["generation"] == RESULTS["generate"].to_camel_dict()
     assert status["evaluation"]["delta"] == 50 and status["training"]["finalLoss"] == 1.25
     assert [(s["name"], s["phase"], s["attempts"]) for s in status["stages"]] == [
         ("generate", "Succeeded", 1), ("train", "Succeeded", 1), ("evaluate", "Succeeded", 1)]
