@@ -195,12 +195,14 @@ def bench(
     workdir: Annotated[Path, typer.Option(help="One sub-directory per task; reruns resume.")] = Path("runs/bench"),
     config: ConfigOption = None,
     max_eval: MaxEvalOption = None,
+    annotator_items: Annotated[int, typer.Option(
+        min=0, help="Classification: validation inputs to measure the annotator's accuracy on (0: skip).")] = 60,
 ) -> None:
     """Few-shot prompting versus SELF-GUIDE on each task's test split (the paper's table)."""
     from selfguide.experiments.bench import run_bench, table
 
     with failures_to_exit_codes():
-        scores = run_bench(tasks, workdir, _overrides(config), max_eval)
+        scores = run_bench(tasks, workdir, _overrides(config), max_eval, annotator_items)
     typer.echo(table(scores))
 
 
@@ -211,14 +213,17 @@ def sweep(
     temperature: Annotated[list[float] | None, typer.Option(help="Input-generation temperatures [0.6 0.8 1.0].")] = None,
     length_filters: Annotated[list[bool] | None, typer.Option(help="Length filters on and/or off [on].")] = None,
     epochs: Annotated[list[int] | None, typer.Option(help="Training epochs [1 2 3].")] = None,
+    recipe: Annotated[list[Path] | None, typer.Option(
+        help="Named configurations to compare (YAML like --config, named by file stem) [the paper's].")] = None,
     config: ConfigOption = None,
     max_eval: MaxEvalOption = None,
 ) -> None:
     """One Parameter Fits All: the grid configuration with the best worst-task improvement (validation)."""
-    from selfguide.experiments.sweep import grid, run_sweep, sweep_table
+    from selfguide.experiments.sweep import PAPER, Recipe, grid, run_sweep, sweep_table
 
+    recipes = [Recipe(path.stem, _overrides(path)) for path in recipe or []] or [PAPER]
     with failures_to_exit_codes():
-        configs = grid(temperature or [0.6, 0.8, 1.0], length_filters or [True], epochs or [1, 2, 3])
+        configs = grid(temperature or [0.6, 0.8, 1.0], length_filters or [True], epochs or [1, 2, 3], recipes)
         best, results = run_sweep(tasks, workdir, configs, _overrides(config), max_eval)
     typer.echo(sweep_table(results, best))
     typer.echo(f"\nbest: {best.config.label} (worst-task delta {best.worst_delta:+.1f})")

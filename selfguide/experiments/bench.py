@@ -58,6 +58,17 @@ def job_name(task_name: str) -> str:
     return cleaned[:52].rstrip("-")
 
 
+TYPE_SECTIONS = {TaskType.CLASSIFICATION: "forClassification", TaskType.GENERATION: "forGeneration"}
+"""Sections of a bench configuration that apply to one task type only (classification-only options such as
+likelihood annotation would make a generation task invalid)."""
+
+
+def overrides_for(task_type: TaskType, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The spec fields of a bench configuration that apply to a task of `task_type`."""
+    common = {k: v for k, v in overrides.items() if k not in TYPE_SECTIONS.values()}
+    return deep_merge(common, overrides.get(TYPE_SECTIONS[task_type]) or {})
+
+
 def build_job(task: BenchTask, eval_path: Path, overrides: dict[str, Any], max_eval: int | None = None) -> SelfGuideJob:
     """A SelfGuideJob for the task: its instruction, labels and few-shot examples, scored on `eval_path`."""
     spec: dict[str, Any] = {
@@ -71,7 +82,7 @@ def build_job(task: BenchTask, eval_path: Path, overrides: dict[str, Any], max_e
     if task.task_type is TaskType.CLASSIFICATION:
         spec["task"]["labels"] = task.data["labels"]
     manifest = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": job_name(task.name)},
-                "spec": deep_merge(spec, overrides)}
+                "spec": deep_merge(spec, overrides_for(task.task_type, overrides))}
     return validate_object(manifest)
 
 
@@ -83,7 +94,7 @@ def write_eval_split(task: BenchTask, split: str, path: Path) -> Path:
 
 
 ANNOTATOR_ITEMS = 60
-"""Validation inputs the annotator's accuracy is measured on (classification tasks)."""
+"""Validation inputs the annotator's accuracy is measured on by default (classification tasks)."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +119,7 @@ class TaskScore:
 
 
 def run_task(task: BenchTask, workdir: Path, overrides: dict[str, Any], split: str = "test",
-             max_eval: int | None = None) -> TaskScore:
+             max_eval: int | None = None, annotator_items: int = 0) -> TaskScore:
     """Run (or resume) every stage of one task and return its scores."""
     workdir.mkdir(parents=True, exist_ok=True)
     eval_path = write_eval_split(task, split, workdir / f"{split}.jsonl")
@@ -121,8 +132,8 @@ def run_task(task: BenchTask, workdir: Path, overrides: dict[str, Any], split: s
     report = read_json(workdir / REPORT)
     kept = read_json(workdir / FILTER_REPORT)["final"]
     annotator = None
-    if task.task_type is TaskType.CLASSIFICATION and task.data.get("validation"):
-        items = [EvalExample(input=r["input"], output=r["output"]) for r in task.data["validation"][:ANNOTATOR_ITEMS]]
+    if annotator_items and task.task_type is TaskType.CLASSIFICATION and task.data.get("validation"):
+        items = [EvalExample(input=r["input"], output=r["output"]) for r in task.data["validation"][:annotator_items]]
         annotator = annotator_accuracy(job.spec, items, workdir)
     return TaskScore(task.name, task.task_type.value, report["metric"], report["baseline"], report["finetuned"],
                      report["examples"], kept, report["scores"], round(seconds, 1), annotator)
@@ -158,9 +169,9 @@ def table(scores: Sequence[TaskScore]) -> str:
 
 
 def run_bench(task_files: Sequence[Path], workdir: Path, overrides: dict[str, Any],
-              max_eval: int | None = None) -> list[TaskScore]:
+              max_eval: int | None = None, annotator_items: int = ANNOTATOR_ITEMS) -> list[TaskScore]:
     tasks = [BenchTask.load(path) for path in task_files]
-    scores = [run_task(task, workdir / task.name, overrides, "test", max_eval) for task in tasks]
+    scores = [run_task(task, workdir / task.name, overrides, "test", max_eval, annotator_items) for task in tasks]
     atomic_write_text(workdir / "bench.md", table(scores) + "\n")
     atomic_write_jsonl(workdir / "bench.jsonl", ({**vars(s), "delta": round(s.delta, 2)} for s in scores))
     return scores

@@ -21,28 +21,51 @@ from selfguide.stages.evaluate.scoring import mean
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """A named bench configuration (YAML of spec fields, with optional `forClassification`/`forGeneration`
+    sections), e.g. the paper's method or the calibrated one for small models."""
+
+    name: str
+    overrides: dict[str, Any]
+
+
+PAPER = Recipe("paper", {})
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     temperature: float
     length_filters: bool
     epochs: int
+    recipe: Recipe = PAPER
 
     def generation_overrides(self) -> dict[str, Any]:
-        return {"generation": {
+        return deep_merge(self.recipe.overrides, {"generation": {
             "inputs": {"temperature": self.temperature},
             "filtering": {"inputLength": {"enabled": self.length_filters},
                           "outputLength": {"enabled": self.length_filters}},
-        }}
+        }})
 
     def overrides(self) -> dict[str, Any]:
         return deep_merge(self.generation_overrides(), {"training": {"epochs": self.epochs}})
 
     @property
     def label(self) -> str:
-        return f"T={self.temperature} length-filters={'on' if self.length_filters else 'off'} epochs={self.epochs}"
+        return (f"{self.recipe.name} T={self.temperature} length-filters={'on' if self.length_filters else 'off'} "
+                f"epochs={self.epochs}")
+
+    @property
+    def directory(self) -> str:
+        return f"{self.recipe.name}-T{self.temperature}-lf{int(self.length_filters)}-e{self.epochs}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"recipe": self.recipe.name, "temperature": self.temperature, "lengthFilters": self.length_filters,
+                "epochs": self.epochs}
 
 
-def grid(temperatures: Sequence[float], length_filters: Sequence[bool], epochs: Sequence[int]) -> list[SweepConfig]:
-    return [SweepConfig(t, f, e) for t, f, e in itertools.product(temperatures, length_filters, epochs)]
+def grid(temperatures: Sequence[float], length_filters: Sequence[bool], epochs: Sequence[int],
+         recipes: Sequence[Recipe] = (PAPER,)) -> list[SweepConfig]:
+    return [SweepConfig(t, f, e, r) for r, t, f, e in itertools.product(recipes, temperatures, length_filters, epochs)]
 
 
 def _share_generation(task_dir: Path, generation_dir: Path) -> None:
@@ -77,7 +100,7 @@ def run_sweep(task_files: Sequence[Path], workdir: Path, configs: Sequence[Sweep
         for task in tasks:
             overrides = deep_merge(base, config.overrides())
             shared = workdir / task.name / f"generate-{config_hash(deep_merge(base, config.generation_overrides()))}"
-            task_dir = workdir / task.name / f"T{config.temperature}-lf{int(config.length_filters)}-e{config.epochs}"
+            task_dir = workdir / task.name / config.directory
             _share_generation(task_dir, shared)
             scores.append(run_task(task, task_dir, overrides, "validation", max_eval))
         results.append(SweepResult(config, scores))
@@ -85,8 +108,8 @@ def run_sweep(task_files: Sequence[Path], workdir: Path, configs: Sequence[Sweep
     atomic_write_text(workdir / "sweep.md", sweep_table(results, best) + "\n")
     atomic_write_json(workdir / "sweep.json", {
         "rule": "maximise the worst task's improvement over few-shot prompting (validation splits)",
-        "best": vars(best.config),
-        "results": [{"config": vars(r.config), "worstDelta": r.worst_delta, "meanDelta": r.mean_delta,
+        "best": best.config.describe(),
+        "results": [{"config": r.config.describe(), "worstDelta": r.worst_delta, "meanDelta": r.mean_delta,
                      "tasks": {s.task: round(s.delta, 2) for s in r.scores}} for r in results],
     })
     return best, results

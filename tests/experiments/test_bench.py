@@ -44,7 +44,7 @@ def table_rows(text: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("bench") / "runs"
-    args = ("bench", TASK, "--workdir", workdir, "--config", TINY, "--max-eval", "4")
+    args = ("bench", TASK, "--workdir", workdir, "--config", TINY, "--max-eval", "4", "--annotator-items", "4")
     result = run_cli(*args)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return workdir, args, result
@@ -53,7 +53,8 @@ def bench(tmp_path_factory):
 def test_bench_prints_the_paper_table(bench):
     workdir, _, result = bench
     rows = table_rows(result.stdout)
-    assert rows[0] == ["task", "metric", "few-shot prompting", "SELF-GUIDE", "delta", "generated examples"]
+    assert rows[0] == ["task", "metric", "few-shot prompting", "SELF-GUIDE", "delta", "generated examples",
+                       "annotator accuracy / majority", "stage time"]
     task_rows = [r for r in rows if r[0] == TASK_NAME]
     average = [r for r in rows if r[0].startswith("**average classification**")]
     assert len(task_rows) == 1 and len(average) == 1
@@ -67,6 +68,8 @@ def test_bench_prints_the_paper_table(bench):
     assert task_row[2:6] == [f"{report['baseline']:.1f}", f"{report['finetuned']:.1f}",
                              f"{report['finetuned'] - report['baseline']:+.1f}", str(funnel["final"])]
     assert report["examples"] == 4  # --max-eval
+    annotator = json.loads((workdir / TASK_NAME / "annotator.json").read_text())["result"]
+    assert annotator["items"] == 4 and task_row[6] == f"{annotator['accuracy']:.1f} / {annotator['majorityShare']:.1f}"
     assert (workdir / "bench.md").read_text() == "\n".join(line for line in result.stdout.splitlines()
                                                             if line.startswith("|")) + "\n"
 
@@ -117,7 +120,7 @@ def test_sweep_shares_one_generate_stage_between_configurations(tmp_path):
 
     task_root = workdir / TASK_NAME
     config_dirs = sorted(p for p in task_root.iterdir() if p.is_dir() and not p.name.startswith(("generate", ".")))
-    assert [p.name for p in config_dirs] == ["T1.0-lf0-e1", "T1.0-lf0-e2"]
+    assert [p.name for p in config_dirs] == ["paper-T1.0-lf0-e1", "paper-T1.0-lf0-e2"]
     links = [d / "generate" for d in config_dirs]
     assert all(link.is_symlink() for link in links)
     targets = {link.resolve() for link in links}
@@ -141,12 +144,12 @@ def test_sweep_shares_one_generate_stage_between_configurations(tmp_path):
     assert [r["config"]["epochs"] for r in results] == [1, 2]
     best = max(results, key=lambda r: (r["worstDelta"], r["meanDelta"]))
     assert sweep["best"] == best["config"]
-    assert sweep["best"]["temperature"] == 1.0 and sweep["best"]["length_filters"] is False
+    assert sweep["best"]["temperature"] == 1.0 and sweep["best"]["lengthFilters"] is False
     for r, d in zip(results, config_dirs):
         report = json.loads((d / "evaluate" / "report.json").read_text())
         assert report["examples"] == 2
         assert r["tasks"][TASK_NAME] == pytest.approx(round(report["finetuned"] - report["baseline"], 2))
         assert r["worstDelta"] == pytest.approx(report["finetuned"] - report["baseline"])
-    label = f"T=1.0 length-filters=off epochs={sweep['best']['epochs']}"
+    label = f"paper T=1.0 length-filters=off epochs={sweep['best']['epochs']}"
     assert f"best: {label}" in result.stdout
     assert f"| {label} **(best)** |" in (workdir / "sweep.md").read_text()
