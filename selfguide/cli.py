@@ -169,10 +169,17 @@ def failures_to_exit_codes(stage: str | None = None) -> Iterator[None]:
         raise fail(message, exit_code_for(error)) from None
 
 
-def _overrides(config: Path | None) -> dict[str, Any]:
-    """Spec fields (YAML, same layout as `spec:` of a manifest) applied to every task."""
-    if config is None:
-        return {}
+def _overrides(configs: list[Path] | None) -> dict[str, Any]:
+    """Spec fields (YAML, same layout as `spec:` of a manifest) applied to every task; later files win."""
+    from selfguide.experiments.bench import deep_merge
+
+    merged: dict[str, Any] = {}
+    for config in configs or []:
+        merged = deep_merge(merged, _read_config(config))
+    return merged
+
+
+def _read_config(config: Path) -> dict[str, Any]:
     import yaml
 
     try:
@@ -185,7 +192,8 @@ def _overrides(config: Path | None) -> dict[str, Any]:
 
 
 TaskFiles = Annotated[list[Path], typer.Argument(help="Task files in the schema of ../shared/benchmarks/sni.")]
-ConfigOption = Annotated[Path | None, typer.Option(help="YAML of spec fields applied to every task (budgets).")]
+ConfigOption = Annotated[list[Path] | None, typer.Option(
+    help="YAML of spec fields applied to every task (budgets, recipes); repeat to layer several.")]
 MaxEvalOption = Annotated[int | None, typer.Option(help="Score at most this many examples per task.")]
 
 
@@ -221,7 +229,7 @@ def sweep(
     """One Parameter Fits All: the grid configuration with the best worst-task improvement (validation)."""
     from selfguide.experiments.sweep import PAPER, Recipe, grid, run_sweep, sweep_table
 
-    recipes = [Recipe(path.stem, _overrides(path)) for path in recipe or []] or [PAPER]
+    recipes = [Recipe(path.stem, _read_config(path)) for path in recipe or []] or [PAPER]
     with failures_to_exit_codes():
         configs = grid(temperature or [0.6, 0.8, 1.0], length_filters or [True], epochs or [1, 2, 3], recipes)
         best, results = run_sweep(tasks, workdir, configs, _overrides(config), max_eval)
