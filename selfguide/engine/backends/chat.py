@@ -51,3 +51,15 @@ def end_of_turn(tokenizer: PreTrainedTokenizerBase, eos: int | list[int] | None)
 
 def count_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     return len(encode(tokenizer, text))
+
+
+class ChatRendering:
+    """`render_chat` and `count_tokens` of the backend protocol, for a backend that holds the model's tokenizer."""
+
+    tokenizer: PreTrainedTokenizerBase
+
+    def render_chat(self, messages: Messages, response_prefix: str = "") -> str:
+        return render_chat(self.tokenizer, messages, response_prefix)
+
+    def count_tokens(self, text: str) -> int:
+        return count_tokens(self.tokenizer, text)

@@ -30,13 +30,12 @@ from transformers import (
 
 from selfguide.engine.backends.base import (
     Completion,
-    Messages,
     SamplingParams,
     Throughput,
     cut_at_stop,
     keep_n,
 )
-from selfguide.engine.backends.chat import answer_ids, count_tokens, end_of_turn, load_tokenizer, render_chat
+from selfguide.engine.backends.chat import ChatRendering, answer_ids, end_of_turn, load_tokenizer
 from selfguide.engine.batching import CPU_BATCH, batch_for_memory
 from selfguide.engine.devices import resolve_device, resolve_dtype
 from selfguide.engine.models import ModelLocation
@@ -60,7 +59,7 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return min(length, min(map(len, sequences)) - 1)
 
 
-class TransformersBackend:
+class TransformersBackend(ChatRendering):
     """A model loaded once and used for every batch of a stage."""
 
     def __init__(
@@ -89,12 +88,6 @@ class TransformersBackend:
         self.has_adapter = adapter is not None
         self.throughput = Throughput()
         self._stops: dict[tuple[str, ...], StopStringCriteria] = {}
-
-    def render_chat(self, messages: Messages, response_prefix: str = "") -> str:
-        return render_chat(self.tokenizer, messages, response_prefix)
-
-    def count_tokens(self, text: str) -> int:
-        return count_tokens(self.tokenizer, text)
 
     @contextlib.contextmanager
     def adapter_disabled(self) -> Iterator[None]:

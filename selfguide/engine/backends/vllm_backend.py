@@ -23,20 +23,12 @@ from transformers import PreTrainedTokenizerBase
 from selfguide.contract.errors import PermanentError
 from selfguide.engine.backends.base import (
     Completion,
-    Messages,
     SamplingParams,
     Throughput,
     cut_at_stop,
     keep_n,
 )
-from selfguide.engine.backends.chat import (
-    answer_ids,
-    count_tokens,
-    encode,
-    end_of_turn,
-    load_tokenizer,
-    render_chat,
-)
+from selfguide.engine.backends.chat import ChatRendering, answer_ids, encode, end_of_turn, load_tokenizer
 from selfguide.engine.models import ModelLocation
 from selfguide.spec.model import Dtype
 from selfguide.spec.training import VLLM_LORA_RANKS
@@ -189,7 +181,7 @@ def plan_requests(
     return requests, skipped
 
 
-class VllmBackend:
+class VllmBackend(ChatRendering):
     """A vLLM engine (`vllm.LLM`, or a stand-in with its `generate` in tests) and the model's tokenizer."""
 
     def __init__(self, llm: Any, tokenizer: PreTrainedTokenizerBase, max_model_len: int,
@@ -222,12 +214,6 @@ class VllmBackend:
         tokenizer = load_tokenizer(location, trust_remote_code)
         llm = LLM(**engine_args(location, dtype, tensor_parallel_size, rank, trust_remote_code, seed))
         return cls(llm, tokenizer, int(llm.model_config.max_model_len), adapter)
-
-    def render_chat(self, messages: Messages, response_prefix: str = "") -> str:
-        return render_chat(self.tokenizer, messages, response_prefix)
-
-    def count_tokens(self, text: str) -> int:
-        return count_tokens(self.tokenizer, text)
 
     @contextlib.contextmanager
     def adapter_disabled(self) -> Iterator[None]:
