@@ -2,7 +2,7 @@
 `num_return_sequences`, kept here as `legacy_generate`) and now (`TransformersBackend.generate`).
 
     .venv/bin/python benchmarks/annotation_throughput.py [--quick] [--task PATH] [--inputs 8] [--samples 20]
-        [--keep 10] [--max-tokens 32] [--input-prompts 10] [--input-tokens 64] [--path both|old|new]
+        [--keep 10] [--max-tokens 32] [--min-tokens 0] [--input-prompts 10] [--input-tokens 64] [--path both|old|new]
 
 Annotation: the few-shot chat of the task (`few_shot_messages`) for `--inputs` inputs of the task's validation
 split (they stand for generated inputs), `--samples` samples per prompt, the best `--keep` kept, the job defaults
@@ -149,14 +149,17 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--keep", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=32, help="annotation max new tokens")
+    parser.add_argument("--min-tokens", type=int, default=0, help="annotation min new tokens (fixed-length decoding)")
     parser.add_argument("--input-prompts", type=int, default=10)
     parser.add_argument("--input-tokens", type=int, default=64, help="input generation max new tokens")
     parser.add_argument("--batch-size", type=int, default=None, help="sequences per batch (default: the backend's)")
     parser.add_argument("--path", choices=["both", "old", "new"], default="both")
-    parser.add_argument("--quick", action="store_true", help="2 inputs, 2 input prompts, 16 new tokens (< 1 min)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 inputs, 8 samples keep 4, 2 input prompts, 8 new tokens (< 1 min on 2 idle cores)")
     args = parser.parse_args()
     if args.quick:
-        args.inputs, args.input_prompts, args.max_tokens, args.input_tokens = 2, 2, 16, 16
+        args.inputs, args.samples, args.keep, args.input_prompts = 2, 8, 4, 2
+        args.max_tokens = args.input_tokens = 8
     paths = ["old", "new"] if args.path == "both" else [args.path]
 
     load = time.perf_counter()
@@ -165,7 +168,7 @@ def main() -> None:
     task, inputs = load_task(args.task)
     annotation = [backend.render_chat(few_shot_messages(task, text)) for text in inputs[: args.inputs]]
     annotate = SamplingParams(n=args.keep, best_of=args.samples, temperature=0.2, top_k=10,
-                              max_tokens=args.max_tokens, seed=0)
+                              max_tokens=args.max_tokens, min_tokens=args.min_tokens, seed=0)
     generation = input_prompts(backend, task, args.input_prompts)
     generate = SamplingParams(temperature=RELEASED_INPUT_TEMPERATURE[TaskType(task.type)], top_k=40,
                               max_tokens=args.input_tokens, stop=INPUT_STOP, seed=0)
