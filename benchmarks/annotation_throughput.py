@@ -116,12 +116,12 @@ def load_task(path: Path) -> tuple[TaskSpec, list[str]]:
 
 
 def input_prompts(backend: TransformersBackend, task: TaskSpec, count: int) -> list[str]:
-    """Input-generation prompts as the stage builds them in its first round: gold inputs shuffled, empty pool."""
+    """Input-generation prompts as the stage builds them in its first round: the gold inputs shuffled once for
+    the round, an empty pool, a pseudo-label per prompt."""
     rng = random.Random(0)
     prompts = []
+    gold = rng.sample([e.input for e in task.examples], len(task.examples))
     for _ in range(count):
-        gold = [e.input for e in task.examples]
-        rng.shuffle(gold)
         label = rng.choice(task.labels) if task.labels else None
         message = input_generation_prompt(task.instruction, gold, [], label)
         prompts.append(backend.render_chat([{"role": "user", "content": message}], INPUT_RESPONSE_PREFIX))

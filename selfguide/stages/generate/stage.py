@@ -93,11 +93,9 @@ class Generator:
         """Annotate round by round and ask for the labels short of examples."""
 
     # -- input generation ---------------------------------------------------------------------------------
-    def _fit_input_prompt(self, pool: list[str], label: str | None) -> str | None:
+    def _fit_input_prompt(self, gold: list[str], pool: list[str], label: str | None) -> str | None:
         """A rendered input-generation prompt within the token budget, dropping pool examples as needed."""
         cfg = self.spec.generation.inputs
-        gold = [e.input for e in self.spec.task.examples]
-        self.rng.shuffle(gold)
         k = self.rng.randint(min(cfg.min_pool_examples, len(pool)), min(cfg.max_pool_examples, len(pool))) if pool else 0
         shown = self.rng.sample(pool, k)
         budget = self.spec.generation.max_prompt_tokens
@@ -124,7 +122,10 @@ class Generator:
             if task.labels:
                 counts = self.annotator.label_counts(candidates) if self.fill else None
                 labels = list(draw_labels(self.rng, task.labels, cfg.prompts_per_round, counts))
-            fitted = [(self._fit_input_prompt(pool, label), label) for label in labels]
+            # the gold inputs are shuffled once per round, so a round's prompts share everything up to the pool
+            # examples as a prefix, which the engine computes once
+            gold = self.rng.sample([e.input for e in task.examples], len(task.examples))
+            fitted = [(self._fit_input_prompt(gold, pool, label), label) for label in labels]
             batch = [(prompt, label) for prompt, label in fitted if prompt is not None]
             if not batch:
                 break
