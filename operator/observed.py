@@ -96,6 +96,21 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """Why a stage Job's pod does not run: the pod's PodScheduled=False or container waiting reason, or the Job
+    controller's FailedCreate Event when no pod could be created."""
+
+    reason: str
+    message: str
+    since: datetime | None = None
+    """Since when (the pending pod's creation, else the Job's start)."""
+
+    @property
+    def text(self) -> str:
+        return clip(f"{self.reason}: {self.message}" if self.message else self.reason)
+
+
+@dataclass(frozen=True)
 class ChildJob:
     """A stage's batch/v1 Job, reduced to what planning needs."""
 
@@ -112,8 +127,14 @@ class ChildJob:
     finished: Literal["Complete", "Failed"] | None
     reason: str | None
     message: str | None
+    ready: int = 0
+    """Pods of the Job that are ready (running)."""
+    created: datetime | None = None
+    deleting: bool = False
     outcome: Outcome | None = None
     """Filled in by the reconciler for a finished Job whose outcome is not in the status yet."""
+    waiting: Waiting | None = None
+    """Filled in by the reconciler for an unfinished, unsuspended Job none of whose pods runs."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChildJob:
@@ -130,7 +151,8 @@ class ChildJob:
             start_time=_time(status.get("startTime")),
             completion_time=_time(status.get("completionTime") or (final or {}).get("lastTransitionTime")),
             finished=final["type"] if final else None, reason=(final or {}).get("reason"),
-            message=(final or {}).get("message"),
+            message=(final or {}).get("message"), ready=status.get("ready") or 0,
+            created=_time(meta.get("creationTimestamp")), deleting=bool(meta.get("deletionTimestamp")),
         )
 
     @property

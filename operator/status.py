@@ -39,10 +39,19 @@ class Verdict:
     message: str
 
 
+RECONCILE_ERROR = "ReconcileError"
+"""A condition present once a reconcile failed (True with the error until a reconcile succeeds again)."""
+
+
 def conditions(verdict: Verdict, generation: int, previous: list[Condition], now: datetime) -> list[Condition]:
     """Every condition type, True or False; a condition keeps its lastTransitionTime until its status flips."""
     before = {c.type: c for c in previous}
     result = []
+    if (error := before.get(RECONCILE_ERROR)) is not None:
+        result.append(Condition(
+            type=RECONCILE_ERROR, status=ConditionStatus.FALSE, reason="Reconciled", message="",
+            last_transition_time=error.last_transition_time if error.status is ConditionStatus.FALSE else now,
+            observed_generation=generation))
     for kind, phases in _TRUE_WHEN.items():
         true = verdict.phase in phases
         status = ConditionStatus.TRUE if true else ConditionStatus.FALSE
@@ -56,13 +65,31 @@ def conditions(verdict: Verdict, generation: int, previous: list[Condition], now
     return result
 
 
+def with_reconcile_error(status: SelfGuideJobStatus, message: str, generation: int,
+                         now: datetime) -> SelfGuideJobStatus:
+    """`status` with the ReconcileError condition True: a failed reconcile is visible, not only in the log."""
+    old = next((c for c in status.conditions if c.type == RECONCILE_ERROR), None)
+    error = Condition(type=RECONCILE_ERROR, status=ConditionStatus.TRUE, reason="ReconcileFailed",
+                      message=clip(message),
+                      last_transition_time=old.last_transition_time if old and old.status is ConditionStatus.TRUE
+                      else now, observed_generation=generation)
+    return status.model_copy(update={"conditions": [c for c in status.conditions if c.type != RECONCILE_ERROR]
+                                      + [error]})
+
+
 @dataclass(frozen=True)
 class Event:
-    """A Kubernetes Event about the SelfGuideJob."""
+    """A Kubernetes Event about the SelfGuideJob; `subject` (a stage) tells apart Events of the same reason."""
 
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    subject: str = ""
+
+    @property
+    def key(self) -> str:
+        """What makes this Event one transition: posted twice for the same recorded status, it is one Event."""
+        return f"{self.reason}/{self.subject}"
 
 
 def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict: Verdict) -> list[Event]:
@@ -70,18 +97,29 @@ def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict:
     before = {s.name: s.phase for s in old.stages}
     events = []
     for stage in new.stages:
-        if before.get(stage.name) == stage.phase:
+        was = before.get(stage.name)
+        if was == stage.phase:
             continue
         detail = f": {stage.message}" if stage.message else ""
-        if stage.phase is Phase.RUNNING:
-            events.append(Event("Normal", "StageStarted", f"stage {stage.name} started (Job {stage.job_name})"))
-        elif stage.phase is Phase.SUCCEEDED:
-            events.append(Event("Normal", "StageSucceeded", f"stage {stage.name} succeeded{detail}"))
+        started = Event("Normal", "StageStarted", f"stage {stage.name} started (Job {stage.job_name})", stage.name)
+        ran = stage.phase is Phase.SUCCEEDED or (stage.phase is Phase.FAILED and stage.attempts
+                                                 and not (stage.message or "").startswith("stopped:"))
+        if stage.phase is Phase.RUNNING or (ran and was in (None, Phase.PENDING)):  # a start seen late still counts
+            events.append(started)
+        if stage.phase is Phase.SUCCEEDED:
+            events.append(Event("Normal", "StageSucceeded", f"stage {stage.name} succeeded{detail}", stage.name))
         elif stage.phase is Phase.FAILED:
-            events.append(Event("Warning", "StageFailed", f"stage {stage.name} failed{detail}"))
-    if new.phase != old.phase:
-        events.append(Event("Warning" if verdict.phase is Phase.FAILED else "Normal", verdict.reason, verdict.message))
+            events.append(Event("Warning", "StageFailed", f"stage {stage.name} failed{detail}", stage.name))
+    old_reason = next((c.reason for c in old.conditions if c.type == "Reconciling" and c.status == "True"), None)
+    if new.phase != old.phase or (new.phase is Phase.PENDING and verdict.reason != old_reason):
+        normal = verdict.phase is not Phase.FAILED and verdict.reason in QUIET_REASONS
+        events.append(Event("Normal" if normal else "Warning", verdict.reason, verdict.message))
     return events
+
+
+QUIET_REASONS = {"Waiting", "StageRunning", "Suspended", "Completed", "NoPod", "ContainerCreating",
+                 "PodInitializing", "PodPending", "Admission"}
+"""Verdict reasons announced as Normal Events; any other (Unschedulable, FailedCreate, a failure) is a Warning."""
 
 
 @dataclass(frozen=True)
