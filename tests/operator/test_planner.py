@@ -12,8 +12,8 @@ from selfguide.contract.status import Phase
 from selfguide.contract.termination import TerminationMessage
 from selfguide_operator.observed import ChildJob, Observed, Outcome, Waiting
 from selfguide_operator.planner import ApplyObject, CreateJob, DeleteObject, Plan, SuspendJob, plan
-from selfguide_operator.status import Event, Verdict
 from selfguide_operator.settings import OperatorSettings
+from selfguide_operator.status import Event, Verdict
 from tests.operator.fake_stage import RESULTS
 from tests.operator.helpers import manifest
 
