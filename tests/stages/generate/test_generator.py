@@ -388,3 +388,32 @@ def test_a_label_nobody_produced_is_reported_missing(tmp_path):
     assert report["balance"]["before"] == {"positive": 0, "negative": 4}
     assert report["balance"]["missingLabels"] == ["positive"]
     assert len(train) == 4
+
+
+def test_input_generation_killed_after_a_round_resumes_from_it_with_the_same_result(tmp_path):
+    uninterrupted = run(generation_spec(), generation_model(), tmp_path / "whole")
+
+    def dies_in_round_two(r: int, k: int, label: str | None) -> str:
+        if r == 1:
+            raise KeyboardInterrupt  # the pod killed mid-round
+        return GENERATION_INPUTS[r][k]
+
+    checkpoint = tmp_path / "checkpoints" / "inputs.json"
+    with pytest.raises(KeyboardInterrupt):
+        run_generate(generation_spec(), ScriptedModel(dies_in_round_two), tmp_path / "first", checkpoint)
+    assert json.loads(checkpoint.read_text())["rounds"] == 1
+    resumed = ScriptedModel(lambda r, k, label: GENERATION_INPUTS[r + 1][k], lambda text: GENERATION_ANSWERS[text])
+    run_generate(generation_spec(), resumed, tmp_path / "second", checkpoint)
+    assert len(resumed.input_rounds) == 1  # only the round that was lost is generated again
+    second = tmp_path / "second"
+    assert json.loads((second / FILTER_REPORT_FILE).read_text()) == uninterrupted[0]
+    assert [json.loads(line) for line in (second / CANDIDATES_FILE).read_text().splitlines()] == uninterrupted[1]
+    assert [json.loads(line) for line in (second / TRAIN_FILE).read_text().splitlines()] == uninterrupted[2]
+
+
+def test_a_checkpoint_of_another_config_is_ignored(tmp_path):
+    checkpoint = tmp_path / "inputs.json"
+    run_generate(generation_spec(seed=7), generation_model(), tmp_path / "a", checkpoint)
+    model = generation_model()
+    run_generate(generation_spec(), model, tmp_path / "b", checkpoint)
+    assert len(model.input_rounds) == 2
