@@ -170,7 +170,12 @@ class Reconciler:
             return _pod_waiting(pending[-1])
         if pods:  # a failed pod, its replacement not created yet
             return None
-        refused = self.kube.list("Event", namespace, field_selector=f"involvedObject.uid={child.uid},reason=FailedCreate")
+        try:
+            refused = self.kube.list("Event", namespace,
+                                     field_selector=f"involvedObject.uid={child.uid},reason=FailedCreate")
+        except ApiError as error:  # an install that may not list Events: the pod is missing, reason unknown
+            log.debug("cannot list the Events of Job %s: %s", child.name, error)
+            refused = []
         if refused:
             last = max(refused, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
             return Waiting("FailedCreate", last.get("message") or "", child.start_time or child.created)

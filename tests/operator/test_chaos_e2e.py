@@ -31,7 +31,7 @@ def test_killing_the_operator_at_random_points_loses_no_event_and_duplicates_no_
     names = [f"chaos-{i}" for i in range(JOBS)]
     operator = start_operator(namespace)
     for name in names:
-        sgjs.create(manifest(name, pod={"env": stage_env(FAKE_STAGE_SECONDS="1")}))
+        sgjs.create(manifest(name, pod={"env": stage_env(FAKE_STAGE_SECONDS="3")}))
     uids: dict[str, set[str]] = {name: set() for name in names}
 
     def observe() -> bool:

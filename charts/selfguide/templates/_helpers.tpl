@@ -80,5 +80,5 @@ Never Secrets: stage pods reference the Hugging Face token Secret by name.
   verbs: [list]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 {{- end }}
