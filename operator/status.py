@@ -85,11 +85,13 @@ class Event:
     reason: str
     message: str
     subject: str = ""
+    transition: str = ""
+    """What it announces when that is not its reason and subject (a phase change, whatever its reason)."""
 
     @property
     def key(self) -> str:
         """What makes this Event one transition: posted twice for the same recorded status, it is one Event."""
-        return f"{self.reason}/{self.subject}"
+        return self.transition or f"{self.reason}/{self.subject}"
 
 
 def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict: Verdict) -> list[Event]:
@@ -111,9 +113,12 @@ def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict:
         elif stage.phase is Phase.FAILED:
             events.append(Event("Warning", "StageFailed", f"stage {stage.name} failed{detail}", stage.name))
     old_reason = next((c.reason for c in old.conditions if c.type == "Reconciling" and c.status == "True"), None)
-    if new.phase != old.phase or (new.phase is Phase.PENDING and verdict.reason != old_reason):
+    waits_anew = new.phase is Phase.PENDING and verdict.reason != old_reason and verdict.reason not in QUIET_REASONS
+    if new.phase != old.phase or waits_anew:  # a pending stage's new blocking reason (Unschedulable, ...) too
         normal = verdict.phase is not Phase.FAILED and verdict.reason in QUIET_REASONS
-        events.append(Event("Normal" if normal else "Warning", verdict.reason, verdict.message))
+        transition = f"phase/{new.phase}" if new.phase != old.phase else f"waiting/{verdict.reason}"
+        events.append(Event("Normal" if normal else "Warning", verdict.reason, verdict.message,
+                            transition=transition))
     return events
 
 
