@@ -65,9 +65,11 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, operator_s
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         # The last handled spec is kept in an annotation (256 KiB for all of them): leave out the fields that
         # may be large and need no update handling (the task is immutable; stages read the evaluation set from
-        # the spec ConfigMap, which is applied again before every stage).
+        # the spec ConfigMap, which is applied again before every stage; pod settings, passed through to
+        # Kubernetes unbounded, count when the next stage Job is built).
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration", ignored_fields=["spec.task", "spec.evaluation"])
+            prefix=GROUP, key="last-handled-configuration",
+            ignored_fields=["spec.task", "spec.evaluation", "spec.pod", "spec.stages"])
         settings.posting.reporting_component = MANAGED_BY
         settings.posting.reporting_instance = socket.gethostname()
         settings.posting.event_name_prefix = "selfguide-"

@@ -89,7 +89,7 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
     if failure is not None:
         verdict = failure
     elif spec is None:
-        verdict = Verdict(Phase.FAILED, "InvalidSpec", clip(job.problems or "the spec is invalid"))
+        verdict = Verdict(Phase.FAILED, job.invalid_reason, clip(job.problems or "the spec is invalid"))
     elif failed := next((e for e in entries if e.phase is Phase.FAILED), None):
         reason = FAILURE_REASONS.get(children[failed.name].reason or "", "StageFailed")
         verdict = Verdict(Phase.FAILED, reason, clip(f"stage {failed.name} failed: {failed.message}"))

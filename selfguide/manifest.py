@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ from selfguide.spec import SelfGuideJob
 from selfguide.spec.problems import Problem, problems_from
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_SPEC_BYTES = 900 * 1024
+"""Largest spec (as JSON): stage pods read it from a ConfigMap, which holds at most 1 MiB."""
+TOO_LARGE = "the spec takes"
+"""How the problem of a spec over `MAX_SPEC_BYTES` begins (the operator's failure reason is then SpecTooLarge)."""
 
 
 class ManifestError(InvalidInput):
@@ -73,6 +78,10 @@ def validate_object(obj: Any) -> SelfGuideJob:
         job = SelfGuideJob.model_validate(obj, by_alias=True, by_name=False)
     except ValidationError as error:
         problems.extend(problems_from(error))
+    else:
+        if (size := len(json.dumps(job.spec.to_camel_dict(), ensure_ascii=False).encode())) > MAX_SPEC_BYTES:
+            problems.append(Problem("spec", f"{TOO_LARGE} {size} bytes; at most {MAX_SPEC_BYTES} (stage pods "
+                                            "read it from a ConfigMap of at most 1 MiB)"))
     if problems:
         raise ManifestError("manifest", problems)
     return job

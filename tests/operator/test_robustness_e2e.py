@@ -117,3 +117,13 @@ def test_a_failure_after_a_stage_ran_keeps_the_history_and_clears_what_no_longer
         ("generate", "Succeeded"), ("train", "Pending"), ("evaluate", "Pending")]
     assert status["generation"]["examples"] == 8 and status["outputs"]["dataset"].endswith("generate/train.jsonl")
     assert status["progress"] == "1/3" and status["completionTime"] and status["stage"] == "train"
+
+
+def test_a_spec_too_large_for_its_config_map_fails_the_job_as_spec_too_large(start_operator, sgjs, output_claim,
+                                                                            kubectl, namespace):
+    start_operator(namespace)
+    affinity = {"nodeAffinity": {"x-padding": ["p" * 1000] * 1100}}  # 1.1 MB: etcd takes it, a ConfigMap not
+    sgjs.create(manifest("huge", pod={"affinity": affinity}))
+    status = failed_with(sgjs, "huge", "SpecTooLarge")
+    assert "bytes" in condition(status, "Failed")["message"]
+    assert not children(kubectl, namespace, "huge", "jobs")
