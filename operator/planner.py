@@ -112,7 +112,8 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
                    for e in entries]  # stages that never started stay Pending
         actions = _stop_unfinished(children)
     fields = {name: value for result in results.values() for name, value in result.fields.items()}
-    return _plan(job, entries, verdict, start, fields, settings, now, actions)
+    jobs = {stage: child.uid for stage, child in children.items()}
+    return _plan(job, entries, verdict, start, fields, settings, now, actions, jobs)
 
 
 def _stop_unfinished(children: Mapping[str, ChildJob]) -> list[Action]:
@@ -208,7 +209,8 @@ def _cleanup_after_ttl(job: Observed, children: Mapping[str, ChildJob], now: dat
 
 
 def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: datetime | None,
-          results: dict[str, Any], settings: OperatorSettings, now: datetime, actions: list[Action]) -> Plan:
+          results: dict[str, Any], settings: OperatorSettings, now: datetime, actions: list[Action],
+          jobs: Mapping[str, str]) -> Plan:
     """The new status (results of earlier stages kept), and the Events announcing what changed."""
     old = job.status
     current = next((e for e in entries if e.phase is not Phase.SUCCEEDED), entries[-1] if entries else None)
@@ -228,4 +230,4 @@ def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: da
         training=results.get("training", old.training),
         evaluation=results.get("evaluation", old.evaluation),
     )
-    return Plan(status, actions, transition_events(old, status, verdict))
+    return Plan(status, actions, transition_events(old, status, verdict, jobs))

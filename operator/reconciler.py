@@ -29,6 +29,9 @@ Key = tuple[str, str]
 """(namespace, name) of a SelfGuideJob."""
 HOSTNAME = socket.gethostname()
 EXPECTATION_TTL = timedelta(seconds=60)
+STARTING = timedelta(seconds=5)
+"""A stage Job younger than this whose pod is not ready yet is simply starting: its pods are not listed (a
+Job event announces the pod running; the resync timer lists them if it does not)."""
 """How long a created Job that the watch has not shown yet counts as existing (it may have been deleted)."""
 
 
@@ -100,7 +103,8 @@ class Reconciler:
             return
         recorded = hashlib.sha256(job.status.model_dump_json().encode()).hexdigest()
         for event in events:
-            digest = hashlib.sha256(f"{job.uid}/{recorded}/{event.key}".encode()).hexdigest()[:16]
+            identity = event.once or f"{recorded}/{event.key}"
+            digest = hashlib.sha256(f"{job.uid}/{identity}".encode()).hexdigest()[:16]
             self.kube.create("Event", job.namespace, event_body(job, event, f"{job.name}.{digest}", self.clock()))
 
     def _report_error(self, job: Observed, error: Exception, post: Callable[[Event], None] | None) -> None:
@@ -128,6 +132,7 @@ class Reconciler:
         """The stage Jobs this SelfGuideJob controls (not a namesake's being deleted), with the outcome of
         those that finished since the status last recorded them."""
         recorded = {s.name for s in job.status.stages if s.phase in TERMINAL}
+        running = {s.name for s in job.status.stages if s.phase is Phase.RUNNING}
         children = {}
         for body in jobs:
             child = ChildJob.from_body(body)
@@ -137,7 +142,11 @@ class Reconciler:
                 child = replace(child, outcome=self._outcome(job.namespace, child))
             elif (not child.finished and not child.suspended and not child.deleting and not child.ready
                   and job.status.phase not in TERMINAL):
-                child = replace(child, waiting=self._waiting(job.namespace, child))
+                young = (child.created is not None and self.clock() - child.created < STARTING
+                         and child.stage not in running and not child.succeeded and not child.failed)
+                waiting = (Waiting("Starting", "the stage's pod is starting", child.created) if young
+                           else self._waiting(job.namespace, child))
+                child = replace(child, waiting=waiting)
             children[child.stage] = child
         expected = self._created.get(job.key, {})
         for stage, (created, body) in list(expected.items()):
@@ -226,16 +235,22 @@ class Reconciler:
         """Create the spec ConfigMap, or update its data if this SelfGuideJob owns it (tested in the same request
         that changes it: a JSON patch whose `test` fails changes nothing). Never adopts another's."""
         name, namespace = body["metadata"]["name"], job.namespace
+        owned = [{"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": job.uid}]
         try:
+            if any(s.job_name for s in job.status.stages):  # a later stage: ours exists, update it in one request
+                try:
+                    self.kube.json_patch("ConfigMap", namespace, name,
+                                         [*owned, {"op": "replace", "path": "/data", "value": body["data"]}])
+                    return
+                except ApiError as error:
+                    if error.status == 422:  # not ours, or our new data refused: the test alone tells which
+                        self._test_owned(job, name, owned)
+                        raise
+                    if error.status != 404:
+                        raise
             if self.kube.create("ConfigMap", namespace, body) is not None:
                 return
-            try:
-                self.kube.json_patch("ConfigMap", namespace, name, [
-                    {"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": job.uid}])
-            except ApiError as error:
-                if error.status != 422:
-                    raise
-                self._not_ours("ConfigMap", job, name)
+            self._test_owned(job, name, owned)
             self.kube.merge_patch("ConfigMap", namespace, name, {"data": body["data"]})
         except ApiError as error:
             if error.permanent:
@@ -243,6 +258,15 @@ class Reconciler:
                 raise ChildRefused("SpecTooLarge" if too_large else "InvalidSpecConfigMap",
                                    f"the API refused ConfigMap {name}: {error.message}") from error
             raise
+
+    def _test_owned(self, job: Observed, name: str, owned: list[dict[str, Any]]) -> None:
+        """Return if this SelfGuideJob owns ConfigMap `name`; else raise (see `_not_ours`)."""
+        try:
+            self.kube.json_patch("ConfigMap", job.namespace, name, owned)
+        except ApiError as error:
+            if error.status != 422:
+                raise
+            self._not_ours("ConfigMap", job, name)
 
     def _not_ours(self, kind: str, job: Observed, name: str) -> None:
         """`kind` `name` exists and this SelfGuideJob does not own it: a deleted namesake's (wait for the garbage

@@ -3,6 +3,7 @@ that announce every transition."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -87,6 +88,9 @@ class Event:
     subject: str = ""
     transition: str = ""
     """What it announces when that is not its reason and subject (a phase change, whatever its reason)."""
+    once: str = ""
+    """Set for an Event that happens at most once for this job (a stage Job's start, success or failure): its
+    name then derives from this alone, not from the recorded status, so it is never posted twice."""
 
     @property
     def key(self) -> str:
@@ -94,8 +98,10 @@ class Event:
         return self.transition or f"{self.reason}/{self.subject}"
 
 
-def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict: Verdict) -> list[Event]:
-    """One Event per stage that started, succeeded or failed, and one per phase change of the job."""
+def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict: Verdict,
+                      jobs: Mapping[str, str] | None = None) -> list[Event]:
+    """One Event per stage that started, succeeded or failed (once per stage Job, by its uid in `jobs`), and
+    one per phase change of the job."""
     before = {s.name: s.phase for s in old.stages}
     events = []
     for stage in new.stages:
@@ -103,15 +109,20 @@ def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict:
         if was == stage.phase:
             continue
         detail = f": {stage.message}" if stage.message else ""
-        started = Event("Normal", "StageStarted", f"stage {stage.name} started (Job {stage.job_name})", stage.name)
+        uid = (jobs or {}).get(stage.name)
+        once = (lambda reason, uid=uid: f"{reason}/{uid}" if uid else "")
+        started = Event("Normal", "StageStarted", f"stage {stage.name} started (Job {stage.job_name})", stage.name,
+                        once=once("StageStarted"))
         ran = stage.phase is Phase.SUCCEEDED or (stage.phase is Phase.FAILED and stage.attempts
                                                  and not (stage.message or "").startswith("stopped:"))
         if stage.phase is Phase.RUNNING or (ran and was in (None, Phase.PENDING)):  # a start seen late still counts
             events.append(started)
         if stage.phase is Phase.SUCCEEDED:
-            events.append(Event("Normal", "StageSucceeded", f"stage {stage.name} succeeded{detail}", stage.name))
+            events.append(Event("Normal", "StageSucceeded", f"stage {stage.name} succeeded{detail}", stage.name,
+                                once=once("StageSucceeded")))
         elif stage.phase is Phase.FAILED:
-            events.append(Event("Warning", "StageFailed", f"stage {stage.name} failed{detail}", stage.name))
+            events.append(Event("Warning", "StageFailed", f"stage {stage.name} failed{detail}", stage.name,
+                                once=once("StageFailed")))
     old_reason = next((c.reason for c in old.conditions if c.type == "Reconciling" and c.status == "True"), None)
     waits_anew = new.phase is Phase.PENDING and verdict.reason != old_reason and verdict.reason not in QUIET_REASONS
     if new.phase != old.phase or waits_anew:  # a pending stage's new blocking reason (Unschedulable, ...) too
@@ -122,7 +133,7 @@ def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict:
     return events
 
 
-QUIET_REASONS = {"Waiting", "StageRunning", "Suspended", "Completed", "NoPod", "ContainerCreating",
+QUIET_REASONS = {"Waiting", "StageRunning", "Suspended", "Completed", "NoPod", "Starting", "ContainerCreating",
                  "PodInitializing", "PodPending", "Admission"}
 """Verdict reasons announced as Normal Events; any other (Unschedulable, FailedCreate, a failure) is a Warning."""
 

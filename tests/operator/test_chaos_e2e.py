@@ -31,7 +31,7 @@ def test_killing_the_operator_at_random_points_loses_no_event_and_duplicates_no_
     names = [f"chaos-{i}" for i in range(JOBS)]
     operator = start_operator(namespace)
     for name in names:
-        sgjs.create(manifest(name, pod={"env": stage_env(FAKE_STAGE_SECONDS="1")}))
+        sgjs.create(manifest(name, pod={"env": stage_env(FAKE_STAGE_SECONDS="2")}))
     uids: dict[str, set[str]] = {name: set() for name in names}
 
     def observe() -> bool:
@@ -44,7 +44,7 @@ def test_killing_the_operator_at_random_points_loses_no_event_and_duplicates_no_
     while not observe():
         assert time.monotonic() < deadline, f"jobs unfinished after 300 s (seed {seed})"
         if kills < KILLS:
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(rng.uniform(0.0, 1.0))
             operator.stop(signal.SIGKILL)
             kills += 1
             operator = start_operator(namespace)

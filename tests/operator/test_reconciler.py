@@ -35,6 +35,9 @@ class RecordingKube:
     def apply(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
         self.calls.append(("apply", kind, body["metadata"]["name"]))
 
+    def json_patch(self, kind: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> None:
+        self.calls.append(("json_patch", kind, name))
+
     def merge_patch(self, kind: str, namespace: str, name: str, body: dict[str, Any],
                     subresource: str | None = None) -> None:
         self.calls.append(("patch", kind, name, subresource, body))
@@ -101,7 +104,7 @@ def test_a_created_job_counts_until_the_watch_shows_it_or_for_a_minute_at_most()
     assert [c[0] for c in kube.calls] == ["create", "create", "patch"]
     now[0] += timedelta(seconds=61)  # never seen: deleted before the watch delivered it
     subject.reconcile(selfguidejob(), [], lambda event: None)
-    assert [c[0] for c in kube.calls] == ["create", "create", "patch", "create", "create"]
+    assert [c[0] for c in kube.calls] == ["create", "create", "patch", "json_patch", "create"]
 
 
 def test_forget_drops_what_was_remembered():
