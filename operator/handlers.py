@@ -15,7 +15,6 @@ from selfguide.spec import GROUP, PLURAL, VERSION
 from selfguide_operator.names import LABEL_JOB, MANAGED_BY
 from selfguide_operator.reconciler import Reconciler
 from selfguide_operator.settings import OperatorSettings
-from selfguide_operator.status import Event
 
 SELFGUIDEJOBS = (GROUP, VERSION, PLURAL)
 JOBS = ("batch", "v1", "jobs")
@@ -32,12 +31,15 @@ def _stage_job(body: Mapping[str, Any]) -> dict[str, Any]:
     """What a reconcile reads of a stage Job (not its pod template)."""
     meta = body["metadata"]
     return copy.deepcopy({
-        "metadata": {key: meta[key] for key in ("name", "uid", "labels", "ownerReferences") if key in meta},
+        "metadata": {key: meta[key] for key in ("name", "uid", "labels", "ownerReferences", "creationTimestamp",
+                                                       "deletionTimestamp") if key in meta},
         "spec": {"suspend": body.get("spec", {}).get("suspend")},
         "status": body.get("status") or {},
     })
 
 
+REQUEST_TIMEOUT_SECONDS = 60
+"""kopf's own API requests (patches of finalizers, annotations): never wait forever."""
 TTL_GRACE_SECONDS = 120
 """How long past a finished job's TTL the safety-net timer keeps checking that its children are gone."""
 
@@ -63,14 +65,18 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, operator_s
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         # The last handled spec is kept in an annotation (256 KiB for all of them): leave out the fields that
         # may be large and need no update handling (the task is immutable; stages read the evaluation set from
-        # the spec ConfigMap, which is applied again before every stage).
+        # the spec ConfigMap, which is applied again before every stage; pod settings, passed through to
+        # Kubernetes unbounded, count when the next stage Job is built).
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration", ignored_fields=["spec.task", "spec.evaluation"])
+            prefix=GROUP, key="last-handled-configuration",
+            ignored_fields=["spec.task", "spec.evaluation", "spec.pod", "spec.stages"])
         settings.posting.reporting_component = MANAGED_BY
         settings.posting.reporting_instance = socket.gethostname()
         settings.posting.event_name_prefix = "selfguide-"
         settings.watching.label_selectors[JOBS] = LABEL_JOB  # watch only our Jobs, filtered by the API server
         settings.execution.max_workers = operator_settings.max_workers
+        settings.networking.request_timeout = REQUEST_TIMEOUT_SECONDS  # watches keep their own timeouts
+        settings.networking.connect_timeout = 10
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -86,12 +92,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, operator_s
 
     def reconcile(body: kopf.Body, jobs: kopf.Index) -> None:
         meta = body["metadata"]
-
-        def post(event: Event) -> None:
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-
-        try:
-            reconciler.reconcile(body, jobs.get((meta["namespace"], meta["name"]), ()), post)
+        try:  # the reconciler posts the Events itself, before the status that records them
+            reconciler.reconcile(body, jobs.get((meta["namespace"], meta["name"]), ()))
         except Exception:
             reconciler.metrics.reconcile_errors.inc()
             raise

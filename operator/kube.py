@@ -17,28 +17,44 @@ from selfguide.spec import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "selfguide-operator"
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 _PATHS = {
     "Job": "/apis/batch/v1/namespaces/{namespace}/jobs",
     "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
     "Pod": "/api/v1/namespaces/{namespace}/pods",
+    "Event": "/api/v1/namespaces/{namespace}/events",
     "SelfGuideJob": f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}",
 }
+
+
+REQUEST_TIMEOUT = (10.0, 30.0)
+"""Connect and read timeouts of every request, in seconds: a reconcile holds its job's lock while it waits."""
 
 
 class ApiError(Exception):
     """A failed API request: the HTTP status and the server's message."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
         self.status = status
+        self.message = message
+        self.reason = reason
+        """The Status object's machine-readable reason (Invalid, AlreadyExists, Forbidden, ...)."""
         super().__init__(f"HTTP {status}: {message}")
+
+    @property
+    def permanent(self) -> bool:
+        """A client error that retrying the same request cannot fix (not a timeout, throttling or a quota that
+        may free up)."""
+        return 400 <= self.status < 500 and self.status not in (408, 429) and "exceeded quota" not in self.message
 
 
 class Kube:
     """Create, patch, delete and list objects by kind, namespace and name."""
 
-    def __init__(self, client: ApiClient) -> None:
+    def __init__(self, client: ApiClient, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> None:
         self.client = client
+        self.timeout = timeout
 
     @classmethod
     def from_environment(cls, connections: int) -> Kube:
@@ -57,14 +73,15 @@ class Kube:
             header_params={"Accept": "application/json", "Content-Type": content_type}, body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.client.call_api(method, url, headers, payload)
+        response = self.client.call_api(method, url, headers, payload, _request_timeout=self.timeout)
         data = response.read() or b"{}"
         if response.status >= 400:
             try:
-                message = json.loads(data).get("message", "")
+                document = json.loads(data)
+                message, reason = document.get("message", ""), document.get("reason", "")
             except ValueError:
-                message = data.decode(errors="replace")[:500]
-            raise ApiError(response.status, message)
+                message, reason = data.decode(errors="replace")[:500], ""
+            raise ApiError(response.status, message, reason)
         return json.loads(data)
 
     @staticmethod
@@ -85,6 +102,10 @@ class Kube:
         self.request("PATCH", self.path(kind, namespace, body["metadata"]["name"]), body=body,
                      query={"fieldManager": FIELD_MANAGER, "force": "true"}, content_type=APPLY_PATCH)
 
+    def json_patch(self, kind: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> None:
+        """A JSON patch (RFC 6902): its `test` operations are preconditions (a failed one answers 422)."""
+        self.request("PATCH", self.path(kind, namespace, name), body=operations, content_type=JSON_PATCH)
+
     def merge_patch(self, kind: str, namespace: str, name: str, body: dict[str, Any],
                     subresource: str | None = None) -> None:
         self.request("PATCH", self.path(kind, namespace, name, subresource), body=body, content_type=MERGE_PATCH)
@@ -99,5 +120,8 @@ class Kube:
             raise
         return True
 
-    def list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        return self.request("GET", self.path(kind, namespace), query={"labelSelector": label_selector})["items"]
+    def list(self, kind: str, namespace: str, label_selector: str | None = None,
+             field_selector: str | None = None) -> list[dict[str, Any]]:
+        query = {key: value for key, value in (("labelSelector", label_selector), ("fieldSelector", field_selector))
+                 if value}
+        return self.request("GET", self.path(kind, namespace), query=query)["items"]

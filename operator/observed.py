@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from selfguide.contract import termination
 from selfguide.contract.status import MAX_MESSAGE, SelfGuideJobStatus
 from selfguide.contract.termination import TerminationMessage
-from selfguide.manifest import ManifestError, validate_object
+from selfguide.manifest import TOO_LARGE, ManifestError, validate_object
 from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
 from selfguide_operator.names import LABEL_STAGE
 
@@ -41,6 +41,8 @@ class Observed:
     spec: SelfGuideJobSpec | None
     problems: str | None
     status: SelfGuideJobStatus
+    invalid_reason: str = "InvalidSpec"
+    """The failure reason when `spec` is None: SpecTooLarge when the spec cannot fit its ConfigMap."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], status: SelfGuideJobStatus | None = None) -> Observed:
@@ -48,11 +50,13 @@ class Observed:
         lag behind it."""
         meta = body["metadata"]
         raw_spec = body.get("spec") or {}
-        spec, problems = None, None
+        spec, problems, invalid_reason = None, None, "InvalidSpec"
         try:
             spec = validate_object(_manifest(meta["name"], meta["namespace"], raw_spec)).spec
         except ManifestError as error:
             problems = "; ".join(map(str, error.problems))
+            if any(p.message.startswith(TOO_LARGE) for p in error.problems):
+                invalid_reason = "SpecTooLarge"
         if status is None:
             try:
                 status = SelfGuideJobStatus.model_validate(body.get("status") or {})
@@ -61,7 +65,7 @@ class Observed:
         return cls(
             name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], generation=meta.get("generation", 0),
             labels=meta.get("labels") or {}, deleting=bool(meta.get("deletionTimestamp")), raw_spec=raw_spec,
-            spec=spec, problems=problems, status=status,
+            spec=spec, problems=problems, status=status, invalid_reason=invalid_reason,
         )
 
     @property
@@ -96,6 +100,21 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """Why a stage Job's pod does not run: the pod's PodScheduled=False or container waiting reason, or the Job
+    controller's FailedCreate Event when no pod could be created."""
+
+    reason: str
+    message: str
+    since: datetime | None = None
+    """Since when (the pending pod's creation, else the Job's start)."""
+
+    @property
+    def text(self) -> str:
+        return clip(f"{self.reason}: {self.message}" if self.message else self.reason)
+
+
+@dataclass(frozen=True)
 class ChildJob:
     """A stage's batch/v1 Job, reduced to what planning needs."""
 
@@ -112,8 +131,14 @@ class ChildJob:
     finished: Literal["Complete", "Failed"] | None
     reason: str | None
     message: str | None
+    ready: int = 0
+    """Pods of the Job that are ready (running)."""
+    created: datetime | None = None
+    deleting: bool = False
     outcome: Outcome | None = None
     """Filled in by the reconciler for a finished Job whose outcome is not in the status yet."""
+    waiting: Waiting | None = None
+    """Filled in by the reconciler for an unfinished, unsuspended Job none of whose pods runs."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChildJob:
@@ -130,7 +155,8 @@ class ChildJob:
             start_time=_time(status.get("startTime")),
             completion_time=_time(status.get("completionTime") or (final or {}).get("lastTransitionTime")),
             finished=final["type"] if final else None, reason=(final or {}).get("reason"),
-            message=(final or {}).get("message"),
+            message=(final or {}).get("message"), ready=status.get("ready") or 0,
+            created=_time(meta.get("creationTimestamp")), deleting=bool(meta.get("deletionTimestamp")),
         )
 
     @property

@@ -12,6 +12,7 @@ from typing import Any
 from selfguide.contract.registry import stage as stage_definition
 from selfguide.contract.registry import stages_for
 from selfguide.contract.status import Outputs, Phase, SelfGuideJobStatus, StageStatus
+from selfguide.spec import SelfGuideJobSpec
 from selfguide_operator.builders import artifact_uri, kueue_managed, spec_config_map, stage_job
 from selfguide_operator.names import spec_config_map_name, stage_job_name
 from selfguide_operator.observed import ChildJob, Observed, clip
@@ -62,39 +63,43 @@ class Plan:
     events: list[Event] = field(default_factory=list)
 
 
-def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSettings, now: datetime) -> Plan:
-    """Next steps for `job`, given the stage Jobs it controls, by stage name."""
+def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSettings, now: datetime,
+         failure: Verdict | None = None) -> Plan:
+    """Next steps for `job`, given the stage Jobs it controls, by stage name. `failure` (the reconciler's, when
+    the API refused a child object) fails the job like any other reason."""
     old = job.status
     if job.deleting:
         return Plan(old)
     if old.phase in TERMINAL:
         return Plan(old.model_copy(update={"observed_generation": job.generation}),
-                    _cleanup_after_ttl(job, children, now))
-    if job.spec is None or (refused := refusals(job.spec, settings)):
-        problems = job.problems if job.spec is None else "; ".join(refused)  # refused: asks more than the policy
-        invalid = Verdict(Phase.FAILED, "InvalidSpec", clip(problems or "the spec is invalid"))
-        return _plan(job, [], invalid, old.start_time, {}, settings, now, [])
+                    _stop_unfinished(children) + _cleanup_after_ttl(job, children, now))
 
     spec = job.spec
+    names = [d.name for d in stages_for(spec)] if spec is not None else [s.name for s in old.stages]
     results = {stage: stage_report(stage, child.outcome) for stage, child in children.items()
                if child.finished == "Complete" and child.outcome is not None}
     previous = {s.name: s for s in old.stages}
-    entries = [_stage_entry(stage, children.get(stage), previous.get(stage), spec.suspend,
+    entries = [_stage_entry(stage, children.get(stage), previous.get(stage), spec.suspend if spec else False,
                             results[stage].message if stage in results else None)
-               for stage in (d.name for d in stages_for(spec))]
+               for stage in names]
     start = old.start_time or min((e.start_time for e in entries if e.start_time), default=None)
     actions: list[Action] = []
-    deadline = spec.active_deadline_seconds
+    deadline = spec.active_deadline_seconds if spec else None
+    waiting = _pending_too_long(spec, entries, children, now) if spec else None
 
-    if failed := next((e for e in entries if e.phase is Phase.FAILED), None):
+    if failure is not None:
+        verdict = failure
+    elif spec is None:
+        verdict = Verdict(Phase.FAILED, job.invalid_reason, clip(job.problems or "the spec is invalid"))
+    elif refused := refusals(spec, settings):  # asks for more than the operator's policy allows
+        verdict = Verdict(Phase.FAILED, "InvalidSpec", clip("; ".join(refused)))
+    elif failed := next((e for e in entries if e.phase is Phase.FAILED), None):
         reason = FAILURE_REASONS.get(children[failed.name].reason or "", "StageFailed")
         verdict = Verdict(Phase.FAILED, reason, clip(f"stage {failed.name} failed: {failed.message}"))
     elif deadline is not None and start is not None and now >= start + timedelta(seconds=deadline):
         verdict = Verdict(Phase.FAILED, "DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds={deadline}")
-        entries = [e if e.phase in TERMINAL else e.model_copy(update={"phase": Phase.FAILED,
-                                                                     "message": "stopped: deadline exceeded"})
-                   for e in entries]
-        actions = [DeleteObject("Job", c.name) for c in children.values() if c.finished is None]
+    elif waiting is not None:
+        verdict = waiting
     elif all(e.phase is Phase.SUCCEEDED for e in entries):
         verdict = Verdict(Phase.SUCCEEDED, "Completed", f"all {len(entries)} stages succeeded")
     else:
@@ -102,14 +107,42 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
         actions = _advance(job, current.name, children.get(current.name), settings, start, now)
         if any(isinstance(a, CreateJob) for a in actions):
             entries[index] = current.model_copy(update={"job_name": stage_job_name(job.name, current.name)})
-        verdict = _verdict_while_running(spec.suspend, start, current.name, entries)
+        verdict = _verdict_while_running(spec.suspend, current, children.get(current.name), entries)
+    if verdict.phase is Phase.FAILED:  # whatever the reason: stop what still runs, keep the history
+        stopped = "deadline exceeded" if verdict.reason == "DeadlineExceeded" else verdict.reason
+        entries = [e if e.phase in TERMINAL or e.job_name is None and e.name not in children
+                   else e.model_copy(update={"phase": Phase.FAILED, "message": f"stopped: {stopped}"})
+                   for e in entries]  # stages that never started stay Pending
+        actions = _stop_unfinished(children)
     fields = {name: value for result in results.values() for name, value in result.fields.items()}
-    return _plan(job, entries, verdict, start, fields, settings, now, actions)
+    jobs = {stage: child.uid for stage, child in children.items()}
+    return _plan(job, entries, verdict, start, fields, settings, now, actions, jobs)
+
+
+def _stop_unfinished(children: Mapping[str, ChildJob]) -> list[Action]:
+    """Delete the stage Jobs that still run or wait (a failed job must not keep using GPUs)."""
+    return [DeleteObject("Job", c.name) for c in children.values() if c.finished is None and not c.deleting]
+
+
+def _pending_too_long(spec: SelfGuideJobSpec, entries: list[StageStatus], children: Mapping[str, ChildJob],
+                      now: datetime) -> Verdict | None:
+    """`spec.pendingTimeoutSeconds` passed while the current stage's pod could not start."""
+    timeout = spec.pending_timeout_seconds
+    current = next((e for e in entries if e.phase is not Phase.SUCCEEDED), None)
+    child = children.get(current.name) if current else None
+    if timeout is None or current is None or child is None or child.waiting is None or child.suspended:
+        return None
+    since = child.waiting.since or child.start_time or child.created
+    if since is None or now < since + timedelta(seconds=timeout):
+        return None
+    return Verdict(Phase.FAILED, "PendingTimeout", clip(
+        f"stage {current.name} did not start within pendingTimeoutSeconds={timeout}: {child.waiting.text}"))
 
 
 def _stage_entry(stage: str, child: ChildJob | None, previous: StageStatus | None, suspend: bool,
                  summary: str | None) -> StageStatus:
-    """A stage's status from its Job; a succeeded stage whose Job is gone keeps what the status recorded."""
+    """A stage's status from its Job; a succeeded stage whose Job is gone keeps what the status recorded.
+    A stage is Running only while its pod runs; otherwise its message says why it waits."""
     if child is None:
         return previous if previous is not None and previous.phase is Phase.SUCCEEDED else StageStatus(name=stage)
     message = previous.message if previous is not None else None
@@ -120,8 +153,12 @@ def _stage_entry(stage: str, child: ChildJob | None, previous: StageStatus | Non
         message = (child.outcome.error if child.outcome else None) or message or child.message
     elif child.suspended:
         phase = Phase.SUSPENDED if suspend else Phase.PENDING
+        message = None if suspend else "waiting for admission (the stage Job is suspended)"
+    elif child.waiting is not None:
+        phase, message = Phase.PENDING, child.waiting.text
     else:
         phase = Phase.RUNNING if child.start_time else Phase.PENDING
+        message = None if previous is None or previous.phase is Phase.PENDING else message
     return StageStatus(name=stage, phase=phase, job_name=child.name, start_time=child.start_time,
                        completion_time=child.completion_time, attempts=child.attempts,
                        message=clip(message) if message else None)
@@ -152,13 +189,16 @@ def _remaining(job: Observed, start: datetime | None, now: datetime) -> int | No
     return max(1, math.ceil(deadline - elapsed))
 
 
-def _verdict_while_running(suspend: bool, start: datetime | None, stage: str, entries: list[StageStatus]) -> Verdict:
+def _verdict_while_running(suspend: bool, current: StageStatus, child: ChildJob | None,
+                           entries: list[StageStatus]) -> Verdict:
     done = f"{sum(e.phase is Phase.SUCCEEDED for e in entries)}/{len(entries)} stages done"
     if suspend:
         return Verdict(Phase.SUSPENDED, "Suspended", f"spec.suspend is true; {done}")
-    if start is None:
-        return Verdict(Phase.PENDING, "Waiting", f"waiting for stage {stage} to start")
-    return Verdict(Phase.RUNNING, "StageRunning", f"stage {stage} running; {done}")
+    if current.phase is Phase.RUNNING:
+        return Verdict(Phase.RUNNING, "StageRunning", f"stage {current.name} running; {done}")
+    why = f": {current.message}" if current.message else ""
+    reason = child.waiting.reason if child is not None and child.waiting is not None else "Waiting"
+    return Verdict(Phase.PENDING, reason, clip(f"waiting for stage {current.name} to start{why}"))
 
 
 def _cleanup_after_ttl(job: Observed, children: Mapping[str, ChildJob], now: datetime) -> list[Action]:
@@ -172,11 +212,13 @@ def _cleanup_after_ttl(job: Observed, children: Mapping[str, ChildJob], now: dat
 
 
 def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: datetime | None,
-          results: dict[str, Any], settings: OperatorSettings, now: datetime, actions: list[Action]) -> Plan:
+          results: dict[str, Any], settings: OperatorSettings, now: datetime, actions: list[Action],
+          jobs: Mapping[str, str]) -> Plan:
     """The new status (results of earlier stages kept), and the Events announcing what changed."""
     old = job.status
     current = next((e for e in entries if e.phase is not Phase.SUCCEEDED), entries[-1] if entries else None)
-    outputs = {stage_definition(e.name).output_field: artifact_uri(job, settings, e.name) for e in entries if e.phase is Phase.SUCCEEDED}
+    outputs = {stage_definition(e.name).output_field: artifact_uri(job, settings, e.name)
+               for e in entries if e.phase is Phase.SUCCEEDED} if job.spec is not None else None
     status = SelfGuideJobStatus(
         observed_generation=job.generation,
         phase=verdict.phase,
@@ -186,9 +228,9 @@ def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: da
         completion_time=now if verdict.phase in TERMINAL else None,
         stages=entries,
         conditions=conditions(verdict, job.generation, old.conditions, now),
-        outputs=Outputs(**outputs) if outputs else None,
+        outputs=Outputs(**outputs) if outputs else old.outputs if outputs is None else None,
         generation=results.get("generation", old.generation),
         training=results.get("training", old.training),
         evaluation=results.get("evaluation", old.evaluation),
     )
-    return Plan(status, actions, transition_events(old, status, verdict))
+    return Plan(status, actions, transition_events(old, status, verdict, jobs))

@@ -3,6 +3,7 @@ that announce every transition."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -39,10 +40,19 @@ class Verdict:
     message: str
 
 
+RECONCILE_ERROR = "ReconcileError"
+"""A condition present once a reconcile failed (True with the error until a reconcile succeeds again)."""
+
+
 def conditions(verdict: Verdict, generation: int, previous: list[Condition], now: datetime) -> list[Condition]:
     """Every condition type, True or False; a condition keeps its lastTransitionTime until its status flips."""
     before = {c.type: c for c in previous}
     result = []
+    if (error := before.get(RECONCILE_ERROR)) is not None:
+        result.append(Condition(
+            type=RECONCILE_ERROR, status=ConditionStatus.FALSE, reason="Reconciled", message="",
+            last_transition_time=error.last_transition_time if error.status is ConditionStatus.FALSE else now,
+            observed_generation=generation))
     for kind, phases in _TRUE_WHEN.items():
         true = verdict.phase in phases
         status = ConditionStatus.TRUE if true else ConditionStatus.FALSE
@@ -56,32 +66,76 @@ def conditions(verdict: Verdict, generation: int, previous: list[Condition], now
     return result
 
 
+def with_reconcile_error(status: SelfGuideJobStatus, message: str, generation: int,
+                         now: datetime) -> SelfGuideJobStatus:
+    """`status` with the ReconcileError condition True: a failed reconcile is visible, not only in the log."""
+    old = next((c for c in status.conditions if c.type == RECONCILE_ERROR), None)
+    error = Condition(type=RECONCILE_ERROR, status=ConditionStatus.TRUE, reason="ReconcileFailed",
+                      message=clip(message),
+                      last_transition_time=old.last_transition_time if old and old.status is ConditionStatus.TRUE
+                      else now, observed_generation=generation)
+    return status.model_copy(update={"conditions": [c for c in status.conditions if c.type != RECONCILE_ERROR]
+                                      + [error]})
+
+
 @dataclass(frozen=True)
 class Event:
-    """A Kubernetes Event about the SelfGuideJob."""
+    """A Kubernetes Event about the SelfGuideJob; `subject` (a stage) tells apart Events of the same reason."""
 
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    subject: str = ""
+    transition: str = ""
+    """What it announces when that is not its reason and subject (a phase change, whatever its reason)."""
+    once: str = ""
+    """Set for an Event that happens at most once for this job (a stage Job's start, success or failure): its
+    name then derives from this alone, not from the recorded status, so it is never posted twice."""
+
+    @property
+    def key(self) -> str:
+        """What makes this Event one transition: posted twice for the same recorded status, it is one Event."""
+        return self.transition or f"{self.reason}/{self.subject}"
 
 
-def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict: Verdict) -> list[Event]:
-    """One Event per stage that started, succeeded or failed, and one per phase change of the job."""
+def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict: Verdict,
+                      jobs: Mapping[str, str] | None = None) -> list[Event]:
+    """One Event per stage that started, succeeded or failed (once per stage Job, by its uid in `jobs`), and
+    one per phase change of the job."""
     before = {s.name: s.phase for s in old.stages}
     events = []
     for stage in new.stages:
-        if before.get(stage.name) == stage.phase:
+        was = before.get(stage.name)
+        if was == stage.phase:
             continue
         detail = f": {stage.message}" if stage.message else ""
-        if stage.phase is Phase.RUNNING:
-            events.append(Event("Normal", "StageStarted", f"stage {stage.name} started (Job {stage.job_name})"))
-        elif stage.phase is Phase.SUCCEEDED:
-            events.append(Event("Normal", "StageSucceeded", f"stage {stage.name} succeeded{detail}"))
+        uid = (jobs or {}).get(stage.name)
+        once = (lambda reason, uid=uid: f"{reason}/{uid}" if uid else "")
+        started = Event("Normal", "StageStarted", f"stage {stage.name} started (Job {stage.job_name})", stage.name,
+                        once=once("StageStarted"))
+        ran = stage.phase is Phase.SUCCEEDED or (stage.phase is Phase.FAILED and stage.attempts
+                                                 and not (stage.message or "").startswith("stopped:"))
+        if stage.phase is Phase.RUNNING or (ran and was in (None, Phase.PENDING)):  # a start seen late still counts
+            events.append(started)
+        if stage.phase is Phase.SUCCEEDED:
+            events.append(Event("Normal", "StageSucceeded", f"stage {stage.name} succeeded{detail}", stage.name,
+                                once=once("StageSucceeded")))
         elif stage.phase is Phase.FAILED:
-            events.append(Event("Warning", "StageFailed", f"stage {stage.name} failed{detail}"))
-    if new.phase != old.phase:
-        events.append(Event("Warning" if verdict.phase is Phase.FAILED else "Normal", verdict.reason, verdict.message))
+            events.append(Event("Warning", "StageFailed", f"stage {stage.name} failed{detail}", stage.name,
+                                once=once("StageFailed")))
+    old_reason = next((c.reason for c in old.conditions if c.type == "Reconciling" and c.status == "True"), None)
+    waits_anew = new.phase is Phase.PENDING and verdict.reason != old_reason and verdict.reason not in QUIET_REASONS
+    if new.phase != old.phase or waits_anew:  # a pending stage's new blocking reason (Unschedulable, ...) too
+        normal = verdict.phase is not Phase.FAILED and verdict.reason in QUIET_REASONS
+        transition = f"phase/{new.phase}" if new.phase != old.phase else f"waiting/{verdict.reason}"
+        events.append(Event("Normal" if normal else "Warning", verdict.reason, verdict.message,
+                            transition=transition))
     return events
+
+
+QUIET_REASONS = {"Waiting", "StageRunning", "Suspended", "Completed", "NoPod", "Starting", "ContainerCreating",
+                 "PodInitializing", "PodPending", "Admission"}
+"""Verdict reasons announced as Normal Events; any other (Unschedulable, FailedCreate, a failure) is a Warning."""
 
 
 @dataclass(frozen=True)

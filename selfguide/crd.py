@@ -24,7 +24,7 @@ CRD_FILE = f"crds/{GROUP}_{PLURAL}.yaml"
 """Where the generated CRD lives in the repository (relative to its root)."""
 
 _DROPPED = {"title", "additionalProperties", "propertyNames", "$defs"}
-"""JSON Schema keywords with no structural equivalent (property-name rules are checked by pydantic only)."""
+"""JSON Schema keywords with no structural equivalent (a key length becomes a CEL rule instead)."""
 
 _ORDER = {key: i for i, key in enumerate(
     ("description", "type", "format", "enum", "default", "minimum", "exclusiveMinimum", "maximum",
@@ -76,6 +76,10 @@ class _Converter:
         default = self._default(node, out)
         if default is not None:
             out["default"] = default
+        if (key_length := (node.get("propertyNames") or {}).get("maxLength")) is not None:
+            out.setdefault("x-kubernetes-validations", []).append(
+                {"rule": f"self.all(k, k.size() <= {key_length})",
+                 "message": f"keys must be at most {key_length} characters"})
         if "description" in out:
             out["description"] = " ".join(out["description"].split())
         return dict(sorted(out.items(), key=lambda item: _ORDER.get(item[0], len(_ORDER))))

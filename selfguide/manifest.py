@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ from selfguide.spec import SelfGuideJob
 from selfguide.spec.problems import Problem, problems_from
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_SPEC_BYTES = 900 * 1024
+"""Largest spec (as JSON): stage pods read it from a ConfigMap, which holds at most 1 MiB."""
+TOO_LARGE = "the spec takes"
+"""How the problem of a spec over `MAX_SPEC_BYTES` begins (the operator's failure reason is then SpecTooLarge)."""
 
 
 class ManifestError(InvalidInput):
@@ -25,10 +30,41 @@ class ManifestError(InvalidInput):
         super().__init__(f"{source}: " + "; ".join(map(str, problems)))
 
 
+MAX_ALIASES = 16
+"""YAML aliases a manifest may use: a few shared anchors are fine; hundreds are an expansion bomb (a 751-byte
+file of nested aliases expands to gigabytes once validated)."""
+MAX_EXPANDED_NODES = 1_000_000
+"""YAML nodes a manifest may hold once its aliases are expanded."""
+
+
 def parse_documents(text: str) -> list[Any]:
-    """The YAML documents of a file, empty ones dropped. Raises yaml.YAMLError."""
+    """The YAML documents of a file, empty ones dropped. Raises yaml.YAMLError, also for aliases beyond
+    `MAX_ALIASES` or `MAX_EXPANDED_NODES` (checked on the parser's events and node graph, before anything is
+    built)."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    if "*" in text:  # an alias needs one
+        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=loader))
+        if aliases > MAX_ALIASES:
+            raise yaml.YAMLError(f"the manifest uses {aliases} YAML aliases; at most {MAX_ALIASES} are allowed")
+        for node in yaml.compose_all(text, Loader=loader):
+            if node is not None and _expanded(node, {}) > MAX_EXPANDED_NODES:
+                raise yaml.YAMLError(f"the manifest expands to more than {MAX_EXPANDED_NODES} YAML nodes")
     return [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
+
+
+def _expanded(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes `node` stands for once aliases are expanded (each shared node counted once per use)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = 1  # a recursive alias counts once
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    size = 1 + sum(_expanded(child, sizes) for child in children)
+    sizes[id(node)] = size
+    return size
 
 
 def validate_object(obj: Any) -> SelfGuideJob:
@@ -42,6 +78,10 @@ def validate_object(obj: Any) -> SelfGuideJob:
         job = SelfGuideJob.model_validate(obj, by_alias=True, by_name=False)
     except ValidationError as error:
         problems.extend(problems_from(error))
+    else:
+        if (size := len(json.dumps(job.spec.to_camel_dict(), ensure_ascii=False).encode())) > MAX_SPEC_BYTES:
+            problems.append(Problem("spec", f"{TOO_LARGE} {size} bytes; at most {MAX_SPEC_BYTES} (stage pods "
+                                            "read it from a ConfigMap of at most 1 MiB)"))
     if problems:
         raise ManifestError("manifest", problems)
     return job

@@ -114,6 +114,18 @@ def stage_function(definition: StageDefinition) -> StageFunction:
     return cast(StageFunction, getattr(importlib.import_module(module), function))
 
 
+def preflight(spec: SelfGuideJobSpec) -> None:
+    """Fail fast: the base model (every stage loads it) and the evaluation set (read by the last stage) are
+    checked before the first stage does any work, so a missing one fails the job in seconds, not after
+    generation and training. Raises PermanentError (exit code 3: never retried)."""
+    from selfguide.engine.models import check_model
+    from selfguide.stages.evaluate.stage import load_eval_set
+
+    check_model(spec.model)
+    if spec.evaluation is not None:
+        load_eval_set(spec.evaluation)
+
+
 def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = False) -> StageOutcome:
     """Run one stage unless it already completed with the same inputs; its directory appears atomically."""
     definition = stage(name)
@@ -125,6 +137,8 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
             log.info("stage %s already complete (hash %s); skipping", name, config)
             return StageOutcome(name, True, 0.0, definition.result.model_validate(done.summary))
         function = stage_function(definition)
+        if not definition.after:  # the job's first stage: check what later stages need before any work
+            preflight(spec)
         checkpoints = workdir / CHECKPOINTS_DIR / f"{name}-{config}"
         started = datetime.now(UTC)
         clock = time.perf_counter()

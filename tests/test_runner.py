@@ -163,3 +163,24 @@ def test_a_second_process_on_the_same_workdir_fails_clearly_and_touches_nothing(
         holder.wait()
     with workdir_lock(tmp_path):  # released when its holder dies
         pass
+
+
+def test_the_first_stage_fails_fast_on_an_unreadable_evaluation_set(tmp_path, monkeypatch):
+    from selfguide.contract.errors import PermanentError
+    from selfguide.stages.generate import stage as generate
+
+    def must_not_run(ctx):
+        raise AssertionError("generation started")
+
+    monkeypatch.setattr(generate, "run", must_not_run)
+    with pytest.raises(PermanentError, match="spec.evaluation.path: /nonexistent/eval.jsonl does not exist"):
+        run_stage(spec(evaluation={"path": "/nonexistent/eval.jsonl"}), tmp_path, "generate")
+
+
+def test_the_first_stage_fails_fast_on_a_missing_local_model(tmp_path, monkeypatch):
+    from selfguide.engine.models import ModelNotFound
+    from selfguide.stages.generate import stage as generate
+
+    monkeypatch.setattr(generate, "run", lambda ctx: (_ for _ in ()).throw(AssertionError("generation started")))
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        run_stage(spec(model={"name": "/nonexistent/model"}), tmp_path, "generate")

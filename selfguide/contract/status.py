@@ -17,7 +17,7 @@ MAX_MESSAGE = 1024
 Message = Annotated[str, Field(max_length=MAX_MESSAGE)]
 Reason = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
 Count = Annotated[int, Field(ge=0, le=2**53)]
-PvcUri = Annotated[str, Field(max_length=1024, pattern=r"^pvc://\S+$")]
+PvcUri = Annotated[str, Field(max_length=1024, pattern=r"^pvc://[^\t\n\f\r ]+$")]
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -83,7 +83,7 @@ class SelfGuideJobStatus(SpecModel):
     phase: Phase | None = None
     stage: Name | None = None
     """The stage running now, or the last one that ran."""
-    progress: Annotated[str | None, Field(max_length=16, pattern=r"^\d+/\d+$")] = None
+    progress: Annotated[str | None, Field(max_length=16, pattern=r"^[0-9]+/[0-9]+$")] = None
     """Stages completed out of the stages to run, e.g. `1/3`."""
     start_time: datetime | None = None
     """When the first stage started; `spec.activeDeadlineSeconds` counts from here."""

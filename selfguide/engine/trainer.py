@@ -8,13 +8,16 @@ crashed run resumes from the last epoch instead of starting over.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
 import os
 import shutil
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback
 
 from selfguide.artifacts import atomic_write_jsonl
+from selfguide.contract.errors import RetryableError
 from selfguide.contract.layout import ADAPTER_DIR, MERGED_DIR, METRICS_FILE, MODEL_DIR
 from selfguide.engine.backends.chat import load_tokenizer, render_chat
 from selfguide.engine.devices import resolve_device, resolve_dtype
@@ -189,13 +193,18 @@ def train(
         disable_tqdm=True,
     )
     collator = PadCollator(tokenizer.pad_token_id, output_logits_only)
+    stop = SaveOnTerminate()
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                      callbacks=[StderrProgress()])
+                      callbacks=[StderrProgress(), stop])
     trainer.remove_callback(PrinterCallback)  # it prints every log to stdout, which carries the stage's JSON
     resume = _last_checkpoint(checkpoint_dir)
     if resume:
         log.info("resuming training from %s", resume)
-    output = trainer.train(resume_from_checkpoint=resume)
+    with stop.armed():
+        output = trainer.train(resume_from_checkpoint=resume)
+    if stop.requested:
+        raise RetryableError(f"training stopped by SIGTERM at step {trainer.state.global_step}; checkpoint saved, "
+                             "the next attempt resumes from it")
     if not trainer.is_world_process_zero():
         return None
     history = [h for h in trainer.state.log_history if "loss" in h]
@@ -230,6 +239,36 @@ def _last_checkpoint(directory: Path) -> str | None:
         else:
             shutil.rmtree(path, ignore_errors=True)
     return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
+
+
+class SaveOnTerminate(TrainerCallback):
+    """On SIGTERM (a pod stopped: Kueue suspension, preemption, eviction), finish the current step, save a
+    checkpoint and stop, so the next attempt resumes mid-epoch instead of from the last epoch. Only in a
+    single process: ranks that saw the signal at different steps would wait for each other at the save."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        """SIGTERM handled while training runs (in the main thread of a single process only)."""
+        if _world_size() != 1 or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, self._terminate)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _terminate(self, signum: int, frame: Any) -> None:
+        log.warning("SIGTERM: saving a checkpoint after the current step")
+        self.requested = True
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: Any, **kwargs: Any) -> None:
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
 
 
 class StderrProgress(TrainerCallback):

@@ -28,7 +28,7 @@ class EvaluationSpec(SpecModel):
 
     examples: Annotated[list[EvalExample] | None, Field(min_length=1, max_length=200)] = None
     """An inline evaluation set (small sets only; use `path` for larger ones)."""
-    path: Annotated[str | None, Field(min_length=1, max_length=1024, pattern=rf"^({PVC_PATTERN}|(/|\./|\.\./)\S+)$")] = (
+    path: Annotated[str | None, Field(min_length=1, max_length=1024, pattern=rf"^({PVC_PATTERN}|(/|\./|\.\./)[^\t\n\f\r ]+)$")] = (
         None
     )
     """A JSONL file of `{"input", "output"}` lines: a local path or `pvc://claim/path`."""

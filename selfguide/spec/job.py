@@ -14,8 +14,8 @@ from selfguide.spec.model import ModelSpec
 from selfguide.spec.problems import raise_if_any
 from selfguide.spec.runtime import (
     DNS_LABEL,
-    LabelMap,
     ModelCacheSpec,
+    ObjectLabels,
     OutputSpec,
     PodSettings,
     StagesSettings,
@@ -29,6 +29,20 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 KIND: Final = "SelfGuideJob"
 PLURAL = "selfguidejobs"
 SHORT_NAME = "sgj"
+
+MAX_ANNOTATION_BYTES = 256 * 1024
+"""The API server's limit on the total size of an object's annotations."""
+MAX_INLINE_TEXT = 50_000
+"""Characters of text inline in a spec (task instruction, examples and labels, inline evaluation set), in all.
+At most 200 KB of UTF-8: the object then fits `kubectl apply` (its last-applied annotation, 256 KiB), the spec
+ConfigMap (1 MiB) and etcd. Larger evaluation sets belong in a file (`evaluation.path`)."""
+INLINE_TEXT_RULE = (
+    "self.task.instruction.size() + self.task.examples.map(e, e.input.size() + e.output.size()).sum()"
+    " + (has(self.task.labels) ? self.task.labels.map(l, l.size()).sum() : 0)"
+    " + (has(self.evaluation) && has(self.evaluation.examples) ? self.evaluation.examples.map(e, e.input.size()"
+    " + e.output.size() + (has(e.outputs) ? e.outputs.map(o, o.size()).sum() : 0)).sum() : 0)"
+    f" <= {MAX_INLINE_TEXT}"
+)
 
 MAX_NAME_LENGTH = 52
 """Child objects are named `<name>-<stage>`; a Job's name must stay a 63-character DNS label."""
@@ -90,6 +104,21 @@ NAME_RULES = crd_rules(
 )
 
 
+def inline_text(spec: SelfGuideJobSpec) -> int:
+    """The characters `INLINE_TEXT_RULE` counts."""
+    task, evaluation = spec.task, spec.evaluation
+    size = len(task.instruction) + sum(len(e.input) + len(e.output) for e in task.examples)
+    size += sum(map(len, task.labels or []))
+    for example in (evaluation.examples if evaluation else None) or []:
+        size += len(example.input) + len(example.output) + sum(map(len, example.outputs or []))
+    return size
+
+
+SPEC_RULES = crd_rules(cel(INLINE_TEXT_RULE, f"the task and the inline evaluation set must hold at most "
+                                             f"{MAX_INLINE_TEXT} characters in all; put larger evaluation sets "
+                                             "in a file (evaluation.path)"))
+
+
 class SelfGuideJobSpec(SpecModel):
     """Desired state: the task and how to learn it. `task` and `model` are immutable once created."""
 
@@ -106,6 +135,9 @@ class SelfGuideJobSpec(SpecModel):
     """Stop running stages; setting it back to false resumes where the job stopped."""
     active_deadline_seconds: Annotated[int | None, Field(ge=1, le=31_536_000)] = None
     """Fail the whole job (reason DeadlineExceeded) when it runs longer than this."""
+    pending_timeout_seconds: Annotated[int | None, Field(ge=1, le=31_536_000)] = None
+    """Fail the job (reason PendingTimeout) when a stage's pod has not started running this long after its Job
+    started or its last pod was created (unschedulable, a missing claim, refused by admission)."""
     ttl_seconds_after_finished: Annotated[int | None, Field(ge=0, le=31_536_000)] = None
     """Delete the stage Jobs and pods this long after the job finished; the SelfGuideJob stays."""
     output: OutputSpec = OutputSpec()
@@ -114,6 +146,13 @@ class SelfGuideJobSpec(SpecModel):
     """Settings for every stage pod."""
     stages: StagesSettings = StagesSettings()
     """Per-stage settings, applied over `pod`."""
+
+    @model_validator(mode="after")
+    def _inline_text_fits(self) -> SelfGuideJobSpec:
+        if (size := inline_text(self)) > MAX_INLINE_TEXT:
+            raise_if_any([("", (f"the task and the inline evaluation set hold {size} characters; at most "
+                                f"{MAX_INLINE_TEXT} in all (put larger evaluation sets in a file: evaluation.path)"))])
+        return self
 
 
     @model_validator(mode="after")
@@ -133,8 +172,9 @@ class ObjectMeta(SpecModel):
 
     name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=DNS_LABEL)]
     namespace: Annotated[str | None, Field(max_length=63, pattern=DNS_LABEL)] = None
-    labels: LabelMap | None = None
-    annotations: Annotated[dict[str, str] | None, Field(max_length=256)] = None
+    labels: ObjectLabels | None = None
+    annotations: dict[str, str] | None = None
+    """Bounded as the API server bounds them: 256 KiB of keys and values in all, however many."""
     uid: str | None = None
     resource_version: str | None = None
     generation: int | None = None
@@ -146,6 +186,15 @@ class ObjectMeta(SpecModel):
     owner_references: list[dict[str, Any]] | None = None
 
 
+    @model_validator(mode="after")
+    def _annotations_fit(self) -> ObjectMeta:
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in (self.annotations or {}).items())
+        if size > MAX_ANNOTATION_BYTES:
+            raise_if_any([("annotations", (f"annotations take {size} bytes; the API server allows "
+                                           f"{MAX_ANNOTATION_BYTES}"))])
+        return self
+
+
 class SelfGuideJob(SpecModel):
     """A complete manifest, as `kubectl apply -f` and `selfguide run` take it."""
 
@@ -154,6 +203,6 @@ class SelfGuideJob(SpecModel):
     api_version: Literal["selfguide.dev/v1alpha1"] = "selfguide.dev/v1alpha1"
     kind: Literal["SelfGuideJob"] = "SelfGuideJob"
     metadata: ObjectMeta
-    spec: SelfGuideJobSpec
+    spec: Annotated[SelfGuideJobSpec, Field(json_schema_extra=SPEC_RULES)]
     status: dict[str, Any] | None = None
     """Written by the operator; ignored in input."""

@@ -16,10 +16,12 @@ BUNDLED_MODEL = "bundled://smollm2-135m-instruct"
 MODEL_NAME_PATTERN = (
     r"^(bundled://[a-z0-9][a-z0-9.-]*"  # a model shipped with selfguide
     rf"|{PVC_PATTERN}"  # pvc://claim/path/inside/claim (no `..`)
-    r"|(/|\./|\.\./|file://)\S*"  # a local directory
-    r"|[A-Za-z0-9][\w.-]*/[\w.-]+"  # a Hugging Face Hub id: org/name
+    r"|(/|\./|\.\./|file://)[^\t\n\f\r ]*"  # a local directory
+    r"|[A-Za-z0-9][0-9A-Za-z_.-]*/[0-9A-Za-z_.-]+"  # a Hugging Face Hub id: org/name
     r")$"
 )
+"""Character classes are explicit ASCII ones: the API server's RE2 reads `\\s`, `\\d`, `\\w` as ASCII, pydantic's
+regex engine as Unicode, and both must accept the same names."""
 
 
 class Dtype(StrEnum):
@@ -43,7 +45,7 @@ class ModelSpec(SpecModel):
     name: Annotated[str, Field(min_length=1, max_length=512, pattern=MODEL_NAME_PATTERN)] = BUNDLED_MODEL
     """A Hugging Face id (`org/name`), a local directory (`/models/x`), a directory on a claim
     (`pvc://claim/path`), or a bundled model (`bundled://smollm2-135m-instruct`, the default)."""
-    revision: Annotated[str | None, Field(max_length=128, pattern=r"^[\w./-]+$")] = None
+    revision: Annotated[str | None, Field(max_length=128, pattern=r"^[0-9A-Za-z_./-]+$")] = None
     """Hub revision (branch, tag or commit) when `name` is a Hub id."""
     dtype: Dtype = Dtype.AUTO
     """Weights and compute precision."""

@@ -14,13 +14,15 @@ from selfguide.spec.base import SpecModel
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-QUANTITY = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+|[KMGTPE]i?|[munkMGTPE])?$"
+QUANTITY = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i?|[munkMGTPE])?$"
 
 KubeObject = dict[str, Any]
 """A Kubernetes structure passed through verbatim (schema left to the API server)."""
 Quantity = Annotated[str, Field(max_length=64, pattern=QUANTITY)]
 LabelMap = Annotated[dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]],
                      Field(max_length=64)]
+ObjectLabels = dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]]
+"""`metadata.labels`: the API server bounds the key and value lengths, not their number."""
 
 
 class LocalObjectRef(SpecModel):

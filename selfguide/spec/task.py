@@ -14,6 +14,13 @@ MAX_TEXT = 16_384
 """Longest instruction, example input or example output (characters); keeps the object well inside etcd."""
 
 MAX_LABEL = 256
+CEL_SPACE = "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+"""What CEL's `trim()` removes (Go's unicode.IsSpace); Python's `strip()` also removes \\x1c-\\x1f."""
+
+
+def cel_trim(text: str) -> str:
+    """`text.trim()` as the CRD's CEL rules compute it."""
+    return text.strip(CEL_SPACE)
 
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 
@@ -54,7 +61,7 @@ class TaskSpec(SpecModel):
                 problems.append(("labels", "classification needs a list of at least two labels"))
             else:
                 # the CRD's CEL rule compares trim().lowerAscii(): strip and lower ASCII letters only, likewise
-                if len({label.strip().encode().lower() for label in self.labels}) != len(self.labels):
+                if len({cel_trim(label).encode().lower() for label in self.labels}) != len(self.labels):
                     problems.append(("labels", "labels must be distinct (ignoring case and surrounding spaces)"))
                 if len(set(self.labels)) < 2:
                     problems.append(("labels", "classification needs at least two distinct labels"))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCHEME = "pvc://"
-SEGMENT = r"([^/\s.][^/\s]*|\.|\.[^/\s.][^/\s]*|\.\.[^/\s]+)"
-"""A path segment other than `..` (RE2 has no lookahead: the CRD's patterns run on it)."""
+SEGMENT = r"([^/\t\n\f\r .][^/\t\n\f\r ]*|\.|\.[^/\t\n\f\r .][^/\t\n\f\r ]*|\.\.[^/\t\n\f\r ]+)"
+"""A path segment other than `..` (RE2 has no lookahead: the CRD's patterns run on it), ASCII whitespace
+spelled out so Python and RE2 agree."""
 PVC_PATTERN = rf"pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/{SEGMENT})+/?"
 """`pvc://claim/path` with a path that stays inside the claim (unanchored, for the spec's field patterns)."""
 

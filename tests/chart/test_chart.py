@@ -23,7 +23,7 @@ OPERATOR_RULES = {
     ("batch", "jobs"): {"list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"create", "patch", "delete"},
     ("", "pods"): {"list"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list"},
 }
 """What the operator does (operator/kube.py) and what kopf does (watch, patch finalizers and annotations)."""
 OBSERVE_CRDS = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}

@@ -43,6 +43,7 @@ OPERATOR_CAN = [
     ("watch", SELFGUIDEJOBS), ("patch", SELFGUIDEJOBS), ("patch", SELFGUIDEJOBS, "--subresource=status"),
     ("update", SELFGUIDEJOBS, "--subresource=finalizers"), ("create", "jobs.batch"), ("delete", "jobs.batch"),
     ("create", "configmaps"), ("patch", "configmaps"), ("list", "pods"), ("create", "events"),
+    ("list", "events"),
 ]
 OPERATOR_CANNOT = [
     ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("create", SELFGUIDEJOBS),

@@ -10,9 +10,10 @@ import pytest
 
 from selfguide.contract.status import Phase
 from selfguide.contract.termination import TerminationMessage
-from selfguide_operator.observed import ChildJob, Observed, Outcome
+from selfguide_operator.observed import ChildJob, Observed, Outcome, Waiting
 from selfguide_operator.planner import ApplyObject, CreateJob, DeleteObject, Plan, SuspendJob, plan
 from selfguide_operator.settings import OperatorSettings
+from selfguide_operator.status import Verdict
 from tests.operator.fake_stage import RESULTS
 from tests.operator.helpers import manifest
 
@@ -129,7 +130,8 @@ def test_a_permanent_failure_fails_the_job_with_the_stage_error():
     assert failed.reason == "PermanentError"
     assert failed.message == "stage generate failed: model /nonexistent/model: /nonexistent/model does not exist"
     assert condition(result, "Stalled") == "True"
-    assert [(e.type, e.reason) for e in result.events] == [("Warning", "StageFailed"), ("Warning", "PermanentError")]
+    assert [(e.type, e.reason) for e in result.events] == [  # a start seen only once the stage failed still counts
+        ("Normal", "StageStarted"), ("Warning", "StageFailed"), ("Warning", "PermanentError")]
 
 
 def test_retries_exhausted_fail_with_backoff_limit_exceeded_and_count_attempts():
@@ -181,7 +183,7 @@ def test_the_deadline_fails_the_job_and_stops_the_running_stage():
     assert result.actions == [DeleteObject("Job", "demo-train")]
     assert result.status.phase is Phase.FAILED
     assert next(c for c in result.status.conditions if c.type == "Failed").reason == "DeadlineExceeded"
-    assert [s.phase for s in result.status.stages] == [Phase.SUCCEEDED, Phase.FAILED, Phase.FAILED]
+    assert [s.phase for s in result.status.stages] == [Phase.SUCCEEDED, Phase.FAILED, Phase.PENDING]
 
 
 def test_a_stage_job_gets_the_time_left_before_the_deadline():
@@ -265,3 +267,56 @@ def test_outcome_parsing():
     assert (parsed.ok, parsed.error, parsed.message.permanent) == (False, "boom", True)
     assert Outcome.parse("Traceback ...\nRuntimeError: CUDA out of memory\n").error.endswith("out of memory")
     assert Outcome.parse("x" * 5000).error.startswith("...") and len(Outcome.parse("x" * 5000).error) == 1024
+
+
+def waiting_child(stage: str, reason: str = "Unschedulable", message: str = "0/1 nodes: Insufficient nvidia.com/gpu",
+                  since: datetime = NOW - timedelta(minutes=5)) -> ChildJob:
+    return replace(child(stage), waiting=Waiting(reason, message, since))
+
+
+def test_a_stage_whose_pod_does_not_run_is_pending_with_the_reason():
+    job = then(observed(), plan(observed(), {}, SETTINGS, NOW))
+    result = plan(job, {"generate": waiting_child("generate")}, SETTINGS, NOW)
+    assert result.status.phase is Phase.PENDING and result.status.stages[0].phase is Phase.PENDING
+    assert result.status.stages[0].message == "Unschedulable: 0/1 nodes: Insufficient nvidia.com/gpu"
+    reconciling = next(c for c in result.status.conditions if c.type == "Reconciling")
+    assert reconciling.reason == "Unschedulable" and "Insufficient nvidia.com/gpu" in reconciling.message
+    assert condition(result, "Running") == "False"
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", "Unschedulable")]
+    assert plan(then(job, result), {"generate": waiting_child("generate")}, SETTINGS, NOW).events == []
+
+
+def test_the_pending_timeout_fails_the_job_and_deletes_the_waiting_stage_job():
+    pending = {"generate": waiting_child("generate", "FailedCreate", "pods is forbidden")}
+    assert plan(observed(pendingTimeoutSeconds=301), pending, SETTINGS, NOW).status.phase is Phase.PENDING
+    result = plan(observed(pendingTimeoutSeconds=300), pending, SETTINGS, NOW)
+    failed = next(c for c in result.status.conditions if c.type == "Failed")
+    assert failed.reason == "PendingTimeout" and "FailedCreate: pods is forbidden" in failed.message
+    assert result.actions == [DeleteObject("Job", "demo-generate")]
+
+
+def test_a_refused_child_fails_the_job_with_its_reason_and_stops_what_runs():
+    children = {"generate": done("generate"), "train": child("train")}
+    refused = Verdict(Phase.FAILED, "NameConflict", "ConfigMap demo-spec exists and does not belong to it")
+    result = plan(observed(), children, SETTINGS, NOW, failure=refused)
+    failed = next(c for c in result.status.conditions if c.type == "Failed")
+    assert (failed.reason, failed.message) == ("NameConflict", refused.message)
+    assert result.actions == [DeleteObject("Job", "demo-train")]
+    assert [s.phase for s in result.status.stages] == [Phase.SUCCEEDED, Phase.FAILED, Phase.PENDING]
+    assert (result.events[-1].type, result.events[-1].reason) == ("Warning", "NameConflict")
+
+
+def test_a_spec_made_invalid_mid_run_stops_the_running_stage_and_keeps_the_history():
+    children = {"generate": done("generate"), "train": child("train")}
+    job = then(observed(), plan(observed(), children, SETTINGS, NOW))
+    result = plan(replace(job, spec=None, problems="spec.evaluation.path: bad"), children, SETTINGS, NOW)
+    assert result.status.phase is Phase.FAILED and result.actions == [DeleteObject("Job", "demo-train")]
+    assert [(s.name, s.phase) for s in result.status.stages] == [
+        ("generate", Phase.SUCCEEDED), ("train", Phase.FAILED), ("evaluate", Phase.PENDING)]
+    assert result.status.generation == RESULTS["generate"] and result.status.outputs == job.status.outputs
+    assert result.status.progress == "1/3"
+
+
+def test_a_failed_job_whose_stage_job_still_runs_deletes_it():
+    job = then(observed(), plan(replace(observed(), spec=None, problems="bad"), {}, SETTINGS, NOW))
+    assert plan(job, {"generate": child("generate")}, SETTINGS, NOW).actions == [DeleteObject("Job", "demo-generate")]

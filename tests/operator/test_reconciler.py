@@ -23,8 +23,9 @@ class RecordingKube:
         self.pods = pods or []
         self.calls: list[tuple] = []
 
-    def list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        self.calls.append(("list", kind, label_selector))
+    def list(self, kind: str, namespace: str, label_selector: str | None = None,
+             field_selector: str | None = None) -> list[dict[str, Any]]:
+        self.calls.append(("list", kind, label_selector or field_selector))
         return self.pods
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -33,6 +34,9 @@ class RecordingKube:
 
     def apply(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
         self.calls.append(("apply", kind, body["metadata"]["name"]))
+
+    def json_patch(self, kind: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> None:
+        self.calls.append(("json_patch", kind, name))
 
     def merge_patch(self, kind: str, namespace: str, name: str, body: dict[str, Any],
                     subresource: str | None = None) -> None:
@@ -72,7 +76,7 @@ def test_jobs_of_a_deleted_namesake_are_ignored():
     kube = RecordingKube()
     events: list[Event] = []
     reconciler(kube).reconcile(selfguidejob(), [stage_job("generate", owner="old-uid")], events.append)
-    assert [c[:3] for c in kube.calls] == [("apply", "ConfigMap", "demo-spec"), ("create", "Job", "demo-generate"),
+    assert [c[:3] for c in kube.calls] == [("create", "ConfigMap", "demo-spec"), ("create", "Job", "demo-generate"),
                                            ("patch", "SelfGuideJob", "demo")]
     assert kube.calls[-1][3] == "status"
     assert [e.reason for e in events] == ["Waiting"]
@@ -97,10 +101,10 @@ def test_a_created_job_counts_until_the_watch_shows_it_or_for_a_minute_at_most()
     subject = Reconciler(kube, OperatorSettings(), Metrics(), clock=lambda: now[0])  # type: ignore[arg-type]
     subject.reconcile(selfguidejob(), [], lambda event: None)
     subject.reconcile(selfguidejob(), [], lambda event: None)
-    assert [c[0] for c in kube.calls] == ["apply", "create", "patch"]
+    assert [c[0] for c in kube.calls] == ["create", "create", "patch"]
     now[0] += timedelta(seconds=61)  # never seen: deleted before the watch delivered it
     subject.reconcile(selfguidejob(), [], lambda event: None)
-    assert [c[0] for c in kube.calls] == ["apply", "create", "patch", "apply", "create"]
+    assert [c[0] for c in kube.calls] == ["create", "create", "patch", "json_patch", "create"]
 
 
 def test_forget_drops_what_was_remembered():
@@ -110,4 +114,24 @@ def test_forget_drops_what_was_remembered():
     subject.forget(("ns", "demo"))
     kube.calls.clear()
     subject.reconcile(selfguidejob(uid="uid-2"), [], lambda event: None)
-    assert [c[0] for c in kube.calls] == ["apply", "create", "patch"]
+    assert [c[0] for c in kube.calls] == ["create", "create", "patch"]
+
+
+def test_events_are_created_before_the_status_under_names_a_restarted_operator_derives_again():
+    first, second = RecordingKube(), RecordingKube()
+    Reconciler(first, OperatorSettings(), Metrics(), clock=lambda: NOW).reconcile(selfguidejob(), [])  # type: ignore[arg-type]
+    later = NOW + timedelta(seconds=5)  # killed before the status patch: the next operator sees the same status
+    Reconciler(second, OperatorSettings(), Metrics(), clock=lambda: later).reconcile(selfguidejob(), [])  # type: ignore[arg-type]
+    kinds = [c[1] for c in first.calls]
+    assert kinds.index("Event") < kinds.index("SelfGuideJob")
+    assert [c for c in first.calls if c[1] == "Event"] == [c for c in second.calls if c[1] == "Event"]
+
+
+def test_fields_the_new_status_lacks_are_cleared_not_kept():
+    body = selfguidejob()
+    body["status"] = {"phase": "Pending", "completionTime": "2026-01-01T11:00:00Z", "stage": "generate",
+                      "outputs": {"dataset": "pvc://selfguide-data/ns/demo/generate/train.jsonl"}}
+    kube = RecordingKube()
+    reconciler(kube).reconcile(body, [], lambda event: None)
+    status = next(c[4]["status"] for c in kube.calls if c[0] == "patch")
+    assert status["completionTime"] is None and status["outputs"] is None and status["stage"] == "generate"

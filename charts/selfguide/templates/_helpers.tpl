@@ -93,5 +93,5 @@ limited by the admission policy (admission-policy.yaml).
   verbs: [list]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 {{- end }}

@@ -8,6 +8,7 @@ Writes (into the stage directory):
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections import Counter, defaultdict
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfguide.artifacts import atomic_write_json, atomic_write_jsonl
+from selfguide.artifacts import atomic_write_json, atomic_write_jsonl, config_hash
 from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.contract.results import GenerateResult
 from selfguide.engine.backends import open_backend
@@ -45,6 +46,10 @@ from selfguide.stages.generate.filters import (
 from selfguide.stages.generate.labels import draw_labels
 
 log = logging.getLogger(__name__)
+
+INPUTS_CHECKPOINT = "inputs.json"
+"""Input generation's per-round state in the stage's checkpoint directory."""
+
 
 def _text_filters(spec: SelfGuideJobSpec, gold: list[str], length: LengthFilterSpec, length_default: bool) -> list[TextFilter]:
     """Empty, length (against the gold texts) and noise filters, as configured."""
@@ -83,9 +88,11 @@ def output_filters(spec: SelfGuideJobSpec) -> list[TextFilter]:
 class Generator:
     """Runs input generation and annotation for one spec with one loaded backend."""
 
-    def __init__(self, spec: SelfGuideJobSpec, backend: GenerationBackend) -> None:
+    def __init__(self, spec: SelfGuideJobSpec, backend: GenerationBackend, checkpoint: Path | None = None) -> None:
         self.spec = spec
         self.backend = backend
+        self.checkpoint = checkpoint
+        """Where input generation saves its state after every round, and resumes from after a crash."""
         self.rng = random.Random(spec.generation.seed)
         self.prompts = PromptStats()
         self.annotator = Annotator(spec, backend, output_filters(spec))
@@ -117,7 +124,15 @@ class Generator:
         chain, memory = _input_filters(self.spec)
         candidates: list[Candidate] = []
         pool: list[str] = []
-        for round_index in range(cfg.rounds_for(task.type)):
+        first = 0
+        if (saved := self._restore_inputs()) is not None:
+            first, candidates, pool = saved
+            for f in memory:
+                for text in pool:
+                    f.add(text)
+            if cfg.target_inputs is not None and len(pool) >= cfg.target_inputs:
+                return candidates
+        for round_index in range(first, cfg.rounds_for(task.type)):
             labels: list[str | None] = [None] * cfg.prompts_per_round
             if task.labels:
                 counts = self.annotator.label_counts(candidates) if self.fill else None
@@ -153,9 +168,44 @@ class Generator:
                 self.annotator.annotate(candidates)
             log.info("round %d: %d candidates, %d accepted, pool %d", round_index + 1,
                      sum(len(c) for c in outputs), len(accepted), len(pool))
+            self._save_inputs(round_index + 1, candidates, pool)
             if cfg.target_inputs is not None and len(pool) >= cfg.target_inputs:
                 break
         return candidates
+
+    def _checkpoint_config(self) -> str:
+        return config_hash({"task": self.spec.task.to_camel_dict(), "generation": self.spec.generation.to_camel_dict()})
+
+    def _save_inputs(self, rounds: int, candidates: list[Candidate], pool: list[str]) -> None:
+        """The state after `rounds` rounds, written atomically (a kill mid-write leaves the previous one)."""
+        if self.checkpoint is None:
+            return
+        version, internal, gauss = self.rng.getstate()
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.checkpoint, {
+            "config": self._checkpoint_config(), "rounds": rounds, "rng": [version, list(internal), gauss],
+            "prompts": {"built": self.prompts.built, "trimmed": self.prompts.trimmed,
+                        "skipped": dict(self.prompts.skipped)},
+            "candidates": [vars(c) for c in candidates], "pool": pool})
+
+    def _restore_inputs(self) -> tuple[int, list[Candidate], list[str]] | None:
+        """The rounds done, candidates and pool of an interrupted run of the same config, or None."""
+        if self.checkpoint is None or not self.checkpoint.is_file():
+            return None
+        try:
+            state = json.loads(self.checkpoint.read_text())
+            if state["config"] != self._checkpoint_config():
+                return None
+            version, internal, gauss = state["rng"]
+            self.rng.setstate((version, tuple(internal), gauss))
+            self.prompts = PromptStats(state["prompts"]["built"], state["prompts"]["trimmed"],
+                                       Counter(state["prompts"]["skipped"]))
+            candidates = [Candidate(**row) for row in state["candidates"]]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("ignoring an unreadable input-generation checkpoint %s: %s", self.checkpoint, error)
+            return None
+        log.info("resuming input generation after round %d (%d candidates)", state["rounds"], len(candidates))
+        return state["rounds"], candidates, list(state["pool"])
 
     # -- class balancing ----------------------------------------------------------------------------------
     def balance(self, candidates: list[Candidate]) -> dict[str, Any]:
@@ -214,9 +264,11 @@ class GeneratedData:
     report: dict[str, Any]
 
 
-def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Path) -> GeneratedData:
-    """Synthesize, filter and write the training set into `out_dir`."""
-    gen = Generator(spec, backend)
+def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Path,
+                 checkpoint: Path | None = None) -> GeneratedData:
+    """Synthesize, filter and write the training set into `out_dir` (input generation resumable from
+    `checkpoint`)."""
+    gen = Generator(spec, backend, checkpoint)
     candidates = gen.generate_inputs()
     gen.annotator.annotate(candidates)
     gen.annotator.finish(candidates)
@@ -237,7 +289,7 @@ def run(ctx: StageContext) -> GenerateResult:
     backend = open_backend(spec.model, spec.generation.backend, spec.generation.batch_size,
                            seed=spec.generation.seed, tensor_parallel_size=spec.generation.tensor_parallel_size)
     try:
-        result = run_generate(spec, backend, ctx.output)
+        result = run_generate(spec, backend, ctx.output, ctx.checkpoints / INPUTS_CHECKPOINT)
     finally:
         backend.close()
     report = result.report

@@ -397,3 +397,56 @@ def test_a_label_nobody_produced_is_reported_missing(tmp_path):
     assert report["balance"]["missingLabels"] == ["positive"]
     assert report["missingLabels"] == ["positive"]
     assert len(train) == 4
+
+
+def test_input_generation_killed_after_a_round_resumes_from_it_with_the_same_result(tmp_path):
+    uninterrupted = run(generation_spec(), generation_model(), tmp_path / "whole")
+
+    def dies_in_round_two(r: int, k: int, label: str | None) -> str:
+        if r == 1:
+            raise KeyboardInterrupt  # the pod killed mid-round
+        return GENERATION_INPUTS[r][k]
+
+    checkpoint = tmp_path / "checkpoints" / "inputs.json"
+    with pytest.raises(KeyboardInterrupt):
+        run_generate(generation_spec(), ScriptedModel(dies_in_round_two), tmp_path / "first", checkpoint)
+    assert json.loads(checkpoint.read_text())["rounds"] == 1
+    resumed = ScriptedModel(lambda r, k, label: GENERATION_INPUTS[r + 1][k], lambda text: GENERATION_ANSWERS[text])
+    run_generate(generation_spec(), resumed, tmp_path / "second", checkpoint)
+    assert len(resumed.input_rounds) == 1  # only the round that was lost is generated again
+    second = tmp_path / "second"
+    assert json.loads((second / FILTER_REPORT_FILE).read_text()) == uninterrupted[0]
+    assert [json.loads(line) for line in (second / CANDIDATES_FILE).read_text().splitlines()] == uninterrupted[1]
+    assert [json.loads(line) for line in (second / TRAIN_FILE).read_text().splitlines()] == uninterrupted[2]
+
+
+def test_a_checkpoint_of_another_config_is_ignored(tmp_path):
+    checkpoint = tmp_path / "inputs.json"
+    run_generate(generation_spec(seed=7), generation_model(), tmp_path / "a", checkpoint)
+    model = generation_model()
+    run_generate(generation_spec(), model, tmp_path / "b", checkpoint)
+    assert len(model.input_rounds) == 2
+
+
+def test_a_generate_stage_killed_mid_run_resumes_from_its_last_round_through_the_runner(tmp_path, monkeypatch):
+    """The runner's checkpoint directory survives the crash (it is deleted only once the stage commits), and
+    the next attempt of `generate` regenerates only the round that was lost."""
+    from selfguide.runner import run_stage
+    from selfguide.stages.generate import stage as generate
+
+    def dies_in_round_two(r: int, k: int, label: str | None) -> str:
+        if r == 1:
+            raise KeyboardInterrupt  # the pod killed mid-round (SIGTERM of a Kueue suspension, a preemption)
+        return GENERATION_INPUTS[r][k]
+
+    first = ScriptedModel(dies_in_round_two)
+    monkeypatch.setattr(generate, "open_backend", lambda *args, **kwargs: first)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(generation_spec(), tmp_path, "generate")
+    assert list(tmp_path.glob(".checkpoints/generate-*/inputs.json"))
+    resumed = ScriptedModel(lambda r, k, label: GENERATION_INPUTS[r + 1][k], lambda text: GENERATION_ANSWERS[text])
+    monkeypatch.setattr(generate, "open_backend", lambda *args, **kwargs: resumed)
+    outcome = run_stage(generation_spec(), tmp_path, "generate")
+    assert len(first.input_rounds) == 2 and len(resumed.input_rounds) == 1  # round 1 was not generated again
+    assert outcome.result.examples == 3
+    assert not list(tmp_path.glob(".checkpoints/generate-*"))  # committed: the checkpoints are gone

@@ -380,3 +380,32 @@ def test_gradient_checkpointing_keeps_fewer_activations_and_trains_the_same_mode
     # same data and seed: without checkpointing both runs would save exactly as much (the rest is the LM head's)
     assert saved_bytes[1] < 0.9 * saved_bytes[0], saved_bytes
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_saves_a_checkpoint_and_the_next_attempt_resumes_from_it(tiny_model, tmp_path):
+    """A pod stopped mid-epoch (Kueue suspension, preemption) loses at most the step in flight, not the epoch."""
+    import re
+    import signal
+
+    from tests.test_runner import record
+
+    workdir = training_workdir(tmp_path / "work", MANY)
+    manifest = job(str(tiny_model), **CRASH_TRAINING)
+    record(workdir, "generate", validate_object(manifest).spec)  # what a completed generate stage leaves
+    spec_file = write_manifest(tmp_path / "job.yaml", manifest)
+    log = tmp_path / "terminated.log"
+    proc = start_cli("stage", "train", "--spec", spec_file, "--workdir", workdir, log=log, TQDM_DISABLE="")
+    wait_for(lambda: re.search(r" ([2-9]|10)/36 ", log.read_text(errors="replace")), proc, 300,
+             "training to reach step 2 of the first epoch")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 1, log.read_text()[-3000:]  # retryable: the Job tries again
+    checkpoint = complete_checkpoint(workdir)
+    assert checkpoint is not None, log.read_text()[-3000:]
+    stopped_at = int(checkpoint.name.split("-")[-1])
+    assert 2 <= stopped_at < STEPS_PER_EPOCH, stopped_at  # mid-epoch, not the last epoch boundary
+    result = run_cli("stage", "train", "--spec", spec_file, "--workdir", workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming training from {checkpoint}" in result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["summary"]["steps"] == 3 * STEPS_PER_EPOCH
+    assert [m["step"] for m in read_jsonl(workdir / "train" / "metrics.jsonl")] == list(range(1, 37))
