@@ -9,15 +9,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from selfguide.contract.registry import stage as stage_definition
 from selfguide.contract.registry import stages_for
-from selfguide.contract.status import Outputs, Phase, SelfGuideJobStatus, StageStatus
-from selfguide_operator.builders import artifact_uri, kueue_managed, spec_config_map, stage_job
+from selfguide.contract.results import EvaluateResult
+from selfguide.contract.status import Phase, SelfGuideJobStatus, StageStatus
+from selfguide_operator.builders import kueue_managed, spec_config_map, stage_job
 from selfguide_operator.names import spec_config_map_name, stage_job_name
 from selfguide_operator.observed import ChildJob, Observed, clip
 from selfguide_operator.policy import refusals
+from selfguide_operator.publication import gate_failure, outputs
 from selfguide_operator.settings import OperatorSettings
-from selfguide_operator.status import TERMINAL, Event, Verdict, conditions, stage_report, transition_events
+from selfguide_operator.status import (
+    TERMINAL,
+    Event,
+    StageReport,
+    Verdict,
+    conditions,
+    stage_report,
+    transition_events,
+)
 
 FAILURE_REASONS = {"PodFailurePolicy": "PermanentError", "BackoffLimitExceeded": "BackoffLimitExceeded",
                    "DeadlineExceeded": "DeadlineExceeded"}
@@ -96,7 +105,8 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
                    for e in entries]
         actions = [DeleteObject("Job", c.name) for c in children.values() if c.finished is None]
     elif all(e.phase is Phase.SUCCEEDED for e in entries):
-        verdict = Verdict(Phase.SUCCEEDED, "Completed", f"all {len(entries)} stages succeeded")
+        verdict = gate_failure(spec, _evaluation(results, old)) or Verdict(
+            Phase.SUCCEEDED, "Completed", f"all {len(entries)} stages succeeded")
     else:
         index, current = next((i, e) for i, e in enumerate(entries) if e.phase is not Phase.SUCCEEDED)
         actions = _advance(job, current.name, children.get(current.name), settings, start, now)
@@ -105,6 +115,13 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
         verdict = _verdict_while_running(spec.suspend, start, current.name, entries)
     fields = {name: value for result in results.values() for name, value in result.fields.items()}
     return _plan(job, entries, verdict, start, fields, settings, now, actions)
+
+
+def _evaluation(results: Mapping[str, StageReport], old: SelfGuideJobStatus) -> EvaluateResult | None:
+    """The evaluation reported now, else the one the status holds."""
+    reported = results.get("evaluate")
+    evaluation = reported.fields.get("evaluation") if reported else old.evaluation
+    return evaluation if isinstance(evaluation, EvaluateResult) else None
 
 
 def _stage_entry(stage: str, child: ChildJob | None, previous: StageStatus | None, suspend: bool,
@@ -176,7 +193,8 @@ def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: da
     """The new status (results of earlier stages kept), and the Events announcing what changed."""
     old = job.status
     current = next((e for e in entries if e.phase is not Phase.SUCCEEDED), entries[-1] if entries else None)
-    outputs = {stage_definition(e.name).output_field: artifact_uri(job, settings, e.name) for e in entries if e.phase is Phase.SUCCEEDED}
+    evaluation = results.get("evaluation", old.evaluation)
+    published = outputs(job, settings, entries, evaluation) if job.spec is not None else None
     status = SelfGuideJobStatus(
         observed_generation=job.generation,
         phase=verdict.phase,
@@ -186,7 +204,7 @@ def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: da
         completion_time=now if verdict.phase in TERMINAL else None,
         stages=entries,
         conditions=conditions(verdict, job.generation, old.conditions, now),
-        outputs=Outputs(**outputs) if outputs else None,
+        outputs=published,
         generation=results.get("generation", old.generation),
         training=results.get("training", old.training),
         evaluation=results.get("evaluation", old.evaluation),

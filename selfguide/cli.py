@@ -2,7 +2,8 @@
 
 Exit codes follow from the error that ended the command (`selfguide.contract.errors.ExitCode`): 0 success;
 2 invalid input (manifest or arguments); 3 a permanent failure that a retry cannot fix (model not found,
-unusable data, no GPU); 1 anything else (worth a retry).
+unusable data, no GPU); 4 (`run` only) the fine-tuned model missed `spec.evaluation.gate`; 1 anything else
+(worth a retry).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from selfguide.contract import termination
-from selfguide.contract.errors import ExitCode, SelfGuideError, exit_code_for, is_permanent
+from selfguide.contract.errors import ExitCode, QualityGateFailed, SelfGuideError, exit_code_for, is_permanent
 from selfguide.contract.layout import FILTER_REPORT, TRAIN_DATA
 from selfguide.contract.registry import stage_names, stages_for
 from selfguide.contract.termination import TerminationMessage
@@ -100,8 +101,12 @@ def run(
     workdir: Annotated[Path, typer.Option(help="Where artifacts go (created if missing).")] = Path("runs/job"),
     force: Annotated[bool, typer.Option(help="Rerun stages even when complete for this config.")] = False,
 ) -> None:
-    """Run every stage of a job on this machine (same stages and artifacts as on a cluster)."""
+    """Run every stage of a job on this machine (same stages and artifacts as on a cluster).
+
+    Exits with code 4 when the fine-tuned model misses `spec.evaluation.gate` (nothing is published; the data,
+    the adapter and the report stay in the work directory)."""
     from selfguide.runner import run_stage
+    from selfguide.stages.publish import publish, publishable
 
     job = _load_or_exit(file)
     outcomes = []
@@ -109,13 +114,24 @@ def run(
         for definition in stages_for(job.spec):
             log.info("stage %s: starting", definition.name)
             outcomes.append(run_stage(job.spec, workdir, definition.name, force=force))
+        last = outcomes[-1]
+        serving = publish(job.spec, workdir, last.stage, last.result, job.metadata.name,
+                          job.metadata.namespace or "default")
     typer.echo(f"\nSelfGuideJob {job.metadata.name}: done ({workdir})")
     for outcome in outcomes:
         timing = "already complete" if outcome.skipped else f"{outcome.seconds:.0f}s"
-        typer.echo(f"  {outcome.stage:<9} {timing:>16}  {outcome.result.line()}")
+        cost = outcome.result.cost() if not outcome.skipped else ""
+        typer.echo(f"  {outcome.stage:<9} {timing:>16}  {outcome.result.line()}" + (f" [{cost}]" if cost else ""))
     artifacts = [TRAIN_DATA, FILTER_REPORT] + [f"{d.artifact(job.spec)}/" for d in stages_for(job.spec)
                                                if d.name == "train"]
     typer.echo("  artifacts: " + ", ".join(f"{workdir}/{a}" for a in artifacts))
+    if serving is not None:
+        typer.echo(f"  serving: {serving}/ (vllm-serve.sh, modeladapter.yaml; see docs/serving.md)")
+    if not publishable(last.result):
+        gate = getattr(last.result, "gate", None)
+        with failures_to_exit_codes():
+            raise QualityGateFailed(f"{gate.message() if gate else 'quality gate failed'}; the model is not "
+                                    f"published (report: {workdir}/evaluate/report.html)")
 
 
 @app.command()
@@ -131,8 +147,11 @@ def stage(
     if name not in stage_names():
         raise fail(f"unknown stage {name!r}; expected one of {', '.join(stage_names())}", EXIT_INVALID)
     job = _load_or_exit(spec)
+    from selfguide.stages.publish import publish
+
     with failures_to_exit_codes(stage=name):
         outcome = run_stage(job.spec, workdir, name, force=force)
+        publish(job.spec, workdir, name, outcome.result, job.metadata.name, job.metadata.namespace or "default")
     summary = outcome.result.model_dump(mode="json", by_alias=True)
     termination.write(TerminationMessage(stage=name, ok=True, skipped=outcome.skipped, summary=summary))
     typer.echo(json.dumps({"stage": name, "skipped": outcome.skipped, "summary": summary}))

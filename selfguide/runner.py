@@ -132,6 +132,7 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
         with atomic_dir(workdir / name) as staging:
             result = function(StageContext(spec, workdir, staging, checkpoints, upstream))
             seconds = time.perf_counter() - clock
+            result = with_cost(result, seconds)
             record = StageRecord(
                 stage=name, config_hash=config, upstream={k: r.record_hash for k, r in upstream.items()},
                 selfguide_version=__version__, started_at=started, finished_at=datetime.now(UTC),
@@ -141,6 +142,25 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
         shutil.rmtree(checkpoints, ignore_errors=True)  # only now: a crash before the commit keeps them
     release_memory()
     return StageOutcome(name, False, seconds, result)
+
+
+def visible_gpus() -> int:
+    """GPUs the stage could use: CUDA devices when the stage loaded torch and was not pinned to the CPU."""
+    import os
+    import sys
+
+    if "torch" not in sys.modules or os.environ.get("SELFGUIDE_DEVICE", "").startswith("cpu"):
+        return 0
+    from selfguide.engine.devices import gpu_count
+
+    return gpu_count()
+
+
+def with_cost(result: StageResult, seconds: float, gpus: int | None = None) -> StageResult:
+    """The result with what the stage cost: wall seconds, GPUs, GPU-seconds."""
+    gpus = visible_gpus() if gpus is None else gpus
+    return result.model_copy(update={"wall_seconds": round(seconds, 3), "gpus": gpus,
+                                     "gpu_seconds": round(gpus * seconds, 3)})
 
 
 def release_memory() -> None:

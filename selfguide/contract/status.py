@@ -71,9 +71,15 @@ class Outputs(SpecModel):
     dataset: PvcUri | None = None
     """The generated training set (JSONL of `{"input", "output"}`)."""
     adapter: PvcUri | None = None
-    """The PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`)."""
+    """The PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`), or the fine-tuned model
+    (full fine-tuning). Published only once every stage succeeded when `spec.evaluation.gate` is set, and never
+    for a model that missed the gate."""
+    base_model: Annotated[str | None, Field(max_length=512)] = None
+    """The base model the adapter applies to (`spec.model.name`), set with `adapter`."""
+    serving: PvcUri | None = None
+    """Ready-to-use serving files (`vllm-serve.sh`, AIBrix `modeladapter.yaml`), set once the model is published."""
     report: PvcUri | None = None
-    """The evaluation report (`report.json`)."""
+    """The evaluation report (`report.json`; `report.html` beside it)."""
 
 
 class SelfGuideJobStatus(SpecModel):

@@ -5,6 +5,8 @@ termination-message protocol as the real command (`selfguide.contract`). It writ
 (where the stage registry says) and reports the stage's result with the real result models.
 Environment (set through the SelfGuideJob's `spec.pod.env`):
   FAKE_STAGE_SECONDS  how long each stage takes (default 0);
+  FAKE_STAGE_SCORES   `<few-shot>,<SELF-GUIDE>`: the scores the evaluate stage reports (default 50,100); with
+                      `spec.evaluation.gate` set it reports the gate's verdict on them (the real `judge`);
   FAKE_STAGE_FAIL     `<stage>:permanent` (exit 3) or `<stage>:retryable` (exit 1) to fail that stage;
                       `<stage>:leak` prints $HF_TOKEN and fails permanently with it in its error (a stage that
                       leaks a secret), `<stage>:crash` prints it and dies of an uncaught exception naming it.
@@ -21,9 +23,11 @@ from pathlib import Path
 from selfguide.contract import termination
 from selfguide.contract.errors import ExitCode
 from selfguide.contract.registry import stage
-from selfguide.contract.results import EvaluateResult, GenerateResult, Metric, StageResult, TrainResult
+from selfguide.contract.results import EvaluateResult, GenerateResult, Metric, StageResult, TrainResult, judge
 from selfguide.contract.termination import TerminationMessage
 from selfguide.manifest import load_manifest
+from selfguide.spec import SelfGuideJobSpec
+from selfguide.stages.publish import publish
 
 RESULTS: dict[str, StageResult] = {
     "generate": GenerateResult(examples=8, candidates=12, dropped={"duplicate": 3, "too_long": 1}),
@@ -32,6 +36,18 @@ RESULTS: dict[str, StageResult] = {
                                scores={"fewShotPrompting": 50.0, "selfGuide": 100.0}),
 }
 """What each fake stage reports: the real result models, so the contract cannot drift."""
+
+
+def result(stage_name: str, spec: SelfGuideJobSpec) -> StageResult:
+    """The stage's scripted result; the evaluation's scores from $FAKE_STAGE_SCORES, judged by the real gate."""
+    if stage_name != "evaluate" or "FAKE_STAGE_SCORES" not in os.environ:
+        return RESULTS[stage_name]
+    baseline, finetuned = (float(x) for x in os.environ["FAKE_STAGE_SCORES"].split(","))
+    gate = spec.evaluation.gate if spec.evaluation else None
+    return EvaluateResult(metric=Metric.EXACT_MATCH, examples=2, baseline=baseline, finetuned=finetuned,
+                          delta=round(finetuned - baseline, 2),
+                          scores={"fewShotPrompting": baseline, "selfGuide": finetuned},
+                          gate=judge(gate.min_improvement, baseline, finetuned) if gate else None)
 
 
 def main() -> int:
@@ -61,7 +77,9 @@ def main() -> int:
     marker = artifact / "adapter_config.json" if args.stage == "train" else artifact
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(f'{{"job": "{job.metadata.name}"}}\n')
-    summary = RESULTS[args.stage].model_dump(mode="json", by_alias=True)
+    reported = result(args.stage, job.spec)
+    publish(job.spec, args.workdir, args.stage, reported, job.metadata.name, job.metadata.namespace or "default")
+    summary = reported.model_dump(mode="json", by_alias=True)
     termination.write(TerminationMessage(stage=args.stage, ok=True, summary=summary))
     return ExitCode.OK
 

@@ -24,7 +24,7 @@ from selfguide.contract.layout import (
     TRAIN_DATA,
     trained_model_dir,
 )
-from selfguide.contract.results import EvaluateResult
+from selfguide.contract.results import EvaluateResult, judge
 from selfguide.engine.backends import open_backend
 from selfguide.engine.backends.base import GenerationBackend, SamplingParams
 from selfguide.engine.models import locate
@@ -190,9 +190,12 @@ def run(ctx: StageContext) -> EvaluateResult:
     examples = load_eval_set(spec.evaluation)
     predictions, baselines = run_models(ctx, examples)
     report = score_report(spec, examples, predictions) | ({"baselines": baselines} if baselines else {})
+    if spec.evaluation.gate is not None:
+        gate = judge(spec.evaluation.gate.min_improvement, report["baseline"], report["finetuned"])
+        report["gate"] = gate.model_dump(mode="json", by_alias=True)
     atomic_write_json(ctx.output / REPORT_FILE, report)
     generated = read_jsonl(ctx.artifact(TRAIN_DATA))
     funnel = read_json(ctx.artifact(FILTER_REPORT))
     write_readable_report(spec, report, generated, funnel, ctx.output)
     return EvaluateResult.model_validate({k: report[k] for k in ("metric", "examples", "baseline", "finetuned",
-                                                                 "delta", "scores")})
+                                                                 "delta", "scores", "gate") if k in report})

@@ -17,7 +17,7 @@ from typing import Any
 
 from selfguide.artifacts import atomic_write_json, atomic_write_jsonl
 from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
-from selfguide.contract.results import GenerateResult
+from selfguide.contract.results import FunnelStep, GenerateResult
 from selfguide.engine.backends import open_backend
 from selfguide.engine.backends.base import EXCEEDS_CONTEXT, GenerationBackend, SamplingParams
 from selfguide.prompts import (
@@ -207,6 +207,20 @@ def funnel_report(gen: Generator, candidates: list[Candidate], balance: dict[str
     return report
 
 
+def funnel(report: dict[str, Any]) -> list[FunnelStep]:
+    """The filter report's steps as counts: what entered each step, what it kept, what it dropped and why."""
+    steps = []
+    for step in ("inputs", "annotation", "balance"):
+        if step not in report:
+            continue
+        dropped: Counter = Counter()
+        for reasons in report[step].get("dropped", {}).values():
+            dropped.update(reasons)
+        steps.append(FunnelStep(step=step, entered=report[step]["in"], kept=report[step]["kept"],
+                                dropped={reason or "unspecified": n for reason, n in dropped.items()}))
+    return steps
+
+
 @dataclass(frozen=True)
 class GeneratedData:
     examples: int
@@ -247,6 +261,6 @@ def run(ctx: StageContext) -> GenerateResult:
     return GenerateResult(
         examples=result.examples, candidates=report["inputs"]["in"], dropped=dict(dropped),
         missing_labels=report.get("missingLabels", []),
-        generated_tokens=backend.throughput.generated_tokens,
+        generated_tokens=backend.throughput.generated_tokens, funnel=funnel(report),
         tokens_per_second=round(backend.throughput.tokens_per_second, 1),
     )
