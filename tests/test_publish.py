@@ -79,7 +79,7 @@ def test_run_publishes_serving_files_when_the_model_wins(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "quality gate passed" in result.stdout
     serving = workdir / "serving"
-    adapter = str((workdir / "train" / "adapter").resolve())
+    adapter = str((workdir / "train" / "adapter").absolute())
     command = shlex.split((serving / "vllm-serve.sh").read_text().splitlines()[-1])
     assert command[:4] == ["exec", "vllm", "serve", "HuggingFaceTB/SmolLM2-135M-Instruct"]
     assert "--enable-lora" in command and command[command.index("--lora-modules") + 1] == f"reverse-words={adapter}"

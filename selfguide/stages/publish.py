@@ -42,7 +42,7 @@ def publishable(result: StageResult) -> bool:
 
 def serving_files(spec: SelfGuideJobSpec, workdir: Path, name: str, namespace: str) -> dict[str, Any]:
     """What `<workdir>/serving/` holds, by file name (text, or JSON-able for serving.json)."""
-    model_path = str(workdir.resolve() / trained_model_dir(spec.training.method))
+    model_path = str(workdir.absolute() / trained_model_dir(spec.training.method))
     base = pvc_local_path(spec.model.name) if is_pvc(spec.model.name) else None
     command = vllm_command(spec, name, model_path, str(base) if base else None)
     files: dict[str, Any] = {VLLM_SCRIPT_FILE: shell_script(command)}
