@@ -18,6 +18,7 @@ from selfguide.contract.environment import pvc_local_path
 from selfguide.contract.errors import PermanentError
 from selfguide.contract.layout import (
     ADAPTER_DIR,
+    CANDIDATES,
     FILTER_REPORT,
     MODEL_DIR,
     REPORT_FILE,
@@ -196,6 +197,7 @@ def run(ctx: StageContext) -> EvaluateResult:
     atomic_write_json(ctx.output / REPORT_FILE, report)
     generated = read_jsonl(ctx.artifact(TRAIN_DATA))
     funnel = read_json(ctx.artifact(FILTER_REPORT))
-    write_readable_report(spec, report, generated, funnel, ctx.output)
+    candidates = read_jsonl(ctx.artifact(CANDIDATES)) if ctx.artifact(CANDIDATES).is_file() else []
+    write_readable_report(spec, report, generated, funnel, ctx.output, candidates)
     return EvaluateResult.model_validate({k: report[k] for k in ("metric", "examples", "baseline", "finetuned",
                                                                  "delta", "scores", "gate") if k in report})
