@@ -93,7 +93,7 @@ def _funnel(funnel: dict[str, Any]) -> str:
         if key not in funnel:
             continue
         step = funnel[key]
-        reasons = defaultdict(int)
+        reasons: dict[str, int] = defaultdict(int)
         for by_reason in step.get("dropped", {}).values():
             for reason, n in by_reason.items():
                 reasons[reason or "unspecified"] += n
