@@ -16,6 +16,7 @@ from selfguide_operator.builders import kueue_managed, spec_config_map, stage_jo
 from selfguide_operator.names import spec_config_map_name, stage_job_name
 from selfguide_operator.observed import ChildJob, Observed, clip
 from selfguide_operator.policy import refusals
+from selfguide_operator.progress import carried_progress
 from selfguide_operator.publication import gate_failure, outputs
 from selfguide_operator.settings import OperatorSettings
 from selfguide_operator.status import (
@@ -141,7 +142,7 @@ def _stage_entry(stage: str, child: ChildJob | None, previous: StageStatus | Non
         phase = Phase.RUNNING if child.start_time else Phase.PENDING
     return StageStatus(name=stage, phase=phase, job_name=child.name, start_time=child.start_time,
                        completion_time=child.completion_time, attempts=child.attempts,
-                       message=clip(message) if message else None)
+                       message=clip(message) if message else None, progress=carried_progress(phase, previous))
 
 
 def _advance(job: Observed, stage: str, child: ChildJob | None, settings: OperatorSettings,

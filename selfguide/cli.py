@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ import typer
 from selfguide.contract import termination
 from selfguide.contract.errors import ExitCode, QualityGateFailed, SelfGuideError, exit_code_for, is_permanent
 from selfguide.contract.layout import FILTER_REPORT, TRAIN_DATA
+from selfguide.contract.progress import Sink, StageProgress, reporter_from_environment
 from selfguide.contract.registry import stage_names, stages_for
 from selfguide.contract.termination import TerminationMessage
 from selfguide.manifest import ManifestError, load_manifest, load_manifests
@@ -113,7 +115,8 @@ def run(
     with failures_to_exit_codes():
         for definition in stages_for(job.spec):
             log.info("stage %s: starting", definition.name)
-            outcomes.append(run_stage(job.spec, workdir, definition.name, force=force))
+            with progress_bar(definition.name) as bar:
+                outcomes.append(run_stage(job.spec, workdir, definition.name, force=force, progress=[bar]))
         last = outcomes[-1]
         serving = publish(job.spec, workdir, last.stage, last.result, job.metadata.name,
                           job.metadata.namespace or "default")
@@ -149,12 +152,32 @@ def stage(
     job = _load_or_exit(spec)
     from selfguide.stages.publish import publish
 
-    with failures_to_exit_codes(stage=name):
-        outcome = run_stage(job.spec, workdir, name, force=force)
+    reporter = reporter_from_environment(job.metadata.namespace or "default", job.metadata.name, name)
+    with failures_to_exit_codes(stage=name), contextlib.closing(reporter or _Nothing()):
+        outcome = run_stage(job.spec, workdir, name, force=force, progress=[reporter] if reporter else [])
         publish(job.spec, workdir, name, outcome.result, job.metadata.name, job.metadata.namespace or "default")
     summary = outcome.result.model_dump(mode="json", by_alias=True)
     termination.write(TerminationMessage(stage=name, ok=True, skipped=outcome.skipped, summary=summary))
     typer.echo(json.dumps({"stage": name, "skipped": outcome.skipped, "summary": summary}))
+
+
+class _Nothing:
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def progress_bar(stage: str) -> Iterator[Sink]:
+    """A progress bar on stderr fed by the stage's live progress (the numbers the operator puts in status)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=100, desc=stage, unit="%", file=sys.stderr, leave=True,
+              bar_format="{desc:<9} {percentage:3.0f}%|{bar:24}| {postfix}") as bar:
+        def show(snapshot: StageProgress) -> None:
+            bar.n = snapshot.percent
+            bar.set_postfix_str(snapshot.line(), refresh=True)
+
+        yield show
 
 
 @app.command()

@@ -15,7 +15,7 @@ import importlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from selfguide import __version__
 from selfguide.artifacts import atomic_dir, atomic_write_json, config_hash
 from selfguide.contract.errors import PermanentError, RetryableError
 from selfguide.contract.layout import CHECKPOINTS_DIR, LOCK_FILE, RECORD_FILE, SPEC_FILE
+from selfguide.contract.progress import ProgressTracker, Sink, tracking
 from selfguide.contract.record import StageRecord, read_record
 from selfguide.contract.registry import StageDefinition, stage
 from selfguide.contract.results import StageResult
@@ -114,15 +115,19 @@ def stage_function(definition: StageDefinition) -> StageFunction:
     return cast(StageFunction, getattr(importlib.import_module(module), function))
 
 
-def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = False) -> StageOutcome:
-    """Run one stage unless it already completed with the same inputs; its directory appears atomically."""
+def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = False,
+              progress: Sequence[Sink] = ()) -> StageOutcome:
+    """Run one stage unless it already completed with the same inputs; its directory appears atomically.
+    `progress` receives the stage's live progress (`selfguide.contract.progress`)."""
     definition = stage(name)
+    tracker = ProgressTracker(name, progress)
     with workdir_lock(workdir):
         upstream = upstream_records(workdir, definition)
         config = stage_hash(spec, name, {k: r.record_hash for k, r in upstream.items()})
         done = read_record(workdir / name)
         if not force and done is not None and done.config_hash == config:
             log.info("stage %s already complete (hash %s); skipping", name, config)
+            tracker.finish()
             return StageOutcome(name, True, 0.0, definition.result.model_validate(done.summary))
         function = stage_function(definition)
         checkpoints = workdir / CHECKPOINTS_DIR / f"{name}-{config}"
@@ -130,7 +135,8 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
         clock = time.perf_counter()
         atomic_write_json(workdir / SPEC_FILE, spec.to_camel_dict())
         with atomic_dir(workdir / name) as staging:
-            result = function(StageContext(spec, workdir, staging, checkpoints, upstream))
+            with tracking(tracker):
+                result = function(StageContext(spec, workdir, staging, checkpoints, upstream))
             seconds = time.perf_counter() - clock
             result = with_cost(result, seconds)
             record = StageRecord(
@@ -140,6 +146,7 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
             )
             atomic_write_json(staging / RECORD_FILE, record.model_dump(mode="json", by_alias=True))
         shutil.rmtree(checkpoints, ignore_errors=True)  # only now: a crash before the commit keeps them
+    tracker.finish()
     release_memory()
     return StageOutcome(name, False, seconds, result)
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from selfguide.contract.progress import StageProgress
 from selfguide.contract.results import EvaluateResult, GenerateResult, TrainResult
 from selfguide.spec.base import SpecModel
 
@@ -63,6 +64,8 @@ class StageStatus(SpecModel):
     """Pods started for this stage (retries included)."""
     message: Message | None = None
     """The stage's error, or a one-line summary of what it produced."""
+    progress: StageProgress | None = None
+    """Live progress reported by the stage pod (percentage, ETA, the stage's counters); 100% once it succeeded."""
 
 
 class Outputs(SpecModel):

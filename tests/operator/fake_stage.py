@@ -5,6 +5,8 @@ termination-message protocol as the real command (`selfguide.contract`). It writ
 (where the stage registry says) and reports the stage's result with the real result models.
 Environment (set through the SelfGuideJob's `spec.pod.env`):
   FAKE_STAGE_SECONDS  how long each stage takes (default 0);
+  FAKE_STAGE_STEPS    report progress this many times while it takes them (default 0), through the real
+                      tracker and HTTP reporter (`selfguide.contract.progress`) when the operator asks for reports;
   FAKE_STAGE_SCORES   `<few-shot>,<SELF-GUIDE>`: the scores the evaluate stage reports (default 50,100); with
                       `spec.evaluation.gate` set it reports the gate's verdict on them (the real `judge`);
   FAKE_STAGE_FAIL     `<stage>:permanent` (exit 3) or `<stage>:retryable` (exit 1) to fail that stage;
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from selfguide.contract import termination
 from selfguide.contract.errors import ExitCode
+from selfguide.contract.progress import ProgressTracker, reporter_from_environment
 from selfguide.contract.registry import stage
 from selfguide.contract.results import EvaluateResult, GenerateResult, Metric, StageResult, TrainResult, judge
 from selfguide.contract.termination import TerminationMessage
@@ -58,7 +61,17 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args()
     job = load_manifest(args.spec)
-    time.sleep(float(os.environ.get("FAKE_STAGE_SECONDS", "0")))
+    seconds, steps = float(os.environ.get("FAKE_STAGE_SECONDS", "0")), int(os.environ.get("FAKE_STAGE_STEPS", "0"))
+    reporter = reporter_from_environment(job.metadata.namespace or "default", job.metadata.name, args.stage)
+    tracker = ProgressTracker(args.stage, [reporter] if reporter else [])
+    if steps:
+        for step in range(1, steps + 1):
+            time.sleep(seconds / steps)
+            tracker.update(step / steps, step=step, steps_total=steps, loss=round(2.0 / step, 3))
+    else:
+        time.sleep(seconds)
+    if reporter is not None:
+        reporter.close()
     failing, _, kind = os.environ.get("FAKE_STAGE_FAIL", "").partition(":")
     if failing == args.stage and kind in ("leak", "crash"):
         token = os.environ.get("HF_TOKEN", "")

@@ -57,6 +57,8 @@ def test_a_job_runs_its_stages_in_order_and_reports_outputs_metrics_and_events(
     assert status["phase"] == "Succeeded" and status["progress"] == "3/3" and status["observedGeneration"] == 1
     assert status["outputs"] == {"dataset": f"pvc://selfguide-data/{namespace}/demo/generate/train.jsonl",
                                  "adapter": f"pvc://selfguide-data/{namespace}/demo/train/adapter",
+                                 "baseModel": "bundled://smollm2-135m-instruct",
+                                 "serving": f"pvc://selfguide-data/{namespace}/demo/serving",
                                  "report": f"pvc://selfguide-data/{namespace}/demo/evaluate/report.json"}
     assert status["generation"] == RESULTS["generate"].to_camel_dict()
     assert status["evaluation"]["delta"] == 50 and status["training"]["finalLoss"] == 1.25

@@ -4,6 +4,7 @@ with reason QualityGateFailed (both scores in the condition and the Event) and i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from selfguide.contract.results import EvaluateResult, Metric, judge
@@ -83,3 +84,17 @@ def test_without_a_gate_the_adapter_is_named_once_trained_and_the_job_succeeds_w
     assert running.status.outputs is not None and running.status.outputs.adapter is not None
     _, result = finish(evaluated(50, 10))
     assert result.status.phase is Phase.SUCCEEDED and result.status.outputs.serving is not None
+
+
+def test_a_running_stage_keeps_its_last_progress_report_and_a_succeeded_one_shows_100_percent():
+    from selfguide.contract.progress import StageProgress
+
+    job = observed()
+    job = then(job, plan(job, {"generate": child("generate")}, SETTINGS, NOW))
+    reported = job.status.stages[0].model_copy(update={"progress": StageProgress(percent=40, eta_seconds=30, step=4)})
+    job = replace(job, status=job.status.model_copy(update={"stages": [reported, *job.status.stages[1:]]}))
+    running = plan(job, {"generate": child("generate")}, SETTINGS, NOW).status.stages[0]
+    assert running.progress is not None and running.progress.percent == 40
+    done_stage = plan(job, {"generate": done("generate")}, SETTINGS, NOW).status.stages[0]
+    assert done_stage.progress is not None and (done_stage.progress.percent, done_stage.progress.eta_seconds) == (100, 0)
+    assert done_stage.progress.step == 4

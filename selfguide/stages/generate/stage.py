@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_json, atomic_write_jsonl
+from selfguide.contract import progress
 from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.contract.results import FunnelStep, GenerateResult
 from selfguide.engine.backends import open_backend
@@ -150,6 +151,9 @@ class Generator:
             pool.extend(accepted)  # the pool is refreshed once per round
             if self.fill:
                 self.annotator.annotate(candidates)
+            rounds = cfg.rounds_for(task.type)
+            progress.current().update(GENERATION_SHARE * (round_index + 1) / rounds, rounds_done=round_index + 1,
+                                      rounds_total=rounds, inputs_generated=len(candidates))
             log.info("round %d: %d candidates, %d accepted, pool %d", round_index + 1,
                      sum(len(c) for c in outputs), len(accepted), len(pool))
             if cfg.target_inputs is not None and len(pool) >= cfg.target_inputs:
@@ -221,6 +225,10 @@ def funnel(report: dict[str, Any]) -> list[FunnelStep]:
     return steps
 
 
+GENERATION_SHARE = 0.5
+"""The part of the stage's progress that input generation accounts for (annotation takes the rest)."""
+
+
 @dataclass(frozen=True)
 class GeneratedData:
     examples: int
@@ -231,8 +239,12 @@ def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Pa
     """Synthesize, filter and write the training set into `out_dir`."""
     gen = Generator(spec, backend)
     candidates = gen.generate_inputs()
+    to_annotate = sum(c.dropped_at == "kept" for c in candidates)
+    progress.current().update(GENERATION_SHARE, inputs_generated=len(candidates), inputs_annotated=0,
+                              inputs_total=to_annotate)
     gen.annotator.annotate(candidates)
     gen.annotator.finish(candidates)
+    progress.current().update(0.99, inputs_annotated=to_annotate)
     balance = None
     if spec.task.type is TaskType.CLASSIFICATION and spec.generation.filtering.balance_classes:
         balance = gen.balance(candidates)
