@@ -85,7 +85,8 @@ def test_resource_names_columns_and_subresources():
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c.get("priority", 0) for c in version["additionalPrinterColumns"]}
-    assert columns == {"Phase": 0, "Stage": 0, "Progress": 0, "Complete": 0, "Age": 0, "Model": 1, "Adapter": 1}
+    assert columns == {"Phase": 0, "Stage": 0, "Progress": 0, "Stage %": 0, "ETA (s)": 0, "Complete": 0, "Age": 0,
+                       "Model": 1, "Adapter": 1, "Gate": 1}
 
 
 def labels(m: dict) -> None:
