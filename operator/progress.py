@@ -163,16 +163,26 @@ class ProgressServer:
             return web.json_response({"message": "the API server could not be reached"}, status=503)
         return web.Response(status=204)
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Serve in the background; False (logged) when the port cannot be bound: the operator works on
+        without live progress rather than stop reconciling."""
         threading.Thread(target=self._serve, name="progress-server", daemon=True).start()
-        if not self._ready.wait(30):
-            raise RuntimeError(f"the progress endpoint did not start on port {self.port}")
+        self._ready.wait(30)
+        return self._listening
+
+    _listening = False
 
     def _serve(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._runner = web.AppRunner(self.app(), access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, self.host, self.port).start())
+        try:
+            self._loop.run_until_complete(self._runner.setup())
+            self._loop.run_until_complete(web.TCPSite(self._runner, self.host, self.port).start())
+        except OSError as error:
+            log.error("the progress endpoint cannot listen on port %d (no live progress): %s", self.port, error)
+            self._ready.set()
+            return
         log.info("progress endpoint listening on port %d", self.port)
+        self._listening = True
         self._ready.set()
         self._loop.run_forever()
