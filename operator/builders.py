@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from selfguide.contract.confighash import spec_hash
 from selfguide.contract.environment import PVC_ROOT_ENV, SECRET_ENV_ENV, TERMINATION_LOG_ENV
 from selfguide.contract.errors import ExitCode
 from selfguide.contract.progress import PROGRESS_SECONDS_ENV, PROGRESS_TOKEN_ENV, PROGRESS_URL_ENV
@@ -14,6 +15,8 @@ from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
 from selfguide.spec.runtime import StageSettings
 from selfguide.spec.uris import PvcUri, is_pvc
 from selfguide_operator.names import (
+    ANNOTATION_CONFIG_HASH,
+    ANNOTATION_GENERATION,
     CACHE_DIR,
     CLAIMS_DIR,
     CONTAINER,
@@ -209,6 +212,8 @@ def stage_job(job: Observed, stage: str, settings: OperatorSettings, *, suspend:
         "imagePullSecrets": [ref.model_dump() for ref in pod.image_pull_secrets or []] or None,
     }
     metadata = child_metadata(job, stage_job_name(job.name, stage), stage)
+    metadata["annotations"] = {ANNOTATION_GENERATION: str(job.generation),
+                               ANNOTATION_CONFIG_HASH: spec_hash(spec, stage)}
     job_spec = {
         "backoffLimit": settings.backoff_limit if pod.backoff_limit is None else pod.backoff_limit,
         "suspend": suspend,

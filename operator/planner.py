@@ -13,6 +13,7 @@ from selfguide.contract.registry import stages_for
 from selfguide.contract.results import EvaluateResult
 from selfguide.contract.status import Phase, SelfGuideJobStatus, StageStatus
 from selfguide_operator.builders import kueue_managed, spec_config_map, stage_job
+from selfguide_operator.generations import observed_generation
 from selfguide_operator.names import spec_config_map_name, stage_job_name
 from selfguide_operator.observed import ChildJob, Observed, clip
 from selfguide_operator.policy import refusals
@@ -78,8 +79,8 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
     if job.deleting:
         return Plan(old)
     if old.phase in TERMINAL:
-        return Plan(old.model_copy(update={"observed_generation": job.generation}),
-                    _cleanup_after_ttl(job, children, now))
+        return Plan(old.model_copy(update={"observed_generation": observed_generation(
+            job.generation, job.spec, old.stages)}), _cleanup_after_ttl(job, children, now))
     if job.spec is None or (refused := refusals(job.spec, settings)):
         problems = job.problems if job.spec is None else "; ".join(refused)  # refused: asks more than the policy
         invalid = Verdict(Phase.FAILED, "InvalidSpec", clip(problems or "the spec is invalid"))
@@ -111,8 +112,11 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
     else:
         index, current = next((i, e) for i, e in enumerate(entries) if e.phase is not Phase.SUCCEEDED)
         actions = _advance(job, current.name, children.get(current.name), settings, start, now)
-        if any(isinstance(a, CreateJob) for a in actions):
-            entries[index] = current.model_copy(update={"job_name": stage_job_name(job.name, current.name)})
+        if created := next((a for a in actions if isinstance(a, CreateJob)), None):
+            child = ChildJob.from_body(created.body | {"metadata": created.body["metadata"] | {"uid": ""}})
+            entries[index] = current.model_copy(update={"job_name": stage_job_name(job.name, current.name),
+                                                        "generation": child.generation,
+                                                        "config_hash": child.config_hash})
         verdict = _verdict_while_running(spec.suspend, start, current.name, entries)
     fields = {name: value for result in results.values() for name, value in result.fields.items()}
     return _plan(job, entries, verdict, start, fields, settings, now, actions)
@@ -136,13 +140,15 @@ def _stage_entry(stage: str, child: ChildJob | None, previous: StageStatus | Non
     elif child.finished == "Failed":
         phase = Phase.FAILED
         message = (child.outcome.error if child.outcome else None) or message or child.message
-    elif child.suspended:
+    elif child.suspended:  # spec.suspend, or a queue (Kueue) that has not admitted the Job yet
         phase = Phase.SUSPENDED if suspend else Phase.PENDING
+        message = message if suspend else "queued: the stage Job is suspended until it is admitted"
     else:
         phase = Phase.RUNNING if child.start_time else Phase.PENDING
     return StageStatus(name=stage, phase=phase, job_name=child.name, start_time=child.start_time,
                        completion_time=child.completion_time, attempts=child.attempts,
-                       message=clip(message) if message else None, progress=carried_progress(phase, previous))
+                       message=clip(message) if message else None, progress=carried_progress(phase, previous),
+                       generation=child.generation, config_hash=child.config_hash)
 
 
 def _advance(job: Observed, stage: str, child: ChildJob | None, settings: OperatorSettings,
@@ -197,7 +203,7 @@ def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: da
     evaluation = results.get("evaluation", old.evaluation)
     published = outputs(job, settings, entries, evaluation) if job.spec is not None else None
     status = SelfGuideJobStatus(
-        observed_generation=job.generation,
+        observed_generation=observed_generation(job.generation, job.spec, entries),
         phase=verdict.phase,
         stage=current.name if current else None,
         progress=f"{sum(e.phase is Phase.SUCCEEDED for e in entries)}/{len(entries)}" if entries else None,

@@ -64,6 +64,10 @@ class StageStatus(SpecModel):
     """Pods started for this stage (retries included)."""
     message: Message | None = None
     """The stage's error, or a one-line summary of what it produced."""
+    generation: Annotated[int | None, Field(ge=0)] = None
+    """The SelfGuideJob's `metadata.generation` when this stage's Job was created: the spec it runs with."""
+    config_hash: Annotated[str | None, Field(max_length=64)] = None
+    """Hash of the spec sections the stage reads, as it ran (`selfguide.contract.confighash`)."""
     progress: StageProgress | None = None
     """Live progress reported by the stage pod (percentage, ETA, the stage's counters); 100% once it succeeded."""
 
@@ -89,6 +93,8 @@ class SelfGuideJobStatus(SpecModel):
     """Observed state, written by the operator (never by users)."""
 
     observed_generation: Annotated[int | None, Field(ge=0)] = None
+    """The newest generation whose spec produced every result shown: a spec edited after a stage ran with the
+    sections it reads leaves it at the generation that stage ran with."""
     phase: Phase | None = None
     stage: Name | None = None
     """The stage running now, or the last one that ran."""
