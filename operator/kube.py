@@ -23,6 +23,7 @@ _PATHS = {
     "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
     "Pod": "/api/v1/namespaces/{namespace}/pods",
     "SelfGuideJob": f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}",
+    "ModelAdapter": "/apis/model.aibrix.ai/v1alpha1/namespaces/{namespace}/modeladapters",
 }
 
 

@@ -18,7 +18,7 @@ from selfguide_operator.names import spec_config_map_name, stage_job_name
 from selfguide_operator.observed import ChildJob, Observed, clip
 from selfguide_operator.policy import refusals
 from selfguide_operator.progress import carried_progress
-from selfguide_operator.publication import gate_failure, outputs
+from selfguide_operator.publication import gate_failure, model_adapter_body, outputs
 from selfguide_operator.settings import OperatorSettings
 from selfguide_operator.status import (
     TERMINAL,
@@ -109,6 +109,8 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
     elif all(e.phase is Phase.SUCCEEDED for e in entries):
         verdict = gate_failure(spec, _evaluation(results, old)) or Verdict(
             Phase.SUCCEEDED, "Completed", f"all {len(entries)} stages succeeded")
+        if verdict.phase is Phase.SUCCEEDED and (adapter := model_adapter_body(job)) is not None:
+            actions = [ApplyObject(adapter)]  # spec.serving: hand the published adapter to AIBrix
     else:
         index, current = next((i, e) for i, e in enumerate(entries) if e.phase is not Phase.SUCCEEDED)
         actions = _advance(job, current.name, children.get(current.name), settings, start, now)
@@ -202,6 +204,9 @@ def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: da
     current = next((e for e in entries if e.phase is not Phase.SUCCEEDED), entries[-1] if entries else None)
     evaluation = results.get("evaluation", old.evaluation)
     published = outputs(job, settings, entries, evaluation) if job.spec is not None else None
+    if published is not None and published.model_adapter and not any(
+            isinstance(a, ApplyObject) and a.body["kind"] == "ModelAdapter" for a in actions):
+        published = published.model_copy(update={"model_adapter": None})  # named only with its creation
     status = SelfGuideJobStatus(
         observed_generation=observed_generation(job.generation, job.spec, entries),
         phase=verdict.phase,

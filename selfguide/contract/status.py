@@ -85,6 +85,9 @@ class Outputs(SpecModel):
     """The base model the adapter applies to (`spec.model.name`), set with `adapter`."""
     serving: PvcUri | None = None
     """Ready-to-use serving files (`vllm-serve.sh`, AIBrix `modeladapter.yaml`), set once the model is published."""
+    model_adapter: Name | None = None
+    """The AIBrix `ModelAdapter` the operator created for the published adapter (`spec.serving`), once it
+    exists."""
     report: PvcUri | None = None
     """The evaluation report (`report.json`; `report.html` beside it)."""
 

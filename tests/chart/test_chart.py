@@ -255,3 +255,11 @@ def test_the_admission_policies_are_bound_to_the_operators_service_account_and_t
     off = tmp_path / "off.yaml"
     off.write_text("admissionPolicy: {enabled: false}\n")
     assert not [d for d in objects(helm.template(off)) if d["kind"].startswith("ValidatingAdmission")]
+
+
+@pytest.mark.integration
+def test_model_adapters_are_granted_only_when_asked_for(helm: Helm, tmp_path: Path):
+    (tmp_path / "serving.yaml").write_text("serving: {modelAdapters: true}\n")
+    role = named(objects(helm.template(tmp_path / "serving.yaml")), "Role", "selfguide")
+    assert rules(role) == OPERATOR_RULES | {("model.aibrix.ai", "modeladapters"): {"create", "patch"}}
+    assert rules(named(render(helm, "default.yaml"), "Role", "selfguide")) == OPERATOR_RULES

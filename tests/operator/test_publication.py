@@ -98,3 +98,18 @@ def test_a_running_stage_keeps_its_last_progress_report_and_a_succeeded_one_show
     done_stage = plan(job, {"generate": done("generate")}, SETTINGS, NOW).status.stages[0]
     assert done_stage.progress is not None and (done_stage.progress.percent, done_stage.progress.eta_seconds) == (100, 0)
     assert done_stage.progress.step == 4
+
+
+def test_with_spec_serving_the_published_adapter_gets_a_model_adapter_owned_by_the_job():
+    from selfguide_operator.planner import ApplyObject
+
+    serving = {"podSelector": {"model.aibrix.ai/name": "smollm2"}, "baseModelName": "smollm2"}
+    _, result = finish(evaluated(50, 60), evaluation=GATE, serving=serving)
+    applied = [a.body for a in result.actions if isinstance(a, ApplyObject) and a.body["kind"] == "ModelAdapter"]
+    assert len(applied) == 1 and result.status.outputs.model_adapter == "demo"
+    body = applied[0]
+    assert body["metadata"]["ownerReferences"][0]["uid"] == "uid-1" and body["metadata"]["namespace"] == "ns"
+    assert body["spec"] == {"baseModel": "smollm2", "podSelector": {"matchLabels": {"model.aibrix.ai/name": "smollm2"}},
+                            "artifactURL": "/data/ns/demo/train/adapter"}
+    _, lost = finish(evaluated(50, 51), evaluation=GATE, serving=serving)
+    assert not [a for a in lost.actions if isinstance(a, ApplyObject)] and lost.status.outputs.model_adapter is None

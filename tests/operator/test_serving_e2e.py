@@ -95,3 +95,26 @@ def test_the_model_adapter_manifest_passes_a_server_side_dry_run_against_aibrixs
     assert refused.returncode != 0 and "podSelector" in refused.stderr
     script = (output_claim / namespace / "served" / "serving" / "vllm-serve.sh").read_text()
     assert "--max-lora-rank 64" in script and f"served={echoed['spec']['artifactURL']}" in script
+
+
+def test_with_spec_serving_the_operator_creates_the_model_adapter_owned_by_the_job(
+        start_operator, sgjs: SelfGuideJobs, output_claim: Path, kubectl: Kubectl, namespace: str):
+    kubectl("apply", "--server-side", "-f", str(AIBRIX_CRD))
+    wait_for(lambda: crd_established(kubectl, "modeladapters.model.aibrix.ai"), "AIBrix's CRD", timeout=30)
+    start_operator(namespace)
+    sgjs.create(manifest("handed", serving={"baseModelName": "smollm2"}))
+    refused = gated("refused", "50,52")
+    refused["spec"]["serving"] = {"baseModelName": "smollm2"}
+    sgjs.create(refused)
+    status = sgjs.wait_phase("handed", "Failed", "Succeeded", timeout=120)
+    assert status["phase"] == "Succeeded" and status["outputs"]["modelAdapter"] == "handed"
+    adapter = json.loads(kubectl("get", "modeladapter", "handed", "-n", namespace, "-o", "json").stdout)
+    owner = adapter["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("SelfGuideJob", "handed", sgjs.get("handed")["metadata"]["uid"])
+    assert adapter["spec"]["baseModel"] == "smollm2" and adapter["spec"]["artifactURL"] == f"/data/{namespace}/handed/train/adapter"
+    assert sgjs.wait_phase("refused", "Failed", "Succeeded", timeout=120)["phase"] == "Failed"
+    assert "modelAdapter" not in sgjs.status("refused")["outputs"]
+    assert kubectl("get", "modeladapter", "refused", "-n", namespace, check=False).returncode != 0
+    kubectl("delete", "sgj", "handed", "-n", namespace, "--wait=true", timeout=90)
+    wait_for(lambda: kubectl("get", "modeladapter", "handed", "-n", namespace, check=False).returncode != 0,
+             "the ModelAdapter to go with its SelfGuideJob", timeout=60)

@@ -70,6 +70,7 @@ What the operator does with namespaced objects (operator/kube.py and kopf, see d
 - Pods: listed for a finished stage's termination message; read to check that a progress report's token
   belongs to the job's stage pod.
 - Events: created (kopf posts a new Event each time; it never patches one).
+- AIBrix ModelAdapters (serving.modelAdapters): server-side applied for jobs that set spec.serving.
 Never Secrets: stage pods reference the Hugging Face token Secret by name. What it may write is further
 limited by the admission policy (admission-policy.yaml).
 */}}
@@ -95,4 +96,9 @@ limited by the admission policy (admission-policy.yaml).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- if .Values.serving.modelAdapters }}
+- apiGroups: [model.aibrix.ai]
+  resources: [modeladapters]
+  verbs: [create, patch]
+{{- end }}
 {{- end }}
