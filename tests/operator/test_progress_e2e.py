@@ -9,6 +9,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from selfguide.contract.progress import PROGRESS_AUDIENCE, report_path
 from tests.harness.controlplane import free_port
 from tests.harness.fixtures import Kubectl
+from tests.harness.waiting import wait_for
 from tests.operator.helpers import SelfGuideJobs, manifest, stage_env
 
 pytestmark = pytest.mark.e2e
@@ -126,3 +128,28 @@ def test_reports_without_a_valid_pod_token_are_refused_and_stage_pods_cannot_use
 
 def api_server(kubectl: Kubectl) -> str:
     return kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout.strip()
+
+
+def test_progress_survives_an_operator_restart_and_an_unreachable_operator_never_slows_a_stage(
+        start_operator, sgjs: SelfGuideJobs, output_claim: Path, namespace: str):
+    port = free_port()
+    env = {"SELFGUIDE_PROGRESS_PORT": str(port), "SELFGUIDE_PROGRESS_URL": f"http://127.0.0.1:{port}",
+           "SELFGUIDE_PROGRESS_SECONDS": "1"}
+    first = start_operator(namespace, **env)
+    sgjs.create(manifest("restarted", evaluation=None,
+                         pod={"env": stage_env(FAKE_STAGE_SECONDS="16", FAKE_STAGE_STEPS="16")}))
+
+    def generate_percent() -> float:
+        stage = next((s for s in sgjs.status("restarted").get("stages") or [] if s["name"] == "generate"), None)
+        return ((stage or {}).get("progress") or {}).get("percent", 0.0)
+
+    before = wait_for(lambda: (p := generate_percent()) > 0 and p, "a first progress report", timeout=60)
+    first.stop()
+    time.sleep(5)  # the stage keeps going while nobody listens; its reports are dropped
+    start_operator(namespace, **env)
+    after = wait_for(lambda: (p := generate_percent()) > before + 20 and p, "progress after the restart", timeout=60)
+    assert after > before
+    status = sgjs.wait_phase("restarted", "Succeeded", "Failed", timeout=120)
+    generate = next(s for s in status["stages"] if s["name"] == "generate")
+    took = (datetime.fromisoformat(generate["completionTime"]) - datetime.fromisoformat(generate["startTime"]))
+    assert took.total_seconds() < 16 + 8, f"the stage took {took} with the operator away"
