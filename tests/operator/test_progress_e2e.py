@@ -77,7 +77,7 @@ def test_progress_moves_while_a_stage_runs_reaches_100_and_shows_in_kubectl(
     assert finished["train"]["step"] == 10 and finished["train"]["stepsTotal"] == 10
     assert finished["generate"]["roundsDone"] == finished["generate"]["roundsTotal"] == 10
     header, row = columns[0].split(), columns[1].split()
-    assert header[:5] == ["NAME", "PHASE", "STAGE", "PROGRESS", "STAGE"] and "ETA" in header, columns
+    assert header[:6] == ["NAME", "PHASE", "STAGE", "PROGRESS", "STAGE%", "ETA(S)"], columns
     assert row[1] == "Running" and row[2] == "train" and 0 < float(row[4]) < 100, columns
 
 
