@@ -6,13 +6,17 @@ from typing import Any
 
 import yaml
 
+from selfguide.contract.confighash import spec_hash
 from selfguide.contract.environment import PVC_ROOT_ENV, SECRET_ENV_ENV, TERMINATION_LOG_ENV
 from selfguide.contract.errors import ExitCode
+from selfguide.contract.progress import PROGRESS_SECONDS_ENV, PROGRESS_TOKEN_ENV, PROGRESS_URL_ENV
 from selfguide.contract.registry import stage as stage_definition
 from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
 from selfguide.spec.runtime import StageSettings
 from selfguide.spec.uris import PvcUri, is_pvc
 from selfguide_operator.names import (
+    ANNOTATION_CONFIG_HASH,
+    ANNOTATION_GENERATION,
     CACHE_DIR,
     CLAIMS_DIR,
     CONTAINER,
@@ -30,6 +34,7 @@ from selfguide_operator.names import (
 )
 from selfguide_operator.observed import Observed
 from selfguide_operator.policy import security_context
+from selfguide_operator.progress import TOKEN_DIR, TOKEN_FILE, token_volume
 from selfguide_operator.settings import OperatorSettings
 
 GITOPS_LABELS = ("app.kubernetes.io/instance",)
@@ -137,13 +142,17 @@ def _volumes(job: Observed, stage: StageSettings, settings: OperatorSettings) ->
     if shm := stage.shm_size or settings.shm_size:
         volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}})
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    if settings.progress_url:
+        token, token_mount = token_volume()
+        volumes.append(token)
+        mounts.append(token_mount)
     for i, claim in enumerate(input_claims(spec)):
         volumes.append({"name": f"input-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         mounts.append({"name": f"input-{i}", "mountPath": f"{CLAIMS_DIR}/{claim}", "readOnly": True})
     return volumes + (stage.volumes or []), mounts + (stage.volume_mounts or [])
 
 
-def _env(spec: SelfGuideJobSpec, stage: StageSettings) -> list[dict[str, Any]]:
+def _env(spec: SelfGuideJobSpec, stage: StageSettings, settings: OperatorSettings) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
         {"name": PVC_ROOT_ENV, "value": CLAIMS_DIR},
@@ -151,6 +160,10 @@ def _env(spec: SelfGuideJobSpec, stage: StageSettings) -> list[dict[str, Any]]:
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
         {"name": "SELFGUIDE_CACHE", "value": f"{CACHE_DIR}/selfguide"},
     ]
+    if settings.progress_url:
+        env += [{"name": PROGRESS_URL_ENV, "value": settings.progress_url},
+                {"name": PROGRESS_TOKEN_ENV, "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
+                {"name": PROGRESS_SECONDS_ENV, "value": f"{settings.progress_seconds:g}"}]
     secret_env: list[dict[str, Any]] = []
     if secret := spec.model.hf_token_secret:
         secret_env = [{"name": HF_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}},
@@ -173,7 +186,7 @@ def stage_job(job: Observed, stage: str, settings: OperatorSettings, *, suspend:
         "imagePullPolicy": settings.image_pull_policy,
         "command": [*settings.stage_command, "stage", stage, "--spec", f"{SPEC_DIR}/{SPEC_FILE}",
                     "--workdir", workdir(job.namespace, job.name)],
-        "env": _env(spec, pod),
+        "env": _env(spec, pod, settings),
         "envFrom": pod.env_from or [],
         "resources": resources(spec, stage, settings),
         "securityContext": security_context(CONTAINER_SECURITY, pod.security_context, settings.policy,
@@ -199,6 +212,8 @@ def stage_job(job: Observed, stage: str, settings: OperatorSettings, *, suspend:
         "imagePullSecrets": [ref.model_dump() for ref in pod.image_pull_secrets or []] or None,
     }
     metadata = child_metadata(job, stage_job_name(job.name, stage), stage)
+    metadata["annotations"] = {ANNOTATION_GENERATION: str(job.generation),
+                               ANNOTATION_CONFIG_HASH: spec_hash(spec, stage)}
     job_spec = {
         "backoffLimit": settings.backoff_limit if pod.backoff_limit is None else pod.backoff_limit,
         "suspend": suspend,

@@ -31,8 +31,8 @@ def _stage_job(body: Mapping[str, Any]) -> dict[str, Any]:
     """What a reconcile reads of a stage Job (not its pod template)."""
     meta = body["metadata"]
     return copy.deepcopy({
-        "metadata": {key: meta[key] for key in ("name", "uid", "labels", "ownerReferences", "creationTimestamp",
-                                                       "deletionTimestamp") if key in meta},
+        "metadata": {key: meta[key] for key in ("name", "uid", "labels", "annotations", "ownerReferences",
+                                                       "creationTimestamp", "deletionTimestamp") if key in meta},
         "spec": {"suspend": body.get("spec", {}).get("suspend")},
         "status": body.get("status") or {},
     })

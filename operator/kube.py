@@ -25,6 +25,7 @@ _PATHS = {
     "Pod": "/api/v1/namespaces/{namespace}/pods",
     "Event": "/api/v1/namespaces/{namespace}/events",
     "SelfGuideJob": f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{PLURAL}",
+    "ModelAdapter": "/apis/model.aibrix.ai/v1alpha1/namespaces/{namespace}/modeladapters",
 }
 
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from selfguide.spec.problems import problems_from
 from selfguide_operator.handlers import register
 from selfguide_operator.kube import Kube
+from selfguide_operator.progress import Authenticator, ProgressServer
 from selfguide_operator.prometheus_metrics import Metrics
 from selfguide_operator.reconciler import Reconciler
 from selfguide_operator.settings import ENV_PREFIX, OperatorSettings
@@ -57,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     registry = kopf.OperatorRegistry()
-    register(registry, Reconciler(kube, settings, metrics), settings)
+    reconciler = Reconciler(kube, settings, metrics)
+    register(registry, reconciler, settings)
+    if settings.progress_port:
+        ProgressServer(Authenticator(kube), reconciler.record_progress, settings.progress_port).start()
     namespaces = [] if args.all_namespaces else args.namespace or settings.watch_namespaces
     kopf.run(registry=registry, standalone=True, clusterwide=not namespaces, namespaces=namespaces,
              liveness_endpoint=args.liveness or None)

@@ -14,13 +14,17 @@ from selfguide.contract.status import MAX_MESSAGE, SelfGuideJobStatus
 from selfguide.contract.termination import TerminationMessage
 from selfguide.manifest import TOO_LARGE, ManifestError, validate_object
 from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
-from selfguide_operator.names import LABEL_STAGE
+from selfguide_operator.names import ANNOTATION_CONFIG_HASH, ANNOTATION_GENERATION, LABEL_STAGE
 
 
 def clip(text: str, limit: int = MAX_MESSAGE) -> str:
     """`text` cut to `limit` characters, keeping its end (where a traceback or log says what went wrong)."""
     text = text.strip()
     return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
 
 
 def _time(value: str | None) -> datetime | None:
@@ -139,6 +143,10 @@ class ChildJob:
     """Filled in by the reconciler for a finished Job whose outcome is not in the status yet."""
     waiting: Waiting | None = None
     """Filled in by the reconciler for an unfinished, unsuspended Job none of whose pods runs."""
+    generation: int | None = None
+    """The SelfGuideJob's generation the Job was created for (its annotation)."""
+    config_hash: str | None = None
+    """The hash of the spec sections the stage reads, when the Job was created (its annotation)."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ChildJob:
@@ -157,6 +165,8 @@ class ChildJob:
             finished=final["type"] if final else None, reason=(final or {}).get("reason"),
             message=(final or {}).get("message"), ready=status.get("ready") or 0,
             created=_time(meta.get("creationTimestamp")), deleting=bool(meta.get("deletionTimestamp")),
+            generation=_int((meta.get("annotations") or {}).get(ANNOTATION_GENERATION)),
+            config_hash=(meta.get("annotations") or {}).get(ANNOTATION_CONFIG_HASH),
         )
 
     @property

@@ -9,16 +9,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from selfguide.contract.registry import stage as stage_definition
 from selfguide.contract.registry import stages_for
-from selfguide.contract.status import Outputs, Phase, SelfGuideJobStatus, StageStatus
+from selfguide.contract.results import EvaluateResult
+from selfguide.contract.status import Phase, SelfGuideJobStatus, StageStatus
 from selfguide.spec import SelfGuideJobSpec
-from selfguide_operator.builders import artifact_uri, kueue_managed, spec_config_map, stage_job
+from selfguide_operator.builders import kueue_managed, spec_config_map, stage_job
+from selfguide_operator.generations import observed_generation
 from selfguide_operator.names import spec_config_map_name, stage_job_name
 from selfguide_operator.observed import ChildJob, Observed, clip
 from selfguide_operator.policy import refusals
+from selfguide_operator.progress import carried_progress
+from selfguide_operator.publication import gate_failure, model_adapter_body, outputs
 from selfguide_operator.settings import OperatorSettings
-from selfguide_operator.status import TERMINAL, Event, Verdict, conditions, stage_report, transition_events
+from selfguide_operator.status import (
+    TERMINAL,
+    Event,
+    StageReport,
+    Verdict,
+    conditions,
+    stage_report,
+    transition_events,
+)
 
 FAILURE_REASONS = {"PodFailurePolicy": "PermanentError", "BackoffLimitExceeded": "BackoffLimitExceeded",
                    "DeadlineExceeded": "DeadlineExceeded"}
@@ -71,8 +82,8 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
     if job.deleting:
         return Plan(old)
     if old.phase in TERMINAL:
-        return Plan(old.model_copy(update={"observed_generation": job.generation}),
-                    _stop_unfinished(children) + _cleanup_after_ttl(job, children, now))
+        return Plan(old.model_copy(update={"observed_generation": observed_generation(
+            job.generation, job.spec, old.stages)}), _stop_unfinished(children) + _cleanup_after_ttl(job, children, now))
 
     spec = job.spec
     names = [d.name for d in stages_for(spec)] if spec is not None else [s.name for s in old.stages]
@@ -101,12 +112,18 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
     elif waiting is not None:
         verdict = waiting
     elif all(e.phase is Phase.SUCCEEDED for e in entries):
-        verdict = Verdict(Phase.SUCCEEDED, "Completed", f"all {len(entries)} stages succeeded")
+        verdict = gate_failure(spec, _evaluation(results, old)) or Verdict(
+            Phase.SUCCEEDED, "Completed", f"all {len(entries)} stages succeeded")
+        if verdict.phase is Phase.SUCCEEDED and (adapter := model_adapter_body(job)) is not None:
+            actions = [ApplyObject(adapter)]  # spec.serving: hand the published adapter to AIBrix
     else:
         index, current = next((i, e) for i, e in enumerate(entries) if e.phase is not Phase.SUCCEEDED)
         actions = _advance(job, current.name, children.get(current.name), settings, start, now)
-        if any(isinstance(a, CreateJob) for a in actions):
-            entries[index] = current.model_copy(update={"job_name": stage_job_name(job.name, current.name)})
+        if created := next((a for a in actions if isinstance(a, CreateJob)), None):
+            child = ChildJob.from_body(created.body | {"metadata": created.body["metadata"] | {"uid": ""}})
+            entries[index] = current.model_copy(update={"job_name": stage_job_name(job.name, current.name),
+                                                        "generation": child.generation,
+                                                        "config_hash": child.config_hash})
         verdict = _verdict_while_running(spec.suspend, current, children.get(current.name), entries)
     if verdict.phase is Phase.FAILED:  # whatever the reason: stop what still runs, keep the history
         stopped = "deadline exceeded" if verdict.reason == "DeadlineExceeded" else verdict.reason
@@ -139,6 +156,13 @@ def _pending_too_long(spec: SelfGuideJobSpec, entries: list[StageStatus], childr
         f"stage {current.name} did not start within pendingTimeoutSeconds={timeout}: {child.waiting.text}"))
 
 
+def _evaluation(results: Mapping[str, StageReport], old: SelfGuideJobStatus) -> EvaluateResult | None:
+    """The evaluation reported now, else the one the status holds."""
+    reported = results.get("evaluate")
+    evaluation = reported.fields.get("evaluation") if reported else old.evaluation
+    return evaluation if isinstance(evaluation, EvaluateResult) else None
+
+
 def _stage_entry(stage: str, child: ChildJob | None, previous: StageStatus | None, suspend: bool,
                  summary: str | None) -> StageStatus:
     """A stage's status from its Job; a succeeded stage whose Job is gone keeps what the status recorded.
@@ -151,9 +175,9 @@ def _stage_entry(stage: str, child: ChildJob | None, previous: StageStatus | Non
     elif child.finished == "Failed":
         phase = Phase.FAILED
         message = (child.outcome.error if child.outcome else None) or message or child.message
-    elif child.suspended:
+    elif child.suspended:  # spec.suspend, or a queue (Kueue) that has not admitted the Job yet
         phase = Phase.SUSPENDED if suspend else Phase.PENDING
-        message = None if suspend else "waiting for admission (the stage Job is suspended)"
+        message = message if suspend else "queued: the stage Job is suspended until it is admitted"
     elif child.waiting is not None:
         phase, message = Phase.PENDING, child.waiting.text
     else:
@@ -161,7 +185,8 @@ def _stage_entry(stage: str, child: ChildJob | None, previous: StageStatus | Non
         message = None if previous is None or previous.phase is Phase.PENDING else message
     return StageStatus(name=stage, phase=phase, job_name=child.name, start_time=child.start_time,
                        completion_time=child.completion_time, attempts=child.attempts,
-                       message=clip(message) if message else None)
+                       message=clip(message) if message else None, progress=carried_progress(phase, previous),
+                       generation=child.generation, config_hash=child.config_hash)
 
 
 def _advance(job: Observed, stage: str, child: ChildJob | None, settings: OperatorSettings,
@@ -217,10 +242,13 @@ def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: da
     """The new status (results of earlier stages kept), and the Events announcing what changed."""
     old = job.status
     current = next((e for e in entries if e.phase is not Phase.SUCCEEDED), entries[-1] if entries else None)
-    outputs = {stage_definition(e.name).output_field: artifact_uri(job, settings, e.name)
-               for e in entries if e.phase is Phase.SUCCEEDED} if job.spec is not None else None
+    evaluation = results.get("evaluation", old.evaluation)
+    published = outputs(job, settings, entries, evaluation) if job.spec is not None else old.outputs
+    if published is not None and published.model_adapter and not any(
+            isinstance(a, ApplyObject) and a.body["kind"] == "ModelAdapter" for a in actions):
+        published = published.model_copy(update={"model_adapter": None})  # named only with its creation
     status = SelfGuideJobStatus(
-        observed_generation=job.generation,
+        observed_generation=observed_generation(job.generation, job.spec, entries),
         phase=verdict.phase,
         stage=current.name if current else None,
         progress=f"{sum(e.phase is Phase.SUCCEEDED for e in entries)}/{len(entries)}" if entries else None,
@@ -228,7 +256,7 @@ def _plan(job: Observed, entries: list[StageStatus], verdict: Verdict, start: da
         completion_time=now if verdict.phase in TERMINAL else None,
         stages=entries,
         conditions=conditions(verdict, job.generation, old.conditions, now),
-        outputs=Outputs(**outputs) if outputs else old.outputs if outputs is None else None,
+        outputs=published,
         generation=results.get("generation", old.generation),
         training=results.get("training", old.training),
         evaluation=results.get("evaluation", old.evaluation),

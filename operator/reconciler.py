@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from selfguide.contract.progress import StageProgress
 from selfguide.contract.registry import stage_names
 from selfguide.contract.status import Phase, SelfGuideJobStatus
 from selfguide.spec import API_VERSION, KIND
@@ -120,6 +121,29 @@ class Reconciler:
             self._written[job.key] = (job.uid, status)
         except Exception as reporting:  # noqa: BLE001 - the original error is raised by the caller
             log.warning("%s/%s: cannot report the reconcile error: %s", job.namespace, job.name, reporting)
+
+    def record_progress(self, namespace: str, name: str, stage: str, progress: StageProgress) -> bool:
+        """Put a stage pod's progress report into the stage's status; False when the stage is not running."""
+        key: Key = (namespace, name)
+        with self._locks.setdefault(key, threading.Lock()):
+            written = self._written.get(key)
+            if written is not None:
+                uid, status = written
+            else:  # nothing written since this operator started: read the status the last one wrote
+                body = self.kube.request("GET", self.kube.path("SelfGuideJob", namespace, name))
+                uid = body["metadata"]["uid"]
+                status = Observed.from_body(body).status
+            stages = list(status.stages)
+            index = next((i for i, s in enumerate(stages) if s.name == stage
+                          and s.phase in (Phase.RUNNING, Phase.PENDING)), None)
+            if index is None:
+                return False
+            stages[index] = stages[index].model_copy(update={"progress": progress})
+            status = status.model_copy(update={"stages": stages})
+            self.kube.merge_patch("SelfGuideJob", namespace, name,
+                                  {"status": {"stages": [s.to_camel_dict() for s in stages]}}, subresource="status")
+            self._written[key] = (uid, status)
+        return True
 
     def forget(self, key: Key) -> None:
         """The SelfGuideJob is gone."""

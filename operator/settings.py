@@ -79,6 +79,13 @@ class OperatorSettings(BaseModel):
     """Interval of the level-triggered safety-net reconcile of each unfinished SelfGuideJob."""
     max_workers: Annotated[int, Field(ge=1, le=256)] = 16
     """Threads that run reconciles (each makes blocking API calls)."""
+    progress_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """Port of the progress endpoint stage pods report to (0: off; the chart sets 8082)."""
+    progress_url: str | None = None
+    """The URL at which stage pods reach that endpoint (the chart sets the operator's Service); unset: stage pods
+    get no progress token and send no reports."""
+    progress_seconds: Annotated[float, Field(ge=1, le=300)] = 10.0
+    """Seconds between a stage pod's progress reports."""
     policy: Policy = Policy()
     """What job authors may set beyond the hardened defaults (JSON, camelCase keys as in the Helm values)."""
 

@@ -2,7 +2,8 @@
 
 Exit codes follow from the error that ended the command (`selfguide.contract.errors.ExitCode`): 0 success;
 2 invalid input (manifest or arguments); 3 a permanent failure that a retry cannot fix (model not found,
-unusable data, no GPU); 1 anything else (worth a retry).
+unusable data, no GPU); 4 (`run` only) the fine-tuned model missed `spec.evaluation.gate`; 1 anything else
+(worth a retry).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,8 +19,9 @@ from typing import Annotated, Any
 import typer
 
 from selfguide.contract import termination
-from selfguide.contract.errors import ExitCode, SelfGuideError, exit_code_for, is_permanent
+from selfguide.contract.errors import ExitCode, QualityGateFailed, SelfGuideError, exit_code_for, is_permanent
 from selfguide.contract.layout import FILTER_REPORT, TRAIN_DATA
+from selfguide.contract.progress import Sink, StageProgress, reporter_from_environment
 from selfguide.contract.registry import stage_names, stages_for
 from selfguide.contract.termination import TerminationMessage
 from selfguide.manifest import ManifestError, load_manifest, load_manifests
@@ -100,22 +103,38 @@ def run(
     workdir: Annotated[Path, typer.Option(help="Where artifacts go (created if missing).")] = Path("runs/job"),
     force: Annotated[bool, typer.Option(help="Rerun stages even when complete for this config.")] = False,
 ) -> None:
-    """Run every stage of a job on this machine (same stages and artifacts as on a cluster)."""
+    """Run every stage of a job on this machine (same stages and artifacts as on a cluster).
+
+    Exits with code 4 when the fine-tuned model misses `spec.evaluation.gate` (nothing is published; the data,
+    the adapter and the report stay in the work directory)."""
     from selfguide.runner import run_stage
+    from selfguide.stages.publish import publish, publishable
 
     job = _load_or_exit(file)
     outcomes = []
     with failures_to_exit_codes():
         for definition in stages_for(job.spec):
             log.info("stage %s: starting", definition.name)
-            outcomes.append(run_stage(job.spec, workdir, definition.name, force=force))
+            with progress_bar(definition.name) as bar:
+                outcomes.append(run_stage(job.spec, workdir, definition.name, force=force, progress=[bar]))
+        last = outcomes[-1]
+        serving = publish(job.spec, workdir, last.stage, last.result, job.metadata.name,
+                          job.metadata.namespace or "default")
     typer.echo(f"\nSelfGuideJob {job.metadata.name}: done ({workdir})")
     for outcome in outcomes:
         timing = "already complete" if outcome.skipped else f"{outcome.seconds:.0f}s"
-        typer.echo(f"  {outcome.stage:<9} {timing:>16}  {outcome.result.line()}")
+        cost = outcome.result.cost() if not outcome.skipped else ""
+        typer.echo(f"  {outcome.stage:<9} {timing:>16}  {outcome.result.line()}" + (f" [{cost}]" if cost else ""))
     artifacts = [TRAIN_DATA, FILTER_REPORT] + [f"{d.artifact(job.spec)}/" for d in stages_for(job.spec)
                                                if d.name == "train"]
     typer.echo("  artifacts: " + ", ".join(f"{workdir}/{a}" for a in artifacts))
+    if serving is not None:
+        typer.echo(f"  serving: {serving}/ (vllm-serve.sh, modeladapter.yaml; see docs/serving.md)")
+    if not publishable(last.result):
+        gate = getattr(last.result, "gate", None)
+        with failures_to_exit_codes():
+            raise QualityGateFailed(f"{gate.message() if gate else 'quality gate failed'}; the model is not "
+                                    f"published (report: {workdir}/evaluate/report.html)")
 
 
 @app.command()
@@ -131,11 +150,34 @@ def stage(
     if name not in stage_names():
         raise fail(f"unknown stage {name!r}; expected one of {', '.join(stage_names())}", EXIT_INVALID)
     job = _load_or_exit(spec)
-    with failures_to_exit_codes(stage=name):
-        outcome = run_stage(job.spec, workdir, name, force=force)
+    from selfguide.stages.publish import publish
+
+    reporter = reporter_from_environment(job.metadata.namespace or "default", job.metadata.name, name)
+    with failures_to_exit_codes(stage=name), contextlib.closing(reporter or _Nothing()):
+        outcome = run_stage(job.spec, workdir, name, force=force, progress=[reporter] if reporter else [])
+        publish(job.spec, workdir, name, outcome.result, job.metadata.name, job.metadata.namespace or "default")
     summary = outcome.result.model_dump(mode="json", by_alias=True)
     termination.write(TerminationMessage(stage=name, ok=True, skipped=outcome.skipped, summary=summary))
     typer.echo(json.dumps({"stage": name, "skipped": outcome.skipped, "summary": summary}))
+
+
+class _Nothing:
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def progress_bar(stage: str) -> Iterator[Sink]:
+    """A progress bar on stderr fed by the stage's live progress (the numbers the operator puts in status)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=100, desc=stage, unit="%", file=sys.stderr, leave=True,
+              bar_format="{desc:<9} {percentage:3.0f}%|{bar:24}| {postfix}") as bar:
+        def show(snapshot: StageProgress) -> None:
+            bar.n = snapshot.percent
+            bar.set_postfix_str(snapshot.line(), refresh=True)
+
+        yield show
 
 
 @app.command()

@@ -36,10 +36,13 @@ PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+    {"name": "Stage%", "type": "number", "jsonPath": '.status.stages[?(@.phase=="Running")].progress.percent'},
+    {"name": "ETA(s)", "type": "number", "jsonPath": '.status.stages[?(@.phase=="Running")].progress.etaSeconds'},
     {"name": "Complete", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Complete")].status'},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name", "priority": 1},
     {"name": "Adapter", "type": "string", "jsonPath": ".status.outputs.adapter", "priority": 1},
+    {"name": "Gate", "type": "boolean", "jsonPath": ".status.evaluation.gate.passed", "priority": 1},
 ]
 
 

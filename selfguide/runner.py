@@ -15,7 +15,7 @@ import importlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from selfguide import __version__
 from selfguide.artifacts import atomic_dir, atomic_write_json, config_hash
 from selfguide.contract.errors import PermanentError, RetryableError
 from selfguide.contract.layout import CHECKPOINTS_DIR, LOCK_FILE, RECORD_FILE, SPEC_FILE
+from selfguide.contract.progress import ProgressTracker, Sink, tracking
 from selfguide.contract.record import StageRecord, read_record
 from selfguide.contract.registry import StageDefinition, stage
 from selfguide.contract.results import StageResult
@@ -126,15 +127,19 @@ def preflight(spec: SelfGuideJobSpec) -> None:
         load_eval_set(spec.evaluation)
 
 
-def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = False) -> StageOutcome:
-    """Run one stage unless it already completed with the same inputs; its directory appears atomically."""
+def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = False,
+              progress: Sequence[Sink] = ()) -> StageOutcome:
+    """Run one stage unless it already completed with the same inputs; its directory appears atomically.
+    `progress` receives the stage's live progress (`selfguide.contract.progress`)."""
     definition = stage(name)
+    tracker = ProgressTracker(name, progress)
     with workdir_lock(workdir):
         upstream = upstream_records(workdir, definition)
         config = stage_hash(spec, name, {k: r.record_hash for k, r in upstream.items()})
         done = read_record(workdir / name)
         if not force and done is not None and done.config_hash == config:
             log.info("stage %s already complete (hash %s); skipping", name, config)
+            tracker.finish()
             return StageOutcome(name, True, 0.0, definition.result.model_validate(done.summary))
         function = stage_function(definition)
         if not definition.after:  # the job's first stage: check what later stages need before any work
@@ -144,8 +149,10 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
         clock = time.perf_counter()
         atomic_write_json(workdir / SPEC_FILE, spec.to_camel_dict())
         with atomic_dir(workdir / name) as staging:
-            result = function(StageContext(spec, workdir, staging, checkpoints, upstream))
+            with tracking(tracker):
+                result = function(StageContext(spec, workdir, staging, checkpoints, upstream))
             seconds = time.perf_counter() - clock
+            result = with_cost(result, seconds)
             record = StageRecord(
                 stage=name, config_hash=config, upstream={k: r.record_hash for k, r in upstream.items()},
                 selfguide_version=__version__, started_at=started, finished_at=datetime.now(UTC),
@@ -153,8 +160,28 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
             )
             atomic_write_json(staging / RECORD_FILE, record.model_dump(mode="json", by_alias=True))
         shutil.rmtree(checkpoints, ignore_errors=True)  # only now: a crash before the commit keeps them
+    tracker.finish()
     release_memory()
     return StageOutcome(name, False, seconds, result)
+
+
+def visible_gpus() -> int:
+    """GPUs the stage could use: CUDA devices when the stage loaded torch and was not pinned to the CPU."""
+    import os
+    import sys
+
+    if "torch" not in sys.modules or os.environ.get("SELFGUIDE_DEVICE", "").startswith("cpu"):
+        return 0
+    from selfguide.engine.devices import gpu_count
+
+    return gpu_count()
+
+
+def with_cost(result: StageResult, seconds: float, gpus: int | None = None) -> StageResult:
+    """The result with what the stage cost: wall seconds, GPUs, GPU-seconds."""
+    gpus = visible_gpus() if gpus is None else gpus
+    return result.model_copy(update={"wall_seconds": round(seconds, 3), "gpus": gpus,
+                                     "gpu_seconds": round(gpus * seconds, 3)})
 
 
 def release_memory() -> None:

@@ -4,6 +4,8 @@
     1  retryable: anything not known to be hopeless (a retry may help: network, preemption, a busy work dir)
     2  invalid input: the manifest, a data file or a command-line argument is wrong
     3  permanent: valid input that cannot work (model not found, no usable data, no GPU)
+    4  quality gate: every stage ran, but the fine-tuned model missed `spec.evaluation.gate` (`selfguide run`
+       only; the data, the adapter and the report stay in the work directory for inspection)
 
 Stage Jobs fail at once on 2 and 3 (their podFailurePolicy) and retry on 1.
 """
@@ -18,6 +20,7 @@ class ExitCode(IntEnum):
     RETRYABLE = 1
     INVALID_INPUT = 2
     PERMANENT = 3
+    QUALITY_GATE = 4
 
 
 class SelfGuideError(Exception):
@@ -40,6 +43,12 @@ class PermanentError(SelfGuideError):
     """Valid input that cannot work here; retrying cannot help."""
 
     exit_code = ExitCode.PERMANENT
+
+
+class QualityGateFailed(SelfGuideError):
+    """The job ran, but its fine-tuned model missed the quality gate: it is not published."""
+
+    exit_code = ExitCode.QUALITY_GATE
 
 
 def exit_code_for(error: BaseException) -> ExitCode:

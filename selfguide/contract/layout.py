@@ -6,7 +6,9 @@
   <workdir>/generate/     train.jsonl, candidates.jsonl, filter_report.json, record.json
   <workdir>/train/        adapter/ (LoRA) or model/ (full fine-tuning), merged/ (optional), metrics.jsonl,
                           record.json
-  <workdir>/evaluate/     report.json, report.md, *.png, record.json
+  <workdir>/evaluate/     report.json, report.md, report.html, *.png, record.json
+  <workdir>/serving/      vllm-serve.sh, modeladapter.yaml (LoRA), serving.json: written once the adapter is
+                          published (the last stage succeeded and the quality gate, if any, passed)
 
 `*_FILE` and `*_DIR` names are relative to their stage's directory (a stage writes into a staging directory
 that is renamed into place); the other paths are relative to the work directory.
@@ -29,9 +31,15 @@ MODEL_DIR = "model"
 MERGED_DIR = "merged"
 METRICS_FILE = "metrics.jsonl"
 REPORT_FILE = "report.json"
+REPORT_HTML_FILE = "report.html"
+SERVING_DIR = "serving"
+VLLM_SCRIPT_FILE = "vllm-serve.sh"
+MODEL_ADAPTER_FILE = "modeladapter.yaml"
+SERVING_JSON_FILE = "serving.json"
 
 TRAIN_DATA = f"generate/{TRAIN_FILE}"
 FILTER_REPORT = f"generate/{FILTER_REPORT_FILE}"
+CANDIDATES = f"generate/{CANDIDATES_FILE}"
 REPORT = f"evaluate/{REPORT_FILE}"
 
 

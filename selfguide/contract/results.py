@@ -27,11 +27,35 @@ class Metric(StrEnum):
 
 
 class StageResult(SpecModel):
-    """Base of the stage results."""
+    """Base of the stage results. The cost fields are filled in by the runner around every stage."""
+
+    wall_seconds: Rate | None = None
+    """How long the stage ran (wall clock)."""
+    gpus: Count | None = None
+    """GPUs visible to the stage process (0 on CPU)."""
+    gpu_seconds: Rate | None = None
+    """GPUs x wall seconds: what the stage cost in accelerator time."""
+
+    def cost(self) -> str:
+        """`12s, 24 GPU-s`, or an empty string when the runner did not measure the stage."""
+        if self.wall_seconds is None:
+            return ""
+        return f"{self.wall_seconds:.0f}s" + (f", {self.gpu_seconds:.0f} GPU-s" if self.gpus else "")
 
     def line(self) -> str:
         """One line for people: `selfguide run`'s summary and the stage's message in the job's status."""
         raise NotImplementedError
+
+
+class FunnelStep(SpecModel):
+    """One step of the data funnel: how many candidates entered it and how many it kept."""
+
+    step: Key
+    """`inputs` (input filters), `annotation` (the vote or likelihood labelling), `balance` (class balancing)."""
+    entered: Count = 0
+    kept: Count = 0
+    dropped: Annotated[dict[Key, Count], Field(max_length=32, default_factory=dict)]
+    """Candidates this step dropped, per reason."""
 
 
 class GenerateResult(StageResult):
@@ -47,6 +71,8 @@ class GenerateResult(StageResult):
     """Classification: labels with no example in the training set (the model never annotated them)."""
     generated_tokens: Count = 0
     """Tokens the model generated (inputs and annotations)."""
+    funnel: Annotated[list[FunnelStep], Field(max_length=8, default_factory=list)]
+    """Where the candidates went, step by step: `candidates` enter the first step, `examples` leave the last."""
     tokens_per_second: Rate = 0.0
 
     def line(self) -> str:
@@ -76,6 +102,33 @@ class TrainResult(StageResult):
         return f"loss {self.first_loss:.3f} -> {self.final_loss:.3f}, {self.steps} steps"
 
 
+class GateResult(SpecModel):
+    """The quality gate's verdict: SELF-GUIDE against few-shot prompting of the base model."""
+
+    passed: bool
+    min_improvement: Score
+    """The improvement the spec asks for (`spec.evaluation.gate.minImprovement`)."""
+    baseline: Score
+    """Few-shot prompting of the base model."""
+    finetuned: Score
+    """The fine-tuned model."""
+    improvement: Score
+    """finetuned - baseline."""
+
+    def message(self) -> str:
+        verdict = "passed" if self.passed else "failed"
+        relation = ">=" if self.passed else "<"
+        return (f"quality gate {verdict}: SELF-GUIDE {self.finetuned:.2f} vs few-shot prompting {self.baseline:.2f} "
+                f"(improvement {self.improvement:+.2f} {relation} required {self.min_improvement:+.2f})")
+
+
+def judge(min_improvement: float, baseline: float, finetuned: float) -> GateResult:
+    """The gate's verdict on two scores (rounded as the report rounds them)."""
+    improvement = round(finetuned - baseline, 2)
+    return GateResult(passed=improvement >= min_improvement, min_improvement=min_improvement,
+                      baseline=baseline, finetuned=finetuned, improvement=improvement)
+
+
 class EvaluateResult(StageResult):
     """Few-shot prompting of the base model versus the fine-tuned model, on the evaluation set."""
 
@@ -88,7 +141,15 @@ class EvaluateResult(StageResult):
     delta: Score
     scores: Annotated[dict[Key, Score], Field(max_length=16, default_factory=dict)]
     """Every scored system, by name (`fewShotPrompting`, `selfGuide`, `fewShotFinetuning`)."""
+    gate: GateResult | None = None
+    """The quality gate's verdict, when `spec.evaluation.gate` is set."""
 
     def line(self) -> str:
+        gate = "" if self.gate is None else f"; quality gate {'passed' if self.gate.passed else 'FAILED'}"
         return (f"{self.metric.value}: few-shot {self.baseline:.1f} -> SELF-GUIDE {self.finetuned:.1f} "
-                f"({self.delta:+.1f})")
+                f"({self.delta:+.1f}){gate}")
+
+    @property
+    def publishable(self) -> bool:
+        """The fine-tuned model may be published: no gate, or a gate it passed."""
+        return self.gate is None or self.gate.passed

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from selfguide.contract.progress import StageProgress
 from selfguide.contract.results import EvaluateResult, GenerateResult, TrainResult
 from selfguide.spec.base import SpecModel
 
@@ -63,6 +64,12 @@ class StageStatus(SpecModel):
     """Pods started for this stage (retries included)."""
     message: Message | None = None
     """The stage's error, or a one-line summary of what it produced."""
+    generation: Annotated[int | None, Field(ge=0)] = None
+    """The SelfGuideJob's `metadata.generation` when this stage's Job was created: the spec it runs with."""
+    config_hash: Annotated[str | None, Field(max_length=64)] = None
+    """Hash of the spec sections the stage reads, as it ran (`selfguide.contract.confighash`)."""
+    progress: StageProgress | None = None
+    """Live progress reported by the stage pod (percentage, ETA, the stage's counters); 100% once it succeeded."""
 
 
 class Outputs(SpecModel):
@@ -71,15 +78,26 @@ class Outputs(SpecModel):
     dataset: PvcUri | None = None
     """The generated training set (JSONL of `{"input", "output"}`)."""
     adapter: PvcUri | None = None
-    """The PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`)."""
+    """The PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`), or the fine-tuned model
+    (full fine-tuning). Published only once every stage succeeded when `spec.evaluation.gate` is set, and never
+    for a model that missed the gate."""
+    base_model: Annotated[str | None, Field(max_length=512)] = None
+    """The base model the adapter applies to (`spec.model.name`), set with `adapter`."""
+    serving: PvcUri | None = None
+    """Ready-to-use serving files (`vllm-serve.sh`, AIBrix `modeladapter.yaml`), set once the model is published."""
+    model_adapter: Name | None = None
+    """The AIBrix `ModelAdapter` the operator created for the published adapter (`spec.serving`), once it
+    exists."""
     report: PvcUri | None = None
-    """The evaluation report (`report.json`)."""
+    """The evaluation report (`report.json`; `report.html` beside it)."""
 
 
 class SelfGuideJobStatus(SpecModel):
     """Observed state, written by the operator (never by users)."""
 
     observed_generation: Annotated[int | None, Field(ge=0)] = None
+    """The newest generation whose spec produced every result shown: a spec edited after a stage ran with the
+    sections it reads leaves it at the generation that stage ran with."""
     phase: Phase | None = None
     stage: Name | None = None
     """The stage running now, or the last one that ran."""

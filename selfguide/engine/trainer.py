@@ -36,6 +36,7 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback
 
 from selfguide.artifacts import atomic_write_jsonl
+from selfguide.contract import progress
 from selfguide.contract.errors import RetryableError
 from selfguide.contract.layout import ADAPTER_DIR, MERGED_DIR, METRICS_FILE, MODEL_DIR
 from selfguide.engine.backends.chat import load_tokenizer, render_chat
@@ -285,11 +286,16 @@ class StderrProgress(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: Any, **kwargs: Any) -> None:
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
+        if state.is_world_process_zero and state.max_steps:
+            progress.current().update(state.global_step / state.max_steps, step=state.global_step,
+                                      steps_total=state.max_steps)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: Any, logs: dict | None = None,
                **kwargs: Any) -> None:
         if self.bar is not None and logs and "loss" in logs:
             self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
+        if state.is_world_process_zero and logs and "loss" in logs:
+            progress.current().update(loss=round(float(logs["loss"]), 4))
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: Any, **kwargs: Any) -> None:
         if self.bar is not None:

@@ -23,6 +23,14 @@ class EvalExample(SpecModel):
     )
 
 
+class GateSpec(SpecModel):
+    """The quality gate: publish the fine-tuned model only when it beats few-shot prompting of its base model."""
+
+    min_improvement: Annotated[float, Field(ge=-100.0, le=100.0)] = 0.0
+    """Points of the task's metric (0-100) by which SELF-GUIDE must at least beat few-shot prompting of the
+    base model (`delta >= minImprovement`); 0 refuses only a model that is worse than its base."""
+
+
 class EvaluationSpec(SpecModel):
     """Where the evaluation set comes from and how much of it to score."""
 
@@ -39,6 +47,9 @@ class EvaluationSpec(SpecModel):
     """Sequences per forward pass; unset: sized from free GPU memory, 16 on CPU."""
     few_shot_finetune_baseline: bool = False
     """Also fine-tune on the gold examples alone (a paper baseline) and score that model."""
+    gate: GateSpec | None = None
+    """Refuse to publish a model that misses this improvement (off unless set): the job fails with reason
+    QualityGateFailed, `status.outputs` names no adapter, and `selfguide run` exits with code 4."""
     self_icl_baseline: bool = False
     """Also prompt the base model with the gold examples plus as many generated examples as fit
     `generation.maxPromptTokens` (the paper's Self-ICL baseline) and score it."""

@@ -20,6 +20,7 @@ from selfguide.spec.runtime import (
     PodSettings,
     StagesSettings,
 )
+from selfguide.spec.serving import ServingSpec
 from selfguide.spec.task import TaskSpec, TaskType
 from selfguide.spec.training import TrainingSpec
 
@@ -130,6 +131,8 @@ class SelfGuideJobSpec(SpecModel):
     training: TrainingSpec = TrainingSpec()
     evaluation: Annotated[EvaluationSpec | None, Field(json_schema_extra=EVALUATION_RULES)] = None
     """Score the base model (few-shot) and the fine-tuned model on a held-out set. Skipped when unset."""
+    serving: ServingSpec | None = None
+    """Have the operator create an AIBrix ModelAdapter for the published adapter (LoRA only). Off unless set."""
 
     suspend: bool = False
     """Stop running stages; setting it back to false resumes where the job stopped."""

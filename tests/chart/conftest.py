@@ -167,6 +167,9 @@ def operator_log(install: Install, kubectl: Kubectl, kubeconfig: Path, tmp_path:
     env = os.environ | operator_env(install.docs) | {
         "KUBECONFIG": str(install.operator_kubeconfig),
     }
+    if "SELFGUIDE_PROGRESS_PORT" in env:  # a local port too, reached by the (local) stage pods
+        port = free_port()
+        env |= {"SELFGUIDE_PROGRESS_PORT": str(port), "SELFGUIDE_PROGRESS_URL": f"http://127.0.0.1:{port}"}
     log = tmp_path / "operator.log"
     with log.open("wb") as out:
         popen = subprocess.Popen([str(VENV_BIN / container["command"][0]), *args, f"--liveness={health}",

@@ -22,10 +22,12 @@ OPERATOR_RULES = {
     ("selfguide.dev", "selfguidejobs/finalizers"): {"update"},
     ("batch", "jobs"): {"list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"create", "patch", "delete"},
-    ("", "pods"): {"list"},
+    ("", "pods"): {"list", "get"},
     ("", "events"): {"create", "list"},
 }
 """What the operator does (operator/kube.py) and what kopf does (watch, patch finalizers and annotations)."""
+REVIEW_TOKENS = {("authentication.k8s.io", "tokenreviews"): {"create"}}
+"""Progress reports: the stage pod's audience-bound token is checked with a TokenReview (cluster-scoped)."""
 OBSERVE_CRDS = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 OBSERVE_NAMESPACES = {("", "namespaces"): {"list", "watch"}}
 """What kopf reads cluster-wide: CRDs (both installs), namespaces (namespaced installs, to follow theirs)."""
@@ -102,7 +104,7 @@ def test_a_namespaced_install_has_a_role_per_watched_namespace_and_only_observes
     assert all(rules(role) == OPERATOR_RULES for role in roles)
     subject = {"kind": "ServiceAccount", "name": "selfguide", "namespace": "selfguide-system"}
     assert all(binding["subjects"] == [subject] for binding in bindings)
-    assert rules(named(docs, "ClusterRole", "selfguide")) == OBSERVE_NAMESPACES | OBSERVE_CRDS
+    assert rules(named(docs, "ClusterRole", "selfguide")) == OBSERVE_NAMESPACES | OBSERVE_CRDS | REVIEW_TOKENS
     assert one(docs, "ClusterRoleBinding")["roleRef"]["name"] == "selfguide"
     claims = [(doc["metadata"]["namespace"], doc["spec"]["storageClassName"], doc["spec"]["accessModes"])
               for doc in docs if doc["kind"] == "PersistentVolumeClaim"]
@@ -112,7 +114,7 @@ def test_a_namespaced_install_has_a_role_per_watched_namespace_and_only_observes
 @pytest.mark.integration
 def test_a_cluster_wide_install_binds_a_cluster_role_that_can_read_no_secrets(helm: Helm):
     docs = render(helm, "cluster-wide.yaml")
-    assert rules(named(docs, "ClusterRole", "selfguide")) == OPERATOR_RULES | OBSERVE_CRDS
+    assert rules(named(docs, "ClusterRole", "selfguide")) == OPERATOR_RULES | OBSERVE_CRDS | REVIEW_TOKENS
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == "selfguide" and binding["subjects"][0]["name"] == "selfguide"
     assert not [doc for doc in docs if doc["kind"] in ("Role", "RoleBinding", "PersistentVolumeClaim")]
@@ -160,7 +162,7 @@ def test_the_operator_runs_restricted_with_probes_on_its_health_endpoint(helm: H
 def test_the_service_monitor_is_off_by_default_and_scrapes_the_metrics_service(helm: Helm):
     assert not [doc for doc in render(helm, "default.yaml") if doc["kind"] == "ServiceMonitor"]
     docs = render(helm, "servicemonitor.yaml")
-    monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service")
+    monitor, service = one(docs, "ServiceMonitor"), named(docs, "Service", "selfguide-metrics")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "15s"}]
@@ -175,7 +177,8 @@ def test_custom_images_and_resources_reach_the_deployment_and_metrics_can_be_off
     assert container["image"] == "registry.example.com/selfguide-operator:0.1.0-rc1"
     assert container["resources"] == values("custom-resources.yaml")["resources"]
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry"}]
-    assert "--metrics-port=0" in container["args"] and not [d for d in docs if d["kind"] == "Service"]
+    assert "--metrics-port=0" in container["args"]
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Service"] == ["selfguide-progress"]
     env = operator_env(docs)
     assert env["SELFGUIDE_IMAGE_PULL_POLICY"] == "Always" and env["SELFGUIDE_MAX_WORKERS"] == "4"
 
@@ -205,8 +208,17 @@ def test_the_default_install_is_namespaced_and_cluster_wide_needs_an_empty_watch
     docs = render(helm, "default.yaml")
     assert [(r["kind"], r["metadata"]["namespace"]) for r in docs if r["kind"] in ("Role", "RoleBinding")] == [
         ("Role", "selfguide-system"), ("RoleBinding", "selfguide-system")]
-    assert rules(named(docs, "ClusterRole", "selfguide")) == OBSERVE_NAMESPACES | OBSERVE_CRDS
+    assert rules(named(docs, "ClusterRole", "selfguide")) == OBSERVE_NAMESPACES | OBSERVE_CRDS | REVIEW_TOKENS
     assert operator_env(docs)["SELFGUIDE_WATCH_NAMESPACES"] == "selfguide-system"
+    env = operator_env(docs)
+    assert env["SELFGUIDE_PROGRESS_URL"] == "http://selfguide-progress.selfguide-system.svc:8082"
+    assert (env["SELFGUIDE_PROGRESS_PORT"], env["SELFGUIDE_PROGRESS_SECONDS"]) == ("8082", "10")
+    assert named(docs, "Service", "selfguide-progress")["spec"]["ports"] == [
+        {"name": "progress", "port": 8082, "targetPort": "progress"}]
+    (tmp_path / "off.yaml").write_text("progress: {enabled: false}\n")
+    off = objects(helm.template(tmp_path / "off.yaml"))
+    assert "SELFGUIDE_PROGRESS_URL" not in operator_env(off)
+    assert rules(named(off, "ClusterRole", "selfguide")) == OBSERVE_NAMESPACES | OBSERVE_CRDS
     (tmp_path / "both.yaml").write_text("clusterWide: true\nwatchNamespaces: [team-a]\n")
     result = helm("template", "selfguide", str(CHART), "--values", str(tmp_path / "both.yaml"), check=False)
     assert result.returncode != 0 and "leave watchNamespaces empty" in result.stderr
@@ -243,3 +255,11 @@ def test_the_admission_policies_are_bound_to_the_operators_service_account_and_t
     off = tmp_path / "off.yaml"
     off.write_text("admissionPolicy: {enabled: false}\n")
     assert not [d for d in objects(helm.template(off)) if d["kind"].startswith("ValidatingAdmission")]
+
+
+@pytest.mark.integration
+def test_model_adapters_are_granted_only_when_asked_for(helm: Helm, tmp_path: Path):
+    (tmp_path / "serving.yaml").write_text("serving: {modelAdapters: true}\n")
+    role = named(objects(helm.template(tmp_path / "serving.yaml")), "Role", "selfguide")
+    assert rules(role) == OPERATOR_RULES | {("model.aibrix.ai", "modeladapters"): {"create", "patch"}}
+    assert rules(named(render(helm, "default.yaml"), "Role", "selfguide")) == OPERATOR_RULES

@@ -3,7 +3,8 @@
 Each pod's first container runs once as a subprocess in its own process group (restartPolicy is not
 honoured; init and sidecar containers are ignored). Volumes map to local directories:
 PersistentVolumeClaim -> ``<root>/pvc/<namespace>/<claim>``, ConfigMap/Secret -> their data written to a
-per-pod directory, anything else (emptyDir, projected, ...) -> an empty per-pod directory. Because mount
+per-pod directory, projected service-account tokens -> a token requested for the pod (TokenRequest, bound to
+it, with the volume's audience), anything else (emptyDir, ...) -> an empty per-pod directory. Because mount
 paths such as ``/data`` do not exist here, every occurrence of a mount path (longest first, subPath
 applied) in command, args, env values and workingDir is rewritten to its local directory, and the
 process gets ``FAKE_KUBELET=1``. Its output goes to ``<root>/pods/<namespace>/<pod>/log``.
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from kubernetes import watch
 from kubernetes.client import (
@@ -376,6 +377,9 @@ class PodRunner:
                 continue
             dirs[volume.name] = target = self.dir / "volumes" / volume.name
             target.mkdir(parents=True, exist_ok=True)
+            for projected in (volume.projected.sources or []) if volume.projected else []:
+                if projected.service_account_token is not None:
+                    self._write_token(projected.service_account_token, target)
             source = volume.config_map or volume.secret
             if source is None:
                 continue
@@ -390,6 +394,17 @@ class PodRunner:
                 (target / path).parent.mkdir(parents=True, exist_ok=True)
                 (target / path).write_bytes(data[key])
         return dirs
+
+    def _write_token(self, source: Any, target: Path) -> None:
+        """A projected service-account token, as the kubelet requests it: bound to this pod (TokenRequest)."""
+        meta = self.pod.metadata
+        request = self.kubelet.core.create_namespaced_service_account_token(
+            self.pod.spec.service_account_name or "default", meta.namespace, {
+                "spec": {"audiences": [source.audience] if source.audience else None,
+                         "expirationSeconds": source.expiration_seconds or 3600,
+                         "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta.name, "uid": meta.uid}}})
+        (target / source.path).parent.mkdir(parents=True, exist_ok=True)
+        (target / source.path).write_text(request.status.token)
 
     def _data(self, kind: str, name: str, optional: bool) -> dict[str, bytes]:
         """The decoded data of ConfigMap or Secret `name`; empty if it is missing and `optional`."""

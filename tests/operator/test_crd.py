@@ -85,7 +85,8 @@ def test_resource_names_columns_and_subresources():
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c.get("priority", 0) for c in version["additionalPrinterColumns"]}
-    assert columns == {"Phase": 0, "Stage": 0, "Progress": 0, "Complete": 0, "Age": 0, "Model": 1, "Adapter": 1}
+    assert columns == {"Phase": 0, "Stage": 0, "Progress": 0, "Stage%": 0, "ETA(s)": 0, "Complete": 0, "Age": 0,
+                       "Model": 1, "Adapter": 1, "Gate": 1}
 
 
 def labels(m: dict) -> None:
@@ -201,8 +202,8 @@ def test_task_and_model_are_immutable_but_suspend_and_generation_are_not(selfgui
 @pytest.mark.integration
 def test_kubectl_shows_columns_short_name_category_and_explains_fields(selfguide_crd, kubectl, namespace):
     kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(generation()))
-    assert kubectl("get", "sgj", "-n", namespace).stdout.split()[:6] == ["NAME", "PHASE", "STAGE", "PROGRESS",
-                                                                         "COMPLETE", "AGE"]
+    assert kubectl("get", "sgj", "-n", namespace).stdout.split()[:8] == [
+        "NAME", "PHASE", "STAGE", "PROGRESS", "STAGE%", "ETA(S)", "COMPLETE", "AGE"]
     assert "MODEL" in kubectl("get", "sgj", "-n", namespace, "-o", "wide").stdout
     assert "selfguidejob.selfguide.dev/reverse-words" in kubectl("get", "all", "-n", namespace).stdout
     explained = kubectl("explain", "sgj.spec.task").stdout

@@ -57,8 +57,12 @@ def test_a_job_runs_its_stages_in_order_and_reports_outputs_metrics_and_events(
     assert status["phase"] == "Succeeded" and status["progress"] == "3/3" and status["observedGeneration"] == 1
     assert status["outputs"] == {"dataset": f"pvc://selfguide-data/{namespace}/demo/generate/train.jsonl",
                                  "adapter": f"pvc://selfguide-data/{namespace}/demo/train/adapter",
+                                 "baseModel": "bundled://smollm2-135m-instruct",
+                                 "serving": f"pvc://selfguide-data/{namespace}/demo/serving",
                                  "report": f"pvc://selfguide-data/{namespace}/demo/evaluate/report.json"}
-    assert status["generation"] == RESULTS["generate"].to_camel_dict()
+    cost = {"wallSeconds", "gpus", "gpuSeconds"}
+    assert {k: v for k, v in status["generation"].items() if k not in cost} == RESULTS["generate"].to_camel_dict()
+    assert status["training"]["gpus"] == 1 and status["training"]["gpuSeconds"] == status["training"]["wallSeconds"]
     assert status["evaluation"]["delta"] == 50 and status["training"]["finalLoss"] == 1.25
     assert [(s["name"], s["phase"], s["attempts"]) for s in status["stages"]] == [
         ("generate", "Succeeded", 1), ("train", "Succeeded", 1), ("evaluate", "Succeeded", 1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from selfguide.engine.models import cache_root
+from tests.harness.controlplane import free_port
 from tests.harness.fixtures import Kubectl
 from tests.operator.helpers import VENV_BIN, load_example, manifest
 
@@ -47,11 +49,28 @@ def test_the_sentiment_example_trains_an_adapter_on_the_cluster(start_operator, 
     document["spec"]["modelCache"] = real_stages
     path = tmp_path / "sentiment.yaml"
     path.write_text(yaml.safe_dump(document))
-    start_operator(namespace, fake_stages=False)
+    port = free_port()  # the real stages report live progress, authenticated by their projected token
+    start_operator(namespace, fake_stages=False, SELFGUIDE_PROGRESS_PORT=str(port),
+                   SELFGUIDE_PROGRESS_URL=f"http://127.0.0.1:{port}", SELFGUIDE_PROGRESS_SECONDS="1")
     kubectl("apply", "-n", namespace, "-f", str(path))
-    kubectl("wait", "--for=condition=Complete", "sgj/sentiment", "-n", namespace, "--timeout=480s", timeout=490)
+    seen: set[tuple[str, float]] = set()
+    deadline = time.monotonic() + 480
+    while time.monotonic() < deadline and sgjs.status("sentiment").get("phase") not in ("Succeeded", "Failed"):
+        for stage in sgjs.status("sentiment").get("stages") or []:
+            if stage["phase"] == "Running" and stage.get("progress"):
+                seen.add((stage["name"], stage["progress"]["percent"]))
+        time.sleep(0.5)
+    kubectl("wait", "--for=condition=Complete", "sgj/sentiment", "-n", namespace, "--timeout=10s", timeout=20)
 
     status = sgjs.status("sentiment")
+    moving = sorted((name, percent) for name, percent in seen if 0 < percent < 100)
+    assert len(moving) >= 2, f"progress seen while the real stages ran: {sorted(seen)}"
+    progress = {s["name"]: s["progress"] for s in status["stages"]}
+    assert all(p["percent"] == 100 for p in progress.values()), progress
+    assert progress["generate"]["roundsTotal"] >= 1 and progress["generate"]["inputsGenerated"] == 4
+    assert progress["train"]["stepsTotal"] >= 1 and progress["train"]["loss"] > 0
+    assert progress["evaluate"]["itemsScored"] == progress["evaluate"]["itemsTotal"] == 4
+    assert status["training"]["wallSeconds"] > 0 and status["generation"]["funnel"][0]["entered"] == 4
     adapter = output_claim / namespace / "sentiment" / "train" / "adapter"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert status["outputs"]["adapter"] == f"pvc://selfguide-data/{namespace}/sentiment/train/adapter"

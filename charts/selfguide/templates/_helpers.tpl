@@ -67,8 +67,10 @@ What the operator does with namespaced objects (operator/kube.py and kopf, see d
   OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift).
 - stage Jobs: watched (label-selected), created, suspended or resumed (patch), deleted (deadline, TTL).
 - spec ConfigMaps: server-side applied (create, patch), deleted after the TTL.
-- Pods: listed for a finished stage's termination message.
+- Pods: listed for a finished stage's termination message; read to check that a progress report's token
+  belongs to the job's stage pod.
 - Events: created (kopf posts a new Event each time; it never patches one).
+- AIBrix ModelAdapters (serving.modelAdapters): server-side applied for jobs that set spec.serving.
 Never Secrets: stage pods reference the Hugging Face token Secret by name. What it may write is further
 limited by the admission policy (admission-policy.yaml).
 */}}
@@ -90,8 +92,13 @@ limited by the admission policy (admission-policy.yaml).
   verbs: [create, patch, delete]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, get]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, list]
+{{- if .Values.serving.modelAdapters }}
+- apiGroups: [model.aibrix.ai]
+  resources: [modeladapters]
+  verbs: [create, patch]
+{{- end }}
 {{- end }}

@@ -7,6 +7,7 @@ from typing import Any
 
 from selfguide.artifacts import atomic_write_text
 from selfguide.spec import SelfGuideJobSpec
+from selfguide.stages.evaluate.html import write_html_report
 
 SYSTEM_NAMES = {
     "fewShotPrompting": "Few-shot prompting",
@@ -70,14 +71,20 @@ def _plots(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict]
 
 
 def write_readable_report(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict],
-                          funnel: dict[str, Any], out_dir: Path) -> None:
+                          funnel: dict[str, Any], out_dir: Path, candidates: list[dict] | None = None) -> None:
+    """report.md and its plots, and report.html (one self-contained page)."""
     plots = _plots(spec, report, generated, funnel, out_dir)
+    write_html_report(spec, report, generated, funnel, candidates or [], out_dir, plots)
     lines = [
         "# SELF-GUIDE evaluation report", "",
         f"Metric: **{report['metric']}** ({report['metricVariant']}), {report['examples']} examples.", "",
         "| system | score |", "| --- | ---: |",
         *(f"| {SYSTEM_NAMES.get(n, n)} | {s:.2f} |" for n, s in report["scores"].items()),
         "", f"Delta (SELF-GUIDE - few-shot prompting): **{report['delta']:+.2f}**", "",
+        *([(f"Quality gate: **{'passed' if report['gate']['passed'] else 'failed'}** (improvement "
+            f"{report['gate']['improvement']:+.2f}, required {report['gate']['minImprovement']:+.2f})"), ""]
+          if report.get("gate") else []),
+        "The whole report, with every example and dropped candidate: [report.html](report.html)", "",
         "## Generated data", "",
         *(f"- {step}: {n}" for step, n in funnel_steps(funnel)), "",
         *(f"![{p}]({p})" for p in plots), "",

@@ -7,6 +7,7 @@ Both models get the same few-shot chat prompt and greedy decoding; with LoRA one
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,17 +15,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from selfguide.artifacts import atomic_write_json, read_json, read_jsonl
+from selfguide.contract import progress
 from selfguide.contract.environment import pvc_local_path
 from selfguide.contract.errors import PermanentError
 from selfguide.contract.layout import (
     ADAPTER_DIR,
+    CANDIDATES,
     FILTER_REPORT,
     MODEL_DIR,
     REPORT_FILE,
     TRAIN_DATA,
     trained_model_dir,
 )
-from selfguide.contract.results import EvaluateResult
+from selfguide.contract.results import EvaluateResult, judge
 from selfguide.engine.backends import open_backend
 from selfguide.engine.backends.base import GenerationBackend, SamplingParams
 from selfguide.engine.models import locate
@@ -38,6 +41,12 @@ from selfguide.stages.context import StageContext
 from selfguide.stages.evaluate.readable import write_readable_report
 from selfguide.stages.evaluate.scoring import EXACT_MATCH, ROUGE_L, exact_match, mean, rouge_l
 from selfguide.stages.evaluate.self_icl import demonstrations
+
+PROGRESS_CHUNK = 16
+PROGRESS_REPORTS = 20
+"""Each system's predictions are made in about this many chunks (of at least PROGRESS_CHUNK prompts), so that
+progress moves while the evaluation runs (greedy decoding: the answers are those of one call, up to the
+numerics of how the backend pads a batch)."""
 
 
 def load_eval_set(spec: EvaluationSpec) -> list[EvalExample]:
@@ -87,7 +96,21 @@ def predict(backend: GenerationBackend, spec: SelfGuideJobSpec, examples: list[E
     prompts = [backend.render_chat(few_shot_messages(spec.task, e.input, demonstrations)) for e in examples]
     params = SamplingParams(temperature=0.0, max_tokens=spec.evaluation.max_new_tokens)
     # no completion: the backend skipped a prompt longer than the model's context window (scored as empty)
-    return [c[0].text.strip() if c else "" for c in backend.generate(prompts, params, desc=desc)]
+    answers: list[str] = []
+    chunk = max(PROGRESS_CHUNK, math.ceil(len(prompts) / PROGRESS_REPORTS))  # progress as the items are scored
+    for start in range(0, len(prompts), chunk):
+        completions = backend.generate(prompts[start:start + chunk], params, desc=desc)
+        answers += [c[0].text.strip() if c else "" for c in completions]
+        tracker = progress.current()
+        done, total = (tracker.snapshot.items_scored or 0) + len(completions), tracker.snapshot.items_total
+        tracker.update(done / total if total else None, items_scored=done)
+    return answers
+
+
+def systems(spec: SelfGuideJobSpec) -> int:
+    """How many systems the evaluation scores (each answers every example)."""
+    assert spec.evaluation is not None
+    return 2 + spec.evaluation.self_icl_baseline + spec.evaluation.few_shot_finetune_baseline
 
 
 def _open(spec: SelfGuideJobSpec, adapter: Path | None = None, model_dir: Path | None = None) -> GenerationBackend:
@@ -188,11 +211,16 @@ def run(ctx: StageContext) -> EvaluateResult:
     spec = ctx.spec
     assert spec.evaluation is not None
     examples = load_eval_set(spec.evaluation)
+    progress.current().update(0.0, items_scored=0, items_total=len(examples) * systems(spec))
     predictions, baselines = run_models(ctx, examples)
     report = score_report(spec, examples, predictions) | ({"baselines": baselines} if baselines else {})
+    if spec.evaluation.gate is not None:
+        gate = judge(spec.evaluation.gate.min_improvement, report["baseline"], report["finetuned"])
+        report["gate"] = gate.model_dump(mode="json", by_alias=True)
     atomic_write_json(ctx.output / REPORT_FILE, report)
     generated = read_jsonl(ctx.artifact(TRAIN_DATA))
     funnel = read_json(ctx.artifact(FILTER_REPORT))
-    write_readable_report(spec, report, generated, funnel, ctx.output)
+    candidates = read_jsonl(ctx.artifact(CANDIDATES)) if ctx.artifact(CANDIDATES).is_file() else []
+    write_readable_report(spec, report, generated, funnel, ctx.output, candidates)
     return EvaluateResult.model_validate({k: report[k] for k in ("metric", "examples", "baseline", "finetuned",
-                                                                 "delta", "scores")})
+                                                                 "delta", "scores", "gate") if k in report})

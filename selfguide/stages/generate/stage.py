@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_json, atomic_write_jsonl, config_hash
+from selfguide.contract import progress
 from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
-from selfguide.contract.results import GenerateResult
+from selfguide.contract.results import FunnelStep, GenerateResult
 from selfguide.engine.backends import open_backend
 from selfguide.engine.backends.base import EXCEEDS_CONTEXT, GenerationBackend, SamplingParams
 from selfguide.prompts import (
@@ -166,6 +167,9 @@ class Generator:
             pool.extend(accepted)  # the pool is refreshed once per round
             if self.fill:
                 self.annotator.annotate(candidates)
+            rounds = cfg.rounds_for(task.type)
+            progress.current().update(GENERATION_SHARE * (round_index + 1) / rounds, rounds_done=round_index + 1,
+                                      rounds_total=rounds, inputs_generated=len(candidates))
             log.info("round %d: %d candidates, %d accepted, pool %d", round_index + 1,
                      sum(len(c) for c in outputs), len(accepted), len(pool))
             self._save_inputs(round_index + 1, candidates, pool)
@@ -258,6 +262,24 @@ def funnel_report(gen: Generator, candidates: list[Candidate], balance: dict[str
     return report
 
 
+def funnel(report: dict[str, Any]) -> list[FunnelStep]:
+    """The filter report's steps as counts: what entered each step, what it kept, what it dropped and why."""
+    steps = []
+    for step in ("inputs", "annotation", "balance"):
+        if step not in report:
+            continue
+        dropped: Counter = Counter()
+        for reasons in report[step].get("dropped", {}).values():
+            dropped.update(reasons)
+        steps.append(FunnelStep(step=step, entered=report[step]["in"], kept=report[step]["kept"],
+                                dropped={reason or "unspecified": n for reason, n in dropped.items()}))
+    return steps
+
+
+GENERATION_SHARE = 0.5
+"""The part of the stage's progress that input generation accounts for (annotation takes the rest)."""
+
+
 @dataclass(frozen=True)
 class GeneratedData:
     examples: int
@@ -270,8 +292,12 @@ def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Pa
     `checkpoint`)."""
     gen = Generator(spec, backend, checkpoint)
     candidates = gen.generate_inputs()
+    to_annotate = sum(c.dropped_at == "kept" for c in candidates)
+    progress.current().update(GENERATION_SHARE, inputs_generated=len(candidates), inputs_annotated=0,
+                              inputs_total=to_annotate)
     gen.annotator.annotate(candidates)
     gen.annotator.finish(candidates)
+    progress.current().update(0.99, inputs_annotated=to_annotate)
     balance = None
     if spec.task.type is TaskType.CLASSIFICATION and spec.generation.filtering.balance_classes:
         balance = gen.balance(candidates)
@@ -300,6 +326,6 @@ def run(ctx: StageContext) -> GenerateResult:
     return GenerateResult(
         examples=result.examples, candidates=report["inputs"]["in"], dropped=dict(dropped),
         missing_labels=report.get("missingLabels", []),
-        generated_tokens=backend.throughput.generated_tokens,
+        generated_tokens=backend.throughput.generated_tokens, funnel=funnel(report),
         tokens_per_second=round(backend.throughput.tokens_per_second, 1),
     )

@@ -182,3 +182,20 @@ def test_the_generated_set_was_reused(completed_run, generated_sentiment):
     workdir, _ = completed_run
     assert read_jsonl(workdir / "generate" / "train.jsonl") == read_jsonl(
         generated_sentiment.workdir / "generate" / "train.jsonl")
+
+
+@pytest.mark.slow
+def test_a_real_run_leaves_the_html_report_cost_funnel_and_serving_files(completed_run):
+    workdir, result = completed_run
+    html = (workdir / "evaluate" / "report.html").read_text()
+    assert all(f'id="{section}"' in html for section in ("scores", "funnel", "examples", "dropped", "predictions"))
+    assert all(e["input"] in html for e in EVAL) and "data:image/png;base64," in html
+    for stage_name in ("train", "evaluate"):
+        summary = json.loads((workdir / stage_name / "record.json").read_text())["summary"]
+        assert summary["wallSeconds"] > 0 and summary["gpus"] == 0 and summary["gpuSeconds"] == 0
+    generate = json.loads((workdir / "generate" / "record.json").read_text())["summary"]
+    if "funnel" in generate:  # the shared generate run may predate the funnel counts
+        assert generate["funnel"][0]["entered"] == generate["candidates"]
+    serving = workdir / "serving"
+    assert "--enable-lora" in (serving / "vllm-serve.sh").read_text()
+    assert (serving / "modeladapter.yaml").is_file() and "serving:" in result.stdout

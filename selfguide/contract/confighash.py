@@ -1,0 +1,31 @@
+"""The configuration hash of a stage as far as the spec goes: the spec sections the stage reads (see the
+registry), without the fields that change how it runs but not what it produces.
+
+The runner's stage hash (`selfguide.runner.stage_hash`) covers these sections plus the selfguide version and the
+upstream records; the operator, which never sees records, labels each stage Job with this part, so that status
+can tell which spec a stage's results come from. A test keeps both views of the sections equal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from selfguide.artifacts import config_hash
+from selfguide.contract.registry import stage
+from selfguide.spec import SelfGuideJobSpec
+
+EXCLUDED_FROM_HASH = {"model": ("hfTokenSecret",), "generation": ("tensorParallelSize",),
+                      "training": ("gradientCheckpointing",)}
+"""Fields that change how a stage runs but not what it produces (the runner's list, kept equal by a test)."""
+
+
+def spec_sections(spec: SelfGuideJobSpec, name: str) -> dict[str, Any]:
+    document = spec.to_camel_dict()
+    for section, fields in EXCLUDED_FROM_HASH.items():
+        for field in fields:
+            document.get(section, {}).pop(field, None)
+    return {part: document.get(part) for part in stage(name).reads}
+
+
+def spec_hash(spec: SelfGuideJobSpec, name: str) -> str:
+    """A short hash of what stage `name` reads of `spec`."""
+    return config_hash(spec_sections(spec, name))
