@@ -30,6 +30,7 @@ tools:
 
 # Stage pods started by the fake kubelet run `selfguide` from PATH, as they would in the image.
 test: setup
+	bash hack/install-browser.sh
 	KUBEBUILDER_ASSETS="$$(bash hack/build-tools.sh)" PATH="$(abspath $(BIN)):$$PATH" \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
