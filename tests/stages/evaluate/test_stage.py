@@ -148,21 +148,22 @@ def test_a_bad_evaluation_line_is_named(tmp_path, content, line, detail):
 
 
 @pytest.mark.slow
-def test_a_bad_evaluation_line_exits_3_naming_it(tmp_path):
+def test_a_bad_evaluation_line_fails_the_first_stage_naming_it(tmp_path):
+    """Fail fast: the evaluation set is read before generation starts, not after generate and train."""
     content, line, _ = BAD_FILES[0]
     eval_file = tmp_path / "eval.jsonl"
     eval_file.write_text(content)
     spec_file = write_manifest(tmp_path / "job.yaml", run_manifest({"path": str(eval_file)}))
     termination = tmp_path / "termination-log"
-    result = run_cli("stage", "evaluate", "--spec", spec_file, "--workdir", tmp_path / "work", timeout=300,
+    result = run_cli("stage", "generate", "--spec", spec_file, "--workdir", tmp_path / "work", timeout=300,
                      SELFGUIDE_TERMINATION_LOG=str(termination))
     assert result.returncode == 3, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert f"{eval_file} line {line}: " in result.stderr
     message = json.loads(termination.read_text())
-    assert message["stage"] == "evaluate" and message["ok"] is False and message["permanent"] is True
+    assert message["stage"] == "generate" and message["ok"] is False and message["permanent"] is True
     assert f"line {line}" in message["error"]
-    assert not (tmp_path / "work" / "evaluate").exists()
+    assert not (tmp_path / "work" / "generate").exists()
 
 
 def test_a_missing_or_empty_evaluation_file_is_a_permanent_error(tmp_path):
