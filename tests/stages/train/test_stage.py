@@ -21,6 +21,7 @@ from tests.stage_runs import (
     wait_for,
     write_manifest,
 )
+from tests.test_runner import record
 
 EXAMPLES = [
     {"input": "Works great, I use it every day.", "output": "positive"},
@@ -31,8 +32,10 @@ EXAMPLES = [
 
 
 def training_workdir(root: Path, examples: list[dict]) -> Path:
-    """A work directory whose generate stage produced `examples` (the train stage only reads train.jsonl)."""
+    """A work directory whose generate stage produced `examples`: its training set and its record (the train
+    stage reads train.jsonl; the runner needs the upstream record to chain its hash)."""
     atomic_write_jsonl(root / "generate" / "train.jsonl", examples)
+    record(root, "generate", validate_object(sentiment_manifest()).spec)
     return root
 
 
@@ -90,7 +93,7 @@ def test_training_lowers_the_loss(lora_run):
     assert all(loss > 0 for loss in losses)
     assert losses[-1] < losses[0], losses
     assert losses[-1] < 0.8 * losses[0], losses  # four examples seen five times at 1e-3: it learns them
-    summary = outcome.summary
+    summary = outcome.result.to_camel_dict()
     assert (summary["steps"], summary["epochs"], summary["examples"], summary["method"]) == (5, 5, 4, "lora")
     assert summary["firstLoss"] == pytest.approx(losses[0], abs=1e-4)
     assert summary["finalLoss"] == pytest.approx(losses[-1], abs=1e-4)
@@ -182,9 +185,9 @@ def test_full_fine_tuning_writes_a_loadable_model(tiny_model, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     ids = prompt_ids(tokenizer)
     assert not torch.allclose(logits(tuned, ids), logits(base, ids), atol=1e-4)
-    assert outcome.summary["method"] == "full" and outcome.summary["steps"] == 4
+    assert outcome.result.method == "full" and outcome.result.steps == 4
     # full fine-tuning trains every parameter
-    assert outcome.summary["trainableParameters"] == sum(p.numel() for p in base.parameters())
+    assert outcome.result.trainable_parameters == sum(p.numel() for p in base.parameters())
 
 
 @pytest.mark.slow
@@ -388,11 +391,8 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_and_the_next_attempt_resumes_from_
     import re
     import signal
 
-    from tests.test_runner import record
-
     workdir = training_workdir(tmp_path / "work", MANY)
     manifest = job(str(tiny_model), **CRASH_TRAINING)
-    record(workdir, "generate", validate_object(manifest).spec)  # what a completed generate stage leaves
     spec_file = write_manifest(tmp_path / "job.yaml", manifest)
     log = tmp_path / "terminated.log"
     proc = start_cli("stage", "train", "--spec", spec_file, "--workdir", workdir, log=log, TQDM_DISABLE="")
