@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from selfguide.engine.models import cache_root
 from tests.harness.controlplane import free_port
 from tests.harness.fixtures import Kubectl
 from tests.operator.helpers import VENV_BIN, load_example, manifest
+from tests.stage_runs import TINY_GENERATION
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -35,8 +37,8 @@ def real_stages(monkeypatch: pytest.MonkeyPatch, namespace: str, make_pvc: Calla
 def tiny(document: dict[str, Any]) -> dict[str, Any]:
     """The sentiment example with a budget that takes a couple of minutes on two CPU cores."""
     spec = document["spec"]
-    spec["generation"]["inputs"].update(maxRounds=1, promptsPerRound=4, maxNewTokens=16)
-    spec["generation"]["annotation"].update(samples=2, keep=2)
+    spec["generation"] = copy.deepcopy(TINY_GENERATION)  # the smallest budget known to yield an example...
+    spec["generation"]["inputs"]["maxRounds"] = 3  # ...over rounds long enough to watch progress move
     spec["training"]["epochs"] = 1
     spec["evaluation"]["examples"] = spec["evaluation"]["examples"][:2]
     return document
@@ -67,14 +69,14 @@ def test_the_sentiment_example_trains_an_adapter_on_the_cluster(start_operator, 
     assert len(moving) >= 2, f"progress seen while the real stages ran: {sorted(seen)}"
     progress = {s["name"]: s["progress"] for s in status["stages"]}
     assert all(p["percent"] == 100 for p in progress.values()), progress
-    assert progress["generate"]["roundsTotal"] >= 1 and progress["generate"]["inputsGenerated"] == 4
+    assert progress["generate"]["roundsTotal"] == 3 and progress["generate"]["inputsGenerated"] == 12
     assert progress["train"]["stepsTotal"] >= 1 and progress["train"]["loss"] > 0
     assert progress["evaluate"]["itemsScored"] == progress["evaluate"]["itemsTotal"] == 4
-    assert status["training"]["wallSeconds"] > 0 and status["generation"]["funnel"][0]["entered"] == 4
+    assert status["training"]["wallSeconds"] > 0 and status["generation"]["funnel"][0]["entered"] == 12
     adapter = output_claim / namespace / "sentiment" / "train" / "adapter"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert status["outputs"]["adapter"] == f"pvc://selfguide-data/{namespace}/sentiment/train/adapter"
-    assert status["generation"]["candidates"] == 4
+    assert status["generation"]["candidates"] == 12
     assert status["evaluation"]["examples"] == 2 and "finetuned" in status["evaluation"]
     assert [s["phase"] for s in status["stages"]] == ["Succeeded"] * 3
 
