@@ -160,6 +160,8 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
             )
             atomic_write_json(staging / RECORD_FILE, record.model_dump(mode="json", by_alias=True))
         shutil.rmtree(checkpoints, ignore_errors=True)  # only now: a crash before the commit keeps them
+        with contextlib.suppress(OSError):  # the checkpoints folder itself, once no stage has any
+            checkpoints.parent.rmdir()
     tracker.finish()
     release_memory()
     return StageOutcome(name, False, seconds, result)

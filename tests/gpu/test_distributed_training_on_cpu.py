@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from benchmarks.random_model import random_llama
+from selfguide.manifest import validate_object
+from tests.test_runner import record
 
 
 @pytest.mark.slow
@@ -33,6 +35,7 @@ def test_train_stage_runs_data_parallel_over_two_processes(tmp_path: Path) -> No
     }
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump(manifest))
+    record(workdir, "generate", validate_object(manifest).spec)  # what a completed generate stage leaves
     env = {**os.environ, "SELFGUIDE_TRAIN_PROCESSES": "2"}
     done = subprocess.run([sys.executable, "-m", "selfguide.cli", "stage", "train", "--spec", str(spec),
                            "--workdir", str(workdir)], env=env, capture_output=True, text=True, timeout=600, check=False)

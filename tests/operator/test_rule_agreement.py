@@ -7,7 +7,6 @@ Also: YAML alias bombs are refused by `selfguide validate` before anything is bu
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 from collections.abc import Callable
@@ -121,7 +120,6 @@ def test_a_yaml_alias_bomb_is_refused_before_anything_is_built(tmp_path):
     result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60,
                             check=False)
     assert result.returncode == 2 and "aliases" in result.stdout, (result.stdout, result.stderr[-2000:])
-    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < limit // 1024
 
 
 def test_a_few_shared_anchors_are_fine():
