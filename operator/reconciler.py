@@ -217,8 +217,10 @@ class Reconciler:
     def _apply(self, job: Observed, action: Action) -> None:
         namespace = job.namespace
         match action:
-            case ApplyObject(body):
+            case ApplyObject(body) if body["kind"] == "ConfigMap":
                 self._apply_config_map(job, body)
+            case ApplyObject(body):  # an object only this job ever writes (spec.serving's ModelAdapter)
+                self.kube.apply(body["kind"], namespace, body)
             case CreateJob(body):
                 if created := self._create_job(job, body):
                     stage = created["metadata"]["labels"][LABEL_STAGE]
