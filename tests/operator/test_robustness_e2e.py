@@ -99,7 +99,8 @@ def test_a_stage_without_its_output_claim_waits_with_the_reason(start_operator, 
 def test_a_pod_the_namespace_refuses_is_reported_as_failed_create(start_operator, sgjs, output_claim, kubectl,
                                                                   namespace):
     kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
-    start_operator(namespace)
+    # the operator's policy allows the capability; the namespace's Pod Security level does not
+    start_operator(namespace, SELFGUIDE_POLICY='{"allowedCapabilities": ["NET_ADMIN"]}')
     sgjs.create(manifest("refusedpod", pod={"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}))
     status = wait_for(lambda: (s := sgjs.status("refusedpod")).get("stages")
                       and "FailedCreate" in (stage(s, "generate").get("message") or "") and s,
