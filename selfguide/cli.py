@@ -123,8 +123,9 @@ def run(
     typer.echo(f"\nSelfGuideJob {job.metadata.name}: done ({workdir})")
     for outcome in outcomes:
         timing = "already complete" if outcome.skipped else f"{outcome.seconds:.0f}s"
-        cost = outcome.result.cost() if not outcome.skipped else ""
-        typer.echo(f"  {outcome.stage:<9} {timing:>16}  {outcome.result.line()}" + (f" [{cost}]" if cost else ""))
+        result = outcome.result
+        gpu = f" [{result.gpu_seconds or 0:.0f} GPU-s]" if result.gpus and not outcome.skipped else ""
+        typer.echo(f"  {outcome.stage:<9} {timing:>16}  {result.line()}{gpu}")
     artifacts = [TRAIN_DATA, FILTER_REPORT] + [f"{d.artifact(job.spec)}/" for d in stages_for(job.spec)
                                                if d.name == "train"]
     typer.echo("  artifacts: " + ", ".join(f"{workdir}/{a}" for a in artifacts))

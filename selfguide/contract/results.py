@@ -36,12 +36,6 @@ class StageResult(SpecModel):
     gpu_seconds: Rate | None = None
     """GPUs x wall seconds: what the stage cost in accelerator time."""
 
-    def cost(self) -> str:
-        """`12s, 24 GPU-s`, or an empty string when the runner did not measure the stage."""
-        if self.wall_seconds is None:
-            return ""
-        return f"{self.wall_seconds:.0f}s" + (f", {self.gpu_seconds:.0f} GPU-s" if self.gpus else "")
-
     def line(self) -> str:
         """One line for people: `selfguide run`'s summary and the stage's message in the job's status."""
         raise NotImplementedError
