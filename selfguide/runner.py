@@ -69,13 +69,18 @@ def upstream_records(workdir: Path, definition: StageDefinition) -> dict[str, St
     return cast(dict[str, StageRecord], records)
 
 
+def record_hashes(records: Mapping[str, StageRecord]) -> dict[str, str]:
+    """The hash of each upstream record, by stage: what a stage's own hash chains in."""
+    return {name: record.record_hash for name, record in records.items()}
+
+
 def current_hash(spec: SelfGuideJobSpec, workdir: Path, name: str) -> str | None:
     """The hash stage `name` would run with now, or None while an upstream stage has no record."""
     try:
         upstream = upstream_records(workdir, stage(name))
     except PermanentError:
         return None
-    return stage_hash(spec, name, {k: r.record_hash for k, r in upstream.items()})
+    return stage_hash(spec, name, record_hashes(upstream))
 
 
 def completed_record(spec: SelfGuideJobSpec, workdir: Path, name: str) -> StageRecord | None:
@@ -135,7 +140,8 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
     tracker = ProgressTracker(name, progress)
     with workdir_lock(workdir):
         upstream = upstream_records(workdir, definition)
-        config = stage_hash(spec, name, {k: r.record_hash for k, r in upstream.items()})
+        consumed = record_hashes(upstream)
+        config = stage_hash(spec, name, consumed)
         done = read_record(workdir / name)
         if not force and done is not None and done.config_hash == config:
             log.info("stage %s already complete (hash %s); skipping", name, config)
@@ -154,7 +160,7 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
             seconds = time.perf_counter() - clock
             result = with_cost(result, seconds)
             record = StageRecord(
-                stage=name, config_hash=config, upstream={k: r.record_hash for k, r in upstream.items()},
+                stage=name, config_hash=config, upstream=consumed,
                 selfguide_version=__version__, started_at=started, finished_at=datetime.now(UTC),
                 seconds=round(seconds, 3), summary=result.model_dump(mode="json", by_alias=True),
             )

@@ -39,10 +39,11 @@ def demonstrations(backend: GenerationBackend, spec: SelfGuideJobSpec, items: Se
         return backend.count_tokens(backend.render_chat(few_shot_messages(spec.task, longest.input, gold + pool[:k])))
 
     low, high = 0, len(pool)  # invariant: k = low fits (or nothing does), k = high + 1 does not
+    fitted = tokens(0)
     while low < high:
         middle = (low + high + 1) // 2
-        if tokens(middle) <= budget:
-            low = middle
+        if (needed := tokens(middle)) <= budget:
+            low, fitted = middle, needed
         else:
             high = middle - 1
-    return Demonstrations(gold + pool[:low], low, tokens(low))
+    return Demonstrations(gold + pool[:low], low, fitted)
