@@ -22,6 +22,7 @@ from selfguide_operator.observed import Observed
 from selfguide_operator.settings import OperatorSettings
 from tests.chart.conftest import Install, operator_env, write_operator_kubeconfig
 from tests.harness.fixtures import Cluster, Kubectl
+from tests.harness.waiting import wait_for
 from tests.operator.helpers import manifest, stage_env
 
 pytestmark = pytest.mark.e2e
@@ -117,6 +118,10 @@ def test_forged_requests_with_the_operators_token_are_denied(install: Install, k
     # What the operator really writes is accepted (the denials below are the forgery's doing).
     assert create(install, kubectl, job) == (True, "")
     assert create(install, kubectl, config_map) == (True, "")
+    # The API server loads a new admission policy asynchronously: wait until it is in force.
+    probe = forge(job, FORGED_JOBS["another image"])
+    wait_for(lambda: denied_by_policy(create(install, kubectl, probe)), "the admission policy to be in force",
+             timeout=30)
     for what, change in FORGED_JOBS.items():
         assert denied_by_policy(create(install, kubectl, forge(job, change))), what
     for what, forged in {
