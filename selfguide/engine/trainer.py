@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,9 @@ from selfguide.prompts import few_shot_messages
 from selfguide.spec import Example, ModelSpec, TaskSpec, TrainingMethod, TrainingSpec
 
 log = logging.getLogger(__name__)
+
+# peft reads transformers' deprecated `is_gradient_checkpointing`: noise in every run's output, not ours to fix
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 IGNORE_INDEX = -100
 
