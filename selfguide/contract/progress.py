@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -128,6 +129,18 @@ class ProgressTracker:
 
     def finish(self) -> StageProgress:
         return self.update(1.0)
+
+
+PROGRESS_REPORTS = 20
+PROGRESS_CHUNK = 16
+
+
+def chunks(total: int) -> Iterator[slice]:
+    """Work on `total` items split into about PROGRESS_REPORTS calls of at least PROGRESS_CHUNK items, so that
+    progress moves while it runs (a backend call reports nothing until it returns)."""
+    size = max(PROGRESS_CHUNK, math.ceil(total / PROGRESS_REPORTS))
+    for start in range(0, total, size):
+        yield slice(start, min(start + size, total))
 
 
 _current: ProgressTracker | None = None

@@ -7,7 +7,6 @@ Both models get the same few-shot chat prompt and greedy decoding; with LoRA one
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,12 +40,6 @@ from selfguide.stages.context import StageContext
 from selfguide.stages.evaluate.readable import write_readable_report
 from selfguide.stages.evaluate.scoring import EXACT_MATCH, ROUGE_L, exact_match, mean, rouge_l
 from selfguide.stages.evaluate.self_icl import demonstrations
-
-PROGRESS_CHUNK = 16
-PROGRESS_REPORTS = 20
-"""Each system's predictions are made in about this many chunks (of at least PROGRESS_CHUNK prompts), so that
-progress moves while the evaluation runs (greedy decoding: the answers are those of one call, up to the
-numerics of how the backend pads a batch)."""
 
 
 def load_eval_set(spec: EvaluationSpec) -> list[EvalExample]:
@@ -97,9 +90,9 @@ def predict(backend: GenerationBackend, spec: SelfGuideJobSpec, examples: list[E
     params = SamplingParams(temperature=0.0, max_tokens=spec.evaluation.max_new_tokens)
     # no completion: the backend skipped a prompt longer than the model's context window (scored as empty)
     answers: list[str] = []
-    chunk = max(PROGRESS_CHUNK, math.ceil(len(prompts) / PROGRESS_REPORTS))  # progress as the items are scored
-    for start in range(0, len(prompts), chunk):
-        completions = backend.generate(prompts[start:start + chunk], params, desc=desc)
+    # in chunks, so that progress moves (greedy answers are those of one call, up to how a batch is padded)
+    for chunk in progress.chunks(len(prompts)):
+        completions = backend.generate(prompts[chunk], params, desc=desc)
         answers += [c[0].text.strip() if c else "" for c in completions]
         tracker = progress.current()
         done, total = (tracker.snapshot.items_scored or 0) + len(completions), tracker.snapshot.items_total

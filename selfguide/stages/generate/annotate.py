@@ -4,8 +4,9 @@ batch calibration; then the checks that need every annotation (margin, agreement
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from selfguide.contract import progress
 from selfguide.engine.backends.base import EXCEEDS_CONTEXT, GenerationBackend, SamplingParams
 from selfguide.prompts import few_shot_messages
 from selfguide.spec import SelfGuideJobSpec, TaskType
@@ -32,8 +33,9 @@ class Annotator:
         self.sample_drops: Counter = Counter()
         """Annotation samples dropped, per (filter, reason)."""
 
-    def annotate(self, candidates: Sequence[Candidate]) -> None:
-        """Annotate the candidates that passed the input filters and are not annotated yet."""
+    def annotate(self, candidates: Sequence[Candidate], on_progress: Callable[[int], object] | None = None) -> None:
+        """Annotate the candidates that passed the input filters and are not annotated yet, in chunks;
+        `on_progress` hears how many were annotated so far after each."""
         pending = [c for c in candidates if c.dropped_at == "kept" and not c.annotated]
         prompts: list[str] = []
         annotated: list[Candidate] = []
@@ -45,12 +47,11 @@ class Annotator:
                 continue
             prompts.append(prompt)
             annotated.append(candidate)
-        if not prompts:
-            return
-        if self.likelihood:
-            self._score(annotated, prompts)
-        else:
-            self._vote(annotated, prompts)
+        annotate = self._score if self.likelihood else self._vote
+        for chunk in progress.chunks(len(prompts)):
+            annotate(annotated[chunk], prompts[chunk])
+            if on_progress:
+                on_progress(chunk.stop)
 
     def _score(self, candidates: list[Candidate], prompts: list[str]) -> None:
         """Every label's log-probability as the answer; the decision waits for `finish` (calibration needs all)."""

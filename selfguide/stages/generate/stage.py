@@ -295,7 +295,9 @@ def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Pa
     to_annotate = sum(c.dropped_at == "kept" for c in candidates)
     progress.current().update(GENERATION_SHARE, inputs_generated=len(candidates), inputs_annotated=0,
                               inputs_total=to_annotate)
-    gen.annotator.annotate(candidates)
+    tracker = progress.current()
+    gen.annotator.annotate(candidates, lambda done: tracker.update(
+        GENERATION_SHARE + (0.99 - GENERATION_SHARE) * done / max(1, to_annotate), inputs_annotated=done))
     gen.annotator.finish(candidates)
     progress.current().update(0.99, inputs_annotated=to_annotate)
     balance = None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from selfguide.contract import progress
 from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.engine.backends.base import Completion, SamplingParams, Throughput
 from selfguide.prompts import INPUT_RESPONSE_PREFIX, RULE, input_generation_prompt
@@ -254,6 +255,23 @@ def test_target_inputs_stops_early(tmp_path):
     assert len(model.input_rounds) == 2  # 2 accepted after round 1, 4 (the target) after round 2
     assert report["inputs"]["in"] == 4
     assert {r["round"] for r in rows} == {0, 1}
+
+
+def test_annotation_reports_progress_as_it_goes(tmp_path):
+    model = ScriptedModel(lambda r, k, label: f"word{r} item{k}")
+    spec = spec_for(GENERATION_TASK, inputs={"maxRounds": 5, "promptsPerRound": 10},
+                    annotation={"samples": 6, "keep": 4})
+    seen: list[progress.StageProgress] = []
+    with progress.tracking(progress.ProgressTracker("generate", [seen.append])):
+        report, _, _ = run(spec, model, tmp_path)
+    assert report["annotation"]["in"] == 50
+    annotated = [(p.inputs_annotated, p.percent) for p in seen if p.inputs_annotated]
+    # chunks of at least 16 inputs, each reported when done: 16, 32, 48, 50, then the final count
+    assert [n for n, _ in annotated] == [16, 32, 48, 50, 50]
+    assert len(model.annotation_calls) == 4
+    percents = [pct for _, pct in annotated]
+    assert percents == sorted(percents) and 50 < percents[0] and percents[-1] == 99.0
+    assert all(p.inputs_total == 50 for p in seen if p.inputs_annotated)
 
 
 def test_max_rounds_without_target(tmp_path):
