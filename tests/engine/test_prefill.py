@@ -104,6 +104,7 @@ def test_the_shared_prefix_is_prefilled_once_and_changes_no_greedy_output(backen
     encoded = encode(backend, prompts)
     shared = shared_prefix_length(encoded)
     params = SamplingParams(temperature=0.0, max_tokens=12)
+    backend._prefix = None  # no prefix kept from an earlier test
     shapes = record_forward_shapes(backend, monkeypatch)
     reused = backend.generate(prompts, params)
     prefills = [shape for shape in shapes if shape[1] > 1]
@@ -116,6 +117,54 @@ def test_the_shared_prefix_is_prefilled_once_and_changes_no_greedy_output(backen
     assert [[(c.text, c.tokens) for c in r] for r in reused] == [[(c.text, c.tokens) for c in r] for r in recomputed]
     for r, s in zip(reused, recomputed):
         assert r[0].logprob == pytest.approx(s[0].logprob, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_chunks_of_one_stage_reuse_the_prefix_computed_for_the_first(backend, monkeypatch):
+    prompts = [few_shot_prompt(backend, text) for text in
+               ("Terrible, it broke on day one.", "Works fine.", "I love the colour!", "Meh.", "Never again.")]
+    params = SamplingParams(temperature=0.0, max_tokens=8)
+    whole = backend.generate(prompts, params)
+    backend._prefix = None
+    shapes = record_forward_shapes(backend, monkeypatch)
+    chunked = backend.generate(prompts[:2], params) + backend.generate(prompts[2:], params)
+    scored = backend.score_answers(prompts[:1], ["positive", "negative"])
+    assert [[c.text for c in r] for r in chunked] == [[c.text for c in r] for r in whole]
+    prefix_prefills = [shape for shape in shapes if shape[0] == 1 and shape[1] >= MIN_SHARED_PREFIX]
+    assert len(prefix_prefills) == 1, shapes  # the first chunk's; the second chunk and the scoring reuse it
+    backend._prefix = None
+    assert backend.score_answers(prompts[:1], ["positive", "negative"])[0] == pytest.approx(scored[0], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_prefix_computed_with_the_adapter_is_not_reused_without_it(tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from selfguide.engine.backends.transformers_backend import TransformersBackend
+    from selfguide.engine.models import locate
+    from selfguide.spec import ModelSpec
+
+    location = locate(ModelSpec())
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(location.path)
+    lora = get_peft_model(base, LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    tuned = TransformersBackend(location, batch_size=8, adapter=str(tmp_path / "adapter"))
+    try:
+        prompts = [few_shot_prompt(tuned, text) for text in ("Works fine.", "Never again.", "Meh.")]
+        params = SamplingParams(temperature=0.0, max_tokens=8)
+        with tuned.adapter_disabled():
+            fresh = tuned.generate(prompts, params)
+        tuned._prefix = None
+        with_adapter = tuned.generate(prompts, params)  # leaves the adapter's prefix behind
+        with tuned.adapter_disabled():
+            after = tuned.generate(prompts, params)
+        assert [r[0].logprob for r in after] == pytest.approx([r[0].logprob for r in fresh], abs=1e-3)
+        assert [r[0].logprob for r in with_adapter] != pytest.approx([r[0].logprob for r in fresh], abs=1e-3)
+    finally:
+        tuned.close()
 
 
 @pytest.mark.slow

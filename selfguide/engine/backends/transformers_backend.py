@@ -14,6 +14,7 @@ import copy
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -59,6 +60,15 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return min(length, min(map(len, sequences)) - 1)
 
 
+@dataclass(frozen=True)
+class _Prefix:
+    """A prefilled prompt prefix: its tokens, whether the adapter was on, its KV cache (one row)."""
+
+    tokens: list[int]
+    adapter_active: bool
+    cache: DynamicCache
+
+
 class TransformersBackend(ChatRendering):
     """A model loaded once and used for every batch of a stage."""
 
@@ -86,8 +96,10 @@ class TransformersBackend(ChatRendering):
             model = PeftModel.from_pretrained(model, adapter)
         self.model = model.eval()
         self.has_adapter = adapter is not None
+        self.adapter_active = self.has_adapter
         self.throughput = Throughput()
         self._stops: dict[tuple[str, ...], StopStringCriteria] = {}
+        self._prefix: _Prefix | None = None
 
     @contextlib.contextmanager
     def adapter_disabled(self) -> Iterator[None]:
@@ -96,7 +108,11 @@ class TransformersBackend(ChatRendering):
             yield
             return
         with self.model.disable_adapter():
-            yield
+            self.adapter_active = False
+            try:
+                yield
+            finally:
+                self.adapter_active = True
 
     def generate(self, prompts: Sequence[str], params: SamplingParams, desc: str = "") -> list[list[Completion]]:
         if not prompts:
@@ -104,9 +120,7 @@ class TransformersBackend(ChatRendering):
         if params.seed is not None:
             torch.manual_seed(params.seed)
         encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        shared = shared_prefix_length(encoded)
-        prefix = self._prefix_cache(encoded[0][:shared]) if shared >= MIN_SHARED_PREFIX else None
-        log.debug("%d prompts share %d prefix tokens (prefilled once: %s)", len(prompts), shared, prefix is not None)
+        prefix = self._shared_prefix(encoded)
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
         draws = 1 if params.greedy else params.samples
         per_batch = max(1, self._sequences_per_batch(len(encoded[order[0]]), params) // draws)
@@ -165,9 +179,32 @@ class TransformersBackend(ChatRendering):
                          logits_to_keep=1)
         return out.logits[:, -1].float()
 
+    def _shared_prefix(self, encoded: list[list[int]]) -> DynamicCache | None:
+        """The KV cache (one row) of the prefix that all of a call's prompts share, or None when it is too short
+        to pay. A stage hands its prompts over in chunks (for progress) that share one few-shot prefix: the last
+        prefix is kept and reused, cut to the part the new prompts share, so it is computed once per stage."""
+        shared = shared_prefix_length(encoded) if len(encoded) > 1 else len(encoded[0]) - 1
+        tokens = encoded[0][:shared]
+        kept = self._prefix
+        if kept is not None and kept.adapter_active == self.adapter_active:
+            common = next((i for i, (a, b) in enumerate(zip(kept.tokens, tokens)) if a != b),
+                          min(len(kept.tokens), len(tokens)))
+            # reused when it covers what these prompts share, up to a few tokens each computes on its own
+            if common >= MIN_SHARED_PREFIX and (len(encoded) == 1 or shared - common < MIN_SHARED_PREFIX):
+                if common < len(kept.tokens):
+                    cache = copy.deepcopy(kept.cache)
+                    cache.crop(common)
+                    self._prefix = kept = _Prefix(kept.tokens[:common], kept.adapter_active, cache)
+                log.debug("%d prompts reuse a cached prefix of %d tokens", len(encoded), common)
+                return kept.cache
+        if len(encoded) < 2 or shared < MIN_SHARED_PREFIX:
+            return None
+        self._prefix = _Prefix(tokens, self.adapter_active, self._prefill_prefix(tokens))
+        log.debug("%d prompts share %d prefix tokens, prefilled once", len(encoded), shared)
+        return self._prefix.cache
+
     @torch.inference_mode()
-    def _prefix_cache(self, tokens: list[int]) -> DynamicCache:
-        """The KV cache of a prefix shared by many prompts, for one row."""
+    def _prefill_prefix(self, tokens: list[int]) -> DynamicCache:
         cache = DynamicCache(config=self.model.config)
         ids = torch.tensor([tokens], device=self.device)
         self._forward(ids, torch.ones_like(ids), torch.arange(len(tokens), device=self.device)[None], cache)
@@ -230,8 +267,7 @@ class TransformersBackend(ChatRendering):
         encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
         end = end_of_turn(self.tokenizer, self._eos)
         tails = [answer_ids(self.tokenizer, answer, end) for answer in answers]
-        shared = shared_prefix_length(encoded)
-        prefix = self._prefix_cache(encoded[0][:shared]) if shared >= MIN_SHARED_PREFIX else None
+        prefix = self._shared_prefix(encoded)
         scores = [self._score_prompt(ids, prefix, tails) for ids in tqdm(encoded, desc=desc or "scoring",
                                                                            unit="prompt", leave=False)]
         self.throughput.prompts += len(prompts)
@@ -266,6 +302,7 @@ class TransformersBackend(ChatRendering):
         return scores
 
     def close(self) -> None:
+        self._prefix = None
         del self.model
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
