@@ -2,12 +2,14 @@
 `num_return_sequences`, kept here as `legacy_generate`) and now (`TransformersBackend.generate`).
 
     .venv/bin/python benchmarks/annotation_throughput.py [--quick] [--task PATH] [--inputs 8] [--samples 20]
-        [--keep 10] [--max-tokens 32] [--min-tokens 0] [--input-prompts 10] [--input-tokens 64] [--path both|old|new]
+        [--keep 10] [--max-tokens 32] [--min-tokens 0] [--input-prompts 10] [--input-tokens 64] [--pool 0]
+        [--workloads annotation inputGeneration] [--path both|old|new]
 
 Annotation: the few-shot chat of the task (`few_shot_messages`) for `--inputs` inputs of the task's validation
 split (they stand for generated inputs), `--samples` samples per prompt, the best `--keep` kept, the job defaults
 otherwise (temperature 0.2, top-k 10). Input generation: `--input-prompts` input-generation prompts, one sample
-each, with the stage's stop strings. Both paths run on the same loaded model, one after the other, with the same
+each, with the stage's stop strings; `--pool N` builds them as a later round does, with 1 to 10 of N earlier
+inputs per prompt after the gold ones (the prompts then share only the template and the gold inputs). Both paths run on the same loaded model, one after the other, with the same
 seed; the figures are wall time, generated tokens per second and prompt tokens per second (model load excluded).
 The last line is `speedup: <x>x`, new over old annotation wall time. `--path old|new` runs one path only (peak
 memory: `/usr/bin/time -v`).
@@ -115,15 +117,17 @@ def load_task(path: Path) -> tuple[TaskSpec, list[str]]:
     return task, [row["input"] for row in data.get("validation") or data["test"]]
 
 
-def input_prompts(backend: TransformersBackend, task: TaskSpec, count: int) -> list[str]:
-    """Input-generation prompts as the stage builds them in its first round: the gold inputs shuffled once for
-    the round, an empty pool, a pseudo-label per prompt."""
+def input_prompts(backend: TransformersBackend, task: TaskSpec, count: int, pool: Sequence[str] = ()) -> list[str]:
+    """Input-generation prompts as the stage builds them in a round: the gold inputs shuffled once for the
+    round, a pseudo-label per prompt, and 1 to 10 inputs of `pool` per prompt (a later round; the first round's
+    pool is empty)."""
     rng = random.Random(0)
     prompts = []
     gold = rng.sample([e.input for e in task.examples], len(task.examples))
     for _ in range(count):
         label = rng.choice(task.labels) if task.labels else None
-        message = input_generation_prompt(task.instruction, gold, [], label)
+        shown = rng.sample(list(pool), rng.randint(1, min(10, len(pool)))) if pool else []
+        message = input_generation_prompt(task.instruction, gold, shown, label)
         prompts.append(backend.render_chat([{"role": "user", "content": message}], INPUT_RESPONSE_PREFIX))
     return prompts
 
@@ -152,6 +156,10 @@ def main() -> None:
     parser.add_argument("--min-tokens", type=int, default=0, help="annotation min new tokens (fixed-length decoding)")
     parser.add_argument("--input-prompts", type=int, default=10)
     parser.add_argument("--input-tokens", type=int, default=64, help="input generation max new tokens")
+    parser.add_argument("--pool", type=int, default=0,
+                        help="input generation as in a later round: a pool of this many earlier inputs (0: round 1)")
+    parser.add_argument("--workloads", nargs="+", choices=["annotation", "inputGeneration"],
+                        default=["annotation", "inputGeneration"])
     parser.add_argument("--batch-size", type=int, default=None, help="sequences per batch (default: the backend's)")
     parser.add_argument("--path", choices=["both", "old", "new"], default="both")
     parser.add_argument("--quick", action="store_true",
@@ -169,14 +177,14 @@ def main() -> None:
     annotation = [backend.render_chat(few_shot_messages(task, text)) for text in inputs[: args.inputs]]
     annotate = SamplingParams(n=args.keep, best_of=args.samples, temperature=0.2, top_k=10,
                               max_tokens=args.max_tokens, min_tokens=args.min_tokens, seed=0)
-    generation = input_prompts(backend, task, args.input_prompts)
+    generation = input_prompts(backend, task, args.input_prompts, inputs[args.inputs : args.inputs + args.pool])
     generate = SamplingParams(temperature=RELEASED_INPUT_TEMPERATURE[TaskType(task.type)], top_k=40,
                               max_tokens=args.input_tokens, stop=INPUT_STOP, seed=0)
     for path in paths:  # warm-up: first-call allocations, stop-string tables
         measure(backend, path, generation[:1], SamplingParams(max_tokens=2, stop=INPUT_STOP))
 
-    rows = {"annotation": [measure(backend, p, annotation, annotate) for p in paths],
-            "inputGeneration": [measure(backend, p, generation, generate) for p in paths]}
+    workloads = {"annotation": (annotation, annotate), "inputGeneration": (generation, generate)}
+    rows = {name: [measure(backend, p, *workloads[name]) for p in paths] for name in args.workloads}
     print(json.dumps({
         "model": "SmolLM2-135M-Instruct (bundled)", "device": str(backend.device), "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "modelLoadSeconds": round(load, 2),
@@ -190,9 +198,12 @@ def main() -> None:
             print(f"| {workload} | {row['path']} | {row['seconds']} | {row['tokensPerSecond']} "
                   f"| {row['promptTokensPerSecond']} |")
     if len(paths) == 2:
-        (old, new), (gen_old, gen_new) = rows["annotation"], rows["inputGeneration"]
-        print(f"\ninput generation speedup: {gen_old['seconds'] / gen_new['seconds']:.2f}x")
-        print(f"speedup: {old['seconds'] / new['seconds']:.2f}x")
+        print()
+        for name in ("inputGeneration", "annotation"):  # the last line is the annotation speed-up
+            if name in rows:
+                old, new = rows[name]
+                label = "speedup" if name == "annotation" else "input generation speedup"
+                print(f"{label}: {old['seconds'] / new['seconds']:.2f}x")
 
 
 if __name__ == "__main__":
