@@ -121,8 +121,9 @@ def test_the_shared_prefix_is_prefilled_once_and_changes_no_greedy_output(backen
 
 @pytest.mark.slow
 def test_chunks_of_one_stage_reuse_the_prefix_computed_for_the_first(backend, monkeypatch):
+    # the first chunk's two inputs share a few words more than the few-shot block: the kept prefix is cut back
     prompts = [few_shot_prompt(backend, text) for text in
-               ("Terrible, it broke on day one.", "Works fine.", "I love the colour!", "Meh.", "Never again.")]
+               ("I love the colour!", "I love it, works fine.", "Terrible, it broke on day one.", "Meh.", "Never again.")]
     params = SamplingParams(temperature=0.0, max_tokens=8)
     whole = backend.generate(prompts, params)
     backend._prefix = None
@@ -132,6 +133,8 @@ def test_chunks_of_one_stage_reuse_the_prefix_computed_for_the_first(backend, mo
     assert [[c.text for c in r] for r in chunked] == [[c.text for c in r] for r in whole]
     prefix_prefills = [shape for shape in shapes if shape[0] == 1 and shape[1] >= MIN_SHARED_PREFIX]
     assert len(prefix_prefills) == 1, shapes  # the first chunk's; the second chunk and the scoring reuse it
+    encoded = encode(backend, prompts)
+    assert prefix_prefills[0][1] > shared_prefix_length(encoded) == len(backend._prefix.tokens)
     backend._prefix = None
     assert backend.score_answers(prompts[:1], ["positive", "negative"])[0] == pytest.approx(scored[0], abs=1e-4)
 

@@ -193,7 +193,7 @@ class TransformersBackend(ChatRendering):
             if common >= MIN_SHARED_PREFIX and (len(encoded) == 1 or shared - common < MIN_SHARED_PREFIX):
                 if common < len(kept.tokens):
                     cache = copy.deepcopy(kept.cache)
-                    cache.crop(common)
+                    cache.crop(common - len(kept.tokens))  # a negative count: the tokens to remove
                     self._prefix = kept = _Prefix(kept.tokens[:common], kept.adapter_active, cache)
                 log.debug("%d prompts reuse a cached prefix of %d tokens", len(encoded), common)
                 return kept.cache
