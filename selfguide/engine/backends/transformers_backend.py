@@ -37,6 +37,7 @@ from selfguide.engine.backends.base import (
     keep_n,
 )
 from selfguide.engine.backends.chat import ChatRendering, answer_ids, end_of_turn, load_tokenizer
+from selfguide.engine.backends.kv_cache import roomy_cache
 from selfguide.engine.batching import CPU_BATCH, batch_for_memory
 from selfguide.engine.devices import resolve_device, resolve_dtype
 from selfguide.engine.models import ModelLocation
@@ -205,7 +206,7 @@ class TransformersBackend(ChatRendering):
 
     @torch.inference_mode()
     def _prefill_prefix(self, tokens: list[int]) -> DynamicCache:
-        cache = DynamicCache(config=self.model.config)
+        cache = roomy_cache(self.model.config)
         ids = torch.tensor([tokens], device=self.device)
         self._forward(ids, torch.ones_like(ids), torch.arange(len(tokens), device=self.device)[None], cache)
         return cache
@@ -215,7 +216,7 @@ class TransformersBackend(ChatRendering):
                         ) -> list[list[Completion]]:
         """`draws` completions for each prompt of `batch`: one prefill per prompt, after the cached `prefix`."""
         skip = prefix.get_seq_length() if prefix is not None else 0
-        cache = DynamicCache(config=self.model.config) if prefix is None else copy.deepcopy(prefix)
+        cache = roomy_cache(self.model.config) if prefix is None else copy.deepcopy(prefix)
         cache.batch_repeat_interleave(len(batch))
         # left padding between the shared prefix and each prompt's own tokens, masked out
         width = max(map(len, batch)) - skip
@@ -278,7 +279,7 @@ class TransformersBackend(ChatRendering):
     @torch.inference_mode()
     def _score_prompt(self, ids: list[int], prefix: DynamicCache | None, tails: list[list[int]]) -> list[float]:
         skip = prefix.get_seq_length() if prefix is not None else 0
-        cache = DynamicCache(config=self.model.config) if prefix is None else copy.deepcopy(prefix)
+        cache = roomy_cache(self.model.config) if prefix is None else copy.deepcopy(prefix)
         own = torch.tensor([ids[skip:]], device=self.device)
         positions = torch.arange(skip, len(ids), device=self.device)[None]
         first = self._forward(own, torch.ones(1, len(ids), dtype=torch.long, device=self.device), positions, cache)
