@@ -108,8 +108,10 @@ def test_the_shared_prefix_is_prefilled_once_and_changes_no_greedy_output(backen
     shapes = record_forward_shapes(backend, monkeypatch)
     reused = backend.generate(prompts, params)
     prefills = [shape for shape in shapes if shape[1] > 1]
-    # the prefix alone, then the prompts' own tokens (left-padded to the longest) in one batch
-    assert prefills == [(1, shared), (len(prompts), max(map(len, encoded)) - shared)]
+    # the prefix alone, then the prompts' own tokens (in groups of similar length, left-padded to the longest)
+    assert prefills[0] == (1, shared)
+    assert sum(rows for rows, _ in prefills[1:]) == len(prompts)
+    assert max(tokens for _, tokens in prefills[1:]) == max(map(len, encoded)) - shared
     monkeypatch.setattr(transformers_backend, "MIN_SHARED_PREFIX", 10**9)  # no prefix reuse
     shapes.clear()
     recomputed = backend.generate(prompts, params)
@@ -117,6 +119,29 @@ def test_the_shared_prefix_is_prefilled_once_and_changes_no_greedy_output(backen
     assert [[(c.text, c.tokens) for c in r] for r in reused] == [[(c.text, c.tokens) for c in r] for r in recomputed]
     for r, s in zip(reused, recomputed):
         assert r[0].logprob == pytest.approx(s[0].logprob, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_prompts_of_very_different_lengths_are_prefilled_in_groups_and_decoded_together(backend, monkeypatch):
+    prompts = [few_shot_prompt(backend, text) for text in (
+        "Terrible. " * 40, "It broke on day one and support never answered my emails, not even once. " * 3,
+        "Works fine.", "Meh.")]
+    params = SamplingParams(temperature=0.0, max_tokens=10)
+    backend._prefix = None
+    shapes = record_forward_shapes(backend, monkeypatch)
+    grouped = backend.generate(prompts, params)
+    prefills = [shape for shape in shapes if shape[1] > 1]
+    decoding_rows = [rows for rows, tokens in shapes if tokens == 1]
+    monkeypatch.setattr(transformers_backend, "PREFILL_GROUP_RATIO", 0.0)  # one padded group
+    backend._prefix = None
+    shapes.clear()
+    padded = backend.generate(prompts, params)
+    assert [[c.text for c in r] for r in grouped] == [[c.text for c in r] for r in padded]
+    for g, p in zip(grouped, padded):
+        assert g[0].logprob == pytest.approx(p[0].logprob, abs=1e-3)
+    own = sorted((len(ids) - prefills[0][1] for ids in encode(backend, prompts)), reverse=True)
+    assert prefills[1:] == [(1, own[0]), (1, own[1]), (2, own[2])]  # not 4 rows padded to the longest
+    assert decoding_rows[0] == len(prompts)  # decoded as one batch
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ rebuilt from them when such an operation replaced them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import DynamicCache, PretrainedConfig
@@ -66,3 +66,27 @@ def roomy_cache(config: PretrainedConfig) -> DynamicCache:
     cache = DynamicCache(config=config)
     cache.layers = [RoomyLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
+
+
+def pad_after_prefix(tensor: torch.Tensor, skip: int, width: int, dim: int) -> torch.Tensor:
+    """`tensor` (keys, values or a mask: `skip` prefix positions, then left-padded own ones along `dim`) with
+    zeros inserted after the prefix, up to `skip + width` positions."""
+    missing = skip + width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.narrow(dim, 0, skip), tensor.new_zeros(shape),
+                      tensor.narrow(dim, skip, tensor.shape[dim] - skip)], dim=dim)
+
+
+def join_rows(caches: list[DynamicCache], config: PretrainedConfig, skip: int, width: int) -> DynamicCache:
+    """One cache holding the rows of `caches` (roomy ones, prefilled in groups of similar length), each padded
+    after the `skip` prefix positions to `width` own positions (the mask hides the padding)."""
+    joined = roomy_cache(config)
+    for index, layer in enumerate(joined.layers):
+        parts = [cast(RoomyLayer, cache.layers[index]) for cache in caches]
+        keys = [pad_after_prefix(cast(torch.Tensor, part.keys), skip, width, dim=2) for part in parts]
+        values = [pad_after_prefix(cast(torch.Tensor, part.values), skip, width, dim=2) for part in parts]
+        cast(RoomyLayer, layer).update(torch.cat(keys), torch.cat(values))
+    return joined

@@ -37,7 +37,7 @@ from selfguide.engine.backends.base import (
     keep_n,
 )
 from selfguide.engine.backends.chat import ChatRendering, answer_ids, end_of_turn, load_tokenizer
-from selfguide.engine.backends.kv_cache import roomy_cache
+from selfguide.engine.backends.kv_cache import RoomyLayer, join_rows, pad_after_prefix, roomy_cache
 from selfguide.engine.batching import CPU_BATCH, batch_for_memory
 from selfguide.engine.devices import resolve_device, resolve_dtype
 from selfguide.engine.models import ModelLocation
@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 MIN_SHARED_PREFIX = 16
 """A common prompt prefix shorter than this (in tokens) is not prefilled on its own."""
+PREFILL_GROUP_RATIO = 0.75
+"""A prompt joins the prefill group of longer prompts when its own tokens are at least this share of the
+group's longest (so padding costs at most a quarter of a group's prefill)."""
 
 
 def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -101,6 +104,8 @@ class TransformersBackend(ChatRendering):
         self.throughput = Throughput()
         self._stops: dict[tuple[str, ...], StopStringCriteria] = {}
         self._prefix: _Prefix | None = None
+        # prefill groups are joined layer by layer: only where every layer is a plain (roomy) attention cache
+        self._joinable = all(isinstance(layer, RoomyLayer) for layer in roomy_cache(model.config).layers)
 
     @contextlib.contextmanager
     def adapter_disabled(self) -> Iterator[None]:
@@ -211,14 +216,32 @@ class TransformersBackend(ChatRendering):
         self._forward(ids, torch.ones_like(ids), torch.arange(len(tokens), device=self.device)[None], cache)
         return cache
 
-    @torch.inference_mode()
-    def _generate_batch(self, batch: list[list[int]], prefix: DynamicCache | None, sampler: _Sampler, draws: int
-                        ) -> list[list[Completion]]:
-        """`draws` completions for each prompt of `batch`: one prefill per prompt, after the cached `prefix`."""
+    def _prefill(self, batch: list[list[int]], prefix: DynamicCache | None
+                 ) -> tuple[torch.Tensor, DynamicCache, torch.Tensor, torch.Tensor]:
+        """Prefill `batch` (prompts longest first) after `prefix`: next-token logits, the batch's cache, its
+        attention mask and positions. Prompts of very different lengths are prefilled in groups of similar
+        length, so that padding costs no compute, and their caches are then joined for decoding."""
         skip = prefix.get_seq_length() if prefix is not None else 0
+        groups: list[list[list[int]]] = []
+        for prompt in batch:
+            if groups and (not self._joinable
+                           or len(prompt) - skip >= PREFILL_GROUP_RATIO * (len(groups[-1][0]) - skip)):
+                groups[-1].append(prompt)
+            else:
+                groups.append([prompt])
+        parts = [self._prefill_padded(group, prefix, skip) for group in groups]
+        if len(parts) == 1:
+            return parts[0]
+        width = max(part[2].shape[1] for part in parts) - skip
+        cache = join_rows([part[1] for part in parts], self.model.config, skip, width)
+        mask = torch.cat([pad_after_prefix(part[2], skip, width, dim=1) for part in parts])
+        return (torch.cat([part[0] for part in parts]), cache, mask, torch.cat([part[3] for part in parts]))
+
+    def _prefill_padded(self, batch: list[list[int]], prefix: DynamicCache | None, skip: int
+                        ) -> tuple[torch.Tensor, DynamicCache, torch.Tensor, torch.Tensor]:
+        """One forward pass over `batch`, left-padded between the prefix and each prompt's own tokens (masked)."""
         cache = roomy_cache(self.model.config) if prefix is None else copy.deepcopy(prefix)
         cache.batch_repeat_interleave(len(batch))
-        # left padding between the shared prefix and each prompt's own tokens, masked out
         width = max(map(len, batch)) - skip
         lengths = torch.tensor([len(p) - skip for p in batch], device=self.device)
         own = (torch.arange(width, device=self.device) >= width - lengths[:, None]).long()
@@ -226,11 +249,18 @@ class TransformersBackend(ChatRendering):
         ids = torch.tensor([[pad] * (width - len(p) + skip) + p[skip:] for p in batch], device=self.device)
         mask = torch.cat([own.new_ones(len(batch), skip), own], dim=1)
         positions = (skip + own.cumsum(-1) - 1).clamp(min=0)
-        logits = self._forward(ids, mask, positions, cache)
+        return self._forward(ids, mask, positions, cache), cache, mask, positions[:, -1:]
+
+    @torch.inference_mode()
+    def _generate_batch(self, batch: list[list[int]], prefix: DynamicCache | None, sampler: _Sampler, draws: int
+                        ) -> list[list[Completion]]:
+        """`draws` completions for each prompt of `batch`: one prefill per prompt, after the cached `prefix`."""
+        logits, cache, mask, positions = self._prefill(batch, prefix)
+        pad = self.tokenizer.pad_token_id
         # the samples of a prompt share its prefill: copy its cache rows instead of recomputing them
         cache.batch_repeat_interleave(draws)
         logits, mask = logits.repeat_interleave(draws, 0), mask.repeat_interleave(draws, 0)
-        position = positions[:, -1:].repeat_interleave(draws, 0)
+        position = positions.repeat_interleave(draws, 0)
         history = sampler.history([p for p in batch for _ in range(draws)], pad)
         live = torch.arange(len(batch) * draws, device=self.device)  # row of each sequence still decoding
         tokens: list[list[int]] = [[] for _ in range(len(batch) * draws)]
