@@ -5,7 +5,8 @@ cache of every layer at every step: a fifth of input generation's time on 2 CPU 
 prompts (measured with py-spy, docs/performance.md). `RoomyLayer` writes into a buffer with room to spare and
 grows it by a quarter when full; its `keys` and `values` are views of the filled part, so every other
 `DynamicLayer` operation (select and repeat rows, crop, deepcopy) works on them unchanged, and the buffer is
-rebuilt from them when such an operation replaced them.
+rebuilt from them when such an operation replaced them (selecting or repeating rows lets the old buffer go at
+once, as `DynamicLayer` does, so that a whole cache is never held twice).
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ class RoomyLayer(DynamicLayer):
         values[..., length:length + new, :].copy_(value_states)
         self.keys, self.values = keys[..., :length + new, :], values[..., :length + new, :]
         return self.keys, self.values
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        self._room = None  # the keys are a new tensor now: the old buffer holds nothing still needed
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        self._room = None
 
     def _fits(self, needed: int) -> bool:
         """Whether `keys` is still a view of the buffer (no row selection or repetition replaced it) with room."""
@@ -82,11 +91,14 @@ def pad_after_prefix(tensor: torch.Tensor, skip: int, width: int, dim: int) -> t
 
 def join_rows(caches: list[DynamicCache], config: PretrainedConfig, skip: int, width: int) -> DynamicCache:
     """One cache holding the rows of `caches` (roomy ones, prefilled in groups of similar length), each padded
-    after the `skip` prefix positions to `width` own positions (the mask hides the padding)."""
+    after the `skip` prefix positions to `width` own positions (the mask hides the padding). `caches` are
+    emptied layer by layer as they are joined, so that only one layer is ever held twice."""
     joined = roomy_cache(config)
     for index, layer in enumerate(joined.layers):
         parts = [cast(RoomyLayer, cache.layers[index]) for cache in caches]
         keys = [pad_after_prefix(cast(torch.Tensor, part.keys), skip, width, dim=2) for part in parts]
         values = [pad_after_prefix(cast(torch.Tensor, part.values), skip, width, dim=2) for part in parts]
+        for part in parts:
+            part.keys = part.values = part._room = None
         cast(RoomyLayer, layer).update(torch.cat(keys), torch.cat(values))
     return joined
