@@ -30,10 +30,10 @@ Key = tuple[str, str]
 """(namespace, name) of a SelfGuideJob."""
 HOSTNAME = socket.gethostname()
 EXPECTATION_TTL = timedelta(seconds=60)
+"""How long a created Job that the watch has not shown yet counts as existing (it may have been deleted)."""
 STARTING = timedelta(seconds=5)
 """A stage Job younger than this whose pod is not ready yet is simply starting: its pods are not listed (a
 Job event announces the pod running; the resync timer lists them if it does not)."""
-"""How long a created Job that the watch has not shown yet counts as existing (it may have been deleted)."""
 
 
 def utcnow() -> datetime:
@@ -254,8 +254,7 @@ class Reconciler:
         if _namesake(owner, job) or existing[0]["metadata"].get("deletionTimestamp"):
             log.info("%s/%s: Job %s of a deleted namesake awaits garbage collection", job.namespace, job.name, name)
             return None
-        raise ChildRefused("NameConflict", f"Job {name} exists and does not belong to this SelfGuideJob; "
-                                           "rename the SelfGuideJob or delete that Job")
+        raise name_conflict("Job", name)
 
     def _apply_config_map(self, job: Observed, body: dict[str, Any]) -> None:
         """Create the spec ConfigMap, or update its data if this SelfGuideJob owns it (tested in the same request
@@ -304,8 +303,7 @@ class Reconciler:
         except ApiError as error:
             if error.status != 422:
                 raise
-            raise ChildRefused("NameConflict", f"{kind} {name} exists and does not belong to this SelfGuideJob; "
-                                               f"rename the SelfGuideJob or delete that {kind}") from error
+            raise name_conflict(kind, name) from error
         raise NamesakePending(f"{kind} {name} belongs to a deleted SelfGuideJob {job.name}; "
                               "waiting for the garbage collector")
 
@@ -317,6 +315,12 @@ class ChildRefused(Exception):
         self.reason = reason
         self.message = message
         super().__init__(f"{reason}: {message}")
+
+
+def name_conflict(kind: str, name: str) -> ChildRefused:
+    """A child's name taken by an object this SelfGuideJob does not own."""
+    return ChildRefused("NameConflict", f"{kind} {name} exists and does not belong to this SelfGuideJob; "
+                                        f"rename the SelfGuideJob or delete that {kind}")
 
 
 class NamesakePending(Exception):

@@ -62,6 +62,10 @@ def locate(spec: ModelSpec) -> ModelLocation:
     return ModelLocation(name, revision=spec.revision, local=False)
 
 
+HUB_TIMEOUT = 10.0
+"""Seconds to wait for the Hugging Face Hub when checking a model revision."""
+
+
 def check_model(spec: ModelSpec) -> None:
     """Fail fast, before a job does any work: a local or claim path must hold a model, and a Hub model must
     exist and be readable with this token. Raises ModelNotFound (permanent); a network error is no verdict
@@ -98,9 +102,6 @@ def check_hub_model(name: str, revision: str | None) -> None:
         raise ModelNotFound(f"model {name}: the Hugging Face Hub has no revision {revision}") from None
     except Exception as error:  # noqa: BLE001 - network trouble: retryable, decided when the model loads
         log.warning("cannot check model %s on the Hugging Face Hub (%s); loading will tell", name, error)
-
-
-HUB_TIMEOUT = 10.0
 
 
 def _existing_dir(path: Path, name: str) -> ModelLocation:

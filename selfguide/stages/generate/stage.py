@@ -293,13 +293,12 @@ def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Pa
     gen = Generator(spec, backend, checkpoint)
     candidates = gen.generate_inputs()
     to_annotate = sum(c.dropped_at == "kept" for c in candidates)
-    progress.current().update(GENERATION_SHARE, inputs_generated=len(candidates), inputs_annotated=0,
-                              inputs_total=to_annotate)
     tracker = progress.current()
+    tracker.update(GENERATION_SHARE, inputs_generated=len(candidates), inputs_annotated=0, inputs_total=to_annotate)
     gen.annotator.annotate(candidates, lambda done: tracker.update(
         GENERATION_SHARE + (0.99 - GENERATION_SHARE) * done / max(1, to_annotate), inputs_annotated=done))
     gen.annotator.finish(candidates)
-    progress.current().update(0.99, inputs_annotated=to_annotate)
+    tracker.update(0.99, inputs_annotated=to_annotate)
     balance = None
     if spec.task.type is TaskType.CLASSIFICATION and spec.generation.filtering.balance_classes:
         balance = gen.balance(candidates)
