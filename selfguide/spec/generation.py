@@ -42,6 +42,15 @@ class LabelSampling(StrEnum):
     so class balancing keeps most of what was made."""
 
 
+class PoolSelection(StrEnum):
+    RANDOM = "random"
+    """The paper: a prompt shows generated inputs drawn at random from the whole pool."""
+    SAME_LABEL = "sameLabel"
+    """Classification: a prompt asking for label L shows only pool inputs annotated L (the pool is annotated
+    after every round), so a small generator copies the topic of the class it is asked for instead of the
+    pool's majority (class-conditional demonstrations)."""
+
+
 class AnnotationMethod(StrEnum):
     VOTE = "vote"
     """The paper: sample answers, keep the most likely, majority vote (self-consistency)."""
@@ -81,12 +90,14 @@ class InputGenerationSpec(SpecModel):
     max_new_tokens: MaxNewTokens = 256
     """Longest generated input, in tokens."""
 
+    label_sampling: LabelSampling = LabelSampling.UNIFORM
+    """How classification prompts pick the label to ask for: `uniform` (the paper) or `fill`."""
+    pool_selection: PoolSelection = PoolSelection.RANDOM
+    """Which generated inputs a classification prompt shows: `random` (the paper) or `sameLabel`."""
+
     def rounds_for(self, task_type: TaskType) -> int:
         """The configured number of rounds, or the paper's for this task type."""
         return RELEASED_ROUNDS[task_type] if self.max_rounds is None else self.max_rounds
-
-    label_sampling: LabelSampling = LabelSampling.UNIFORM
-    """How classification prompts pick the label to ask for: `uniform` (the paper) or `fill`."""
 
     def temperature_for(self, task_type: TaskType) -> float:
         """The configured temperature, or the released configuration's for this task type."""

@@ -85,6 +85,7 @@ CLASSIFICATION_ONLY = (
     ("generation", "annotation", "method", "likelihood", "likelihood annotation needs a classification task"),
     ("generation", "annotation", "requirePseudoLabel", True, "pseudo labels exist only for classification tasks"),
     ("generation", "inputs", "labelSampling", "fill", "label sampling needs a classification task"),
+    ("generation", "inputs", "poolSelection", "sameLabel", "pool selection by label needs a classification task"),
 )
 """Options that only make sense for classification: (section, subsection, field, value, message)."""
 
@@ -96,7 +97,6 @@ def _classification_only_rule(section: str, sub: str, name: str, value: object, 
                f"self.{section}.{sub}.{name} != {literal}", message, f".{section}.{sub}.{name}")
 
 
-SPEC_RULES = crd_rules(*(_classification_only_rule(*rule) for rule in CLASSIFICATION_ONLY))
 NAME_RULES = crd_rules(
     cel(f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
         f"metadata.name must be at most {MAX_NAME_LENGTH} characters (stage Jobs are named <name>-<stage>)"),
@@ -115,9 +115,11 @@ def inline_text(spec: SelfGuideJobSpec) -> int:
     return size
 
 
-SPEC_RULES = crd_rules(cel(INLINE_TEXT_RULE, f"the task and the inline evaluation set must hold at most "
-                                             f"{MAX_INLINE_TEXT} characters in all; put larger evaluation sets "
-                                             "in a file (evaluation.path)"))
+SPEC_RULES = crd_rules(
+    *(_classification_only_rule(*rule) for rule in CLASSIFICATION_ONLY),
+    cel(INLINE_TEXT_RULE, f"the task and the inline evaluation set must hold at most {MAX_INLINE_TEXT} characters "
+                          "in all; put larger evaluation sets in a file (evaluation.path)"),
+)
 
 
 class SelfGuideJobSpec(SpecModel):

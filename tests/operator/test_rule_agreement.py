@@ -51,6 +51,11 @@ CASES: list[tuple[str, Callable[[], dict], Callable[[dict], None], bool]] = [
         {"input": "i" * 4096, "output": "o" * (MAX_INLINE_TEXT // 10 - 4096)} for _ in range(9)]}), True),
     ("inline-text-over-bound", generation, set_("spec.evaluation", {"examples": [
         {"input": "i" * 4096, "output": "o" * 4096, "outputs": ["p" * 4096] * 2} for _ in range(5)]}), False),
+    *((f"{field}-{value}-on-{base.__name__}", base, set_(f"spec.generation.{path}.{field}", value),
+       base is classification)
+      for path, field, value in (("annotation", "method", "likelihood"), ("annotation", "requirePseudoLabel", True),
+                                 ("inputs", "labelSampling", "fill"), ("inputs", "poolSelection", "sameLabel"))
+      for base in (classification, generation)),
     ("instruction-and-examples-over-bound", generation, set_("spec.task.examples", [
         {"input": "i" * 16_384, "output": "o" * 16_384}] * 2), False),
 ]

@@ -96,13 +96,14 @@ class Annotator:
             return {}
         return label_means([c.scores for c in candidates if c.scores is not None])
 
-    def label_counts(self, candidates: Sequence[Candidate]) -> Counter:
-        """Annotated examples per label so far (likelihood: as decided with the calibration known now)."""
+    def current_labels(self, candidates: Sequence[Candidate]) -> list[tuple[str, str]]:
+        """(input, label) of every annotated input so far (likelihood: as decided with the calibration known
+        now)."""
         if not self.likelihood:
-            return Counter(c.output for c in candidates if c.dropped_at == "kept" and c.output is not None)
+            return [(c.input, c.output) for c in candidates if c.dropped_at == "kept" and c.output is not None]
         means = self._means(candidates)
-        return Counter(decide(calibrate(c.scores, means)).label for c in candidates
-                       if c.dropped_at == "kept" and c.scores is not None)
+        return [(c.input, decide(calibrate(c.scores, means)).label) for c in candidates
+                if c.dropped_at == "kept" and c.scores is not None]
 
     def settings(self, candidates: Sequence[Candidate]) -> dict[str, object]:
         """What the report records about how labels were decided."""

@@ -29,7 +29,7 @@ from selfguide.prompts import (
     input_generation_prompt,
 )
 from selfguide.spec import SelfGuideJobSpec, TaskType
-from selfguide.spec.generation import LabelSampling, LengthFilterSpec
+from selfguide.spec.generation import LabelSampling, LengthFilterSpec, PoolSelection
 from selfguide.stages.context import StageContext
 from selfguide.stages.generate.annotate import Annotator
 from selfguide.stages.generate.candidates import Candidate, PromptStats
@@ -97,13 +97,20 @@ class Generator:
         self.rng = random.Random(spec.generation.seed)
         self.prompts = PromptStats()
         self.annotator = Annotator(spec, backend, output_filters(spec))
-        self.fill = spec.generation.inputs.label_sampling is LabelSampling.FILL and bool(spec.task.labels)
-        """Annotate round by round and ask for the labels short of examples."""
+        inputs, labelled = spec.generation.inputs, bool(spec.task.labels)
+        self.fill = inputs.label_sampling is LabelSampling.FILL and labelled
+        """Ask for the labels short of annotated examples."""
+        self.same_label = inputs.pool_selection is PoolSelection.SAME_LABEL and labelled
+        """Show pool inputs annotated with the label asked for."""
 
     # -- input generation ---------------------------------------------------------------------------------
-    def _fit_input_prompt(self, gold: list[str], pool: list[str], label: str | None) -> str | None:
-        """A rendered input-generation prompt within the token budget, dropping pool examples as needed."""
+    def _fit_input_prompt(self, gold: list[str], pool: list[str], label: str | None,
+                          pool_labels: dict[str, str] | None = None) -> str | None:
+        """A rendered input-generation prompt within the token budget, dropping pool examples as needed;
+        with `pool_labels`, only pool inputs annotated `label` are shown."""
         cfg = self.spec.generation.inputs
+        if pool_labels is not None:
+            pool = [text for text in pool if pool_labels.get(text) == label]
         k = self.rng.randint(min(cfg.min_pool_examples, len(pool)), min(cfg.max_pool_examples, len(pool))) if pool else 0
         shown = self.rng.sample(pool, k)
         budget = self.spec.generation.max_prompt_tokens
@@ -135,13 +142,15 @@ class Generator:
                 return candidates
         for round_index in range(first, cfg.rounds_for(task.type)):
             labels: list[str | None] = [None] * cfg.prompts_per_round
+            annotated = self.annotator.current_labels(candidates) if self.fill or self.same_label else []
             if task.labels:
-                counts = self.annotator.label_counts(candidates) if self.fill else None
+                counts = Counter(label for _, label in annotated) if self.fill else None
                 labels = list(draw_labels(self.rng, task.labels, cfg.prompts_per_round, counts))
             # the gold inputs are shuffled once per round, so a round's prompts share everything up to the pool
             # examples as a prefix, which the engine computes once
             gold = self.rng.sample([e.input for e in task.examples], len(task.examples))
-            fitted = [(self._fit_input_prompt(gold, pool, label), label) for label in labels]
+            shown_by = dict(annotated) if self.same_label else None
+            fitted = [(self._fit_input_prompt(gold, pool, label, shown_by), label) for label in labels]
             batch = [(prompt, label) for prompt, label in fitted if prompt is not None]
             if not batch:
                 break
@@ -165,7 +174,7 @@ class Generator:
                     for f in memory:
                         f.add(candidate.input)
             pool.extend(accepted)  # the pool is refreshed once per round
-            if self.fill:
+            if self.fill or self.same_label:
                 self.annotator.annotate(candidates)
             rounds = cfg.rounds_for(task.type)
             progress.current().update(GENERATION_SHARE * (round_index + 1) / rounds, rounds_done=round_index + 1,

@@ -1,5 +1,5 @@
 """Beyond the paper's vote: label likelihood, batch calibration, the margin and pseudo-label agreement
-filters, label sampling that fills short classes, and cleaner inputs (scaffolding, normalised duplicates).
+filters, label sampling that fills short classes, pool inputs shown by label, and cleaner inputs (scaffolding, normalised duplicates).
 A scripted model stands in for the language model (see test_generator.ScriptedModel)."""
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ import pytest
 from selfguide.contract.results import GenerateResult
 from selfguide.stages.generate.filters import DuplicateFilter, ScaffoldingFilter
 from selfguide.stages.generate.labels import calibrate, decide, draw_labels, fill_weights, label_means
-from tests.stages.generate.test_generator import CLASSIFICATION_TASK, ScriptedModel, label_of, run, spec_for
+from tests.stages.generate.test_generator import (
+    CLASSIFICATION_TASK,
+    ScriptedModel,
+    label_of,
+    low_quality,
+    run,
+    spec_for,
+)
 
 LABELS = ["positive", "negative"]
 
@@ -130,6 +137,27 @@ def test_fill_sampling_asks_for_the_label_the_annotator_rarely_gives(tmp_path):
     assert fill_asked["positive"] > uniform_asked["positive"] + 10
     assert fill_report["balance"]["before"]["positive"] > uniform_report["balance"]["before"]["positive"]
     assert len(fill_train) > len(uniform_train)  # balancing keeps more of what was made
+
+
+def test_same_label_pool_selection_shows_only_inputs_annotated_with_the_label_asked_for(tmp_path):
+    """The annotator labels an input by the word it starts with, which is the label it was written for on
+    every third input and the other label otherwise."""
+    def write(r: int, k: int, label: str | None) -> str:
+        other = LABELS[1 - LABELS.index(label or LABELS[0])]
+        return f"{label if k % 3 == 0 else other} review {r * 100 + k}"
+
+    def shown(selection: str, out) -> list[tuple[str | None, list[str]]]:
+        model = ScriptedModel(write, lambda text: [text.split()[0]] * 3)
+        spec = spec_for(CLASSIFICATION_TASK, inputs={"maxRounds": 4, "promptsPerRound": 10, "poolSelection": selection},
+                        annotation={"samples": 3, "keep": 3}, filtering={"inputLength": {"enabled": False}})
+        run(spec, model, out)
+        return [(label_of(p), low_quality(p) or []) for prompts in model.input_rounds[1:] for p in prompts]
+
+    same = shown("sameLabel", tmp_path / "same")
+    assert all(text.split()[0] == label for label, pool in same for text in pool)
+    assert sum(len(pool) for _, pool in same) >= 30  # the pool is used, not emptied
+    mixed = shown("random", tmp_path / "random")
+    assert any(text.split()[0] != label for label, pool in mixed for text in pool)
 
 
 def test_a_missing_label_reaches_the_stage_result_line():
