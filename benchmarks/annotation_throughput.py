@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/annotation_throughput.py [--quick] [--task PATH] [--inputs 8] [--samples 20]
         [--keep 10] [--max-tokens 32] [--min-tokens 0] [--input-prompts 10] [--input-tokens 64] [--pool 0]
-        [--workloads annotation inputGeneration] [--path both|old|new]
+        [--workloads annotation inputGeneration] [--path both|old|new] [--length-stop]
 
 Annotation: the few-shot chat of the task (`few_shot_messages`) for `--inputs` inputs of the task's validation
 split (they stand for generated inputs), `--samples` samples per prompt, the best `--keep` kept, the job defaults
@@ -13,12 +13,19 @@ inputs per prompt after the gold ones (the prompts then share only the template 
 seed; the figures are wall time, generated tokens per second and prompt tokens per second (model load excluded).
 The last line is `speedup: <x>x`, new over old annotation wall time. `--path old|new` runs one path only (peak
 memory: `/usr/bin/time -v`).
+
+`--length-stop` measures input generation on the new path twice instead, without and with decoding stopped past
+the input length filter's band (`SamplingParams.max_chars`, as the stage sets it), and counts the inputs the
+length filter keeps in each (sampled rows draw from one random stream, so a row that stops early changes what
+the others draw: the counts agree in distribution, not row by row); its last line is `length stop speedup: <x>x`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import platform
 import random
 import time
@@ -32,9 +39,16 @@ from selfguide.engine.backends.base import Completion, SamplingParams, cut_at_st
 from selfguide.engine.backends.transformers_backend import TransformersBackend
 from selfguide.engine.models import locate
 from selfguide.experiments.bench import BenchTask
-from selfguide.prompts import INPUT_RESPONSE_PREFIX, INPUT_STOP, few_shot_messages, input_generation_prompt
+from selfguide.prompts import (
+    INPUT_RESPONSE_PREFIX,
+    INPUT_STOP,
+    extract_input,
+    few_shot_messages,
+    input_generation_prompt,
+)
 from selfguide.spec import ModelSpec, TaskSpec, TaskType
 from selfguide.spec.generation import RELEASED_INPUT_TEMPERATURE
+from selfguide.stages.generate.filters import LengthFilter, length_band
 
 DEFAULT_TASK = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "sni" / "task190_snli_classification.json"
 
@@ -162,6 +176,8 @@ def main() -> None:
                         default=["annotation", "inputGeneration"])
     parser.add_argument("--batch-size", type=int, default=None, help="sequences per batch (default: the backend's)")
     parser.add_argument("--path", choices=["both", "old", "new"], default="both")
+    parser.add_argument("--length-stop", action="store_true",
+                        help="input generation on the new path without and with the length filter's stop")
     parser.add_argument("--quick", action="store_true",
                         help="2 inputs, 8 samples keep 4, 2 input prompts, 8 new tokens (< 1 min on 2 idle cores)")
     args = parser.parse_args()
@@ -183,6 +199,9 @@ def main() -> None:
     for path in paths:  # warm-up: first-call allocations, stop-string tables
         measure(backend, path, generation[:1], SamplingParams(max_tokens=2, stop=INPUT_STOP))
 
+    if args.length_stop:
+        compare_length_stop(backend, task, generation, generate)
+        return
     workloads = {"annotation": (annotation, annotate), "inputGeneration": (generation, generate)}
     rows = {name: [measure(backend, p, *workloads[name]) for p in paths] for name in args.workloads}
     print(json.dumps({
@@ -204,6 +223,26 @@ def main() -> None:
                 old, new = rows[name]
                 label = "speedup" if name == "annotation" else "input generation speedup"
                 print(f"{label}: {old['seconds'] / new['seconds']:.2f}x")
+
+
+def compare_length_stop(backend: TransformersBackend, task: TaskSpec, prompts: list[str], params: SamplingParams
+                        ) -> None:
+    """Input generation without and with `max_chars` at the length band."""
+    band = length_band([e.input for e in task.examples], 2.0, 0.25)
+    stopped = dataclasses.replace(params, max_chars=math.floor(band.high) + 1)
+    rows, seconds = [], []
+    for variant in (params, stopped):
+        before = backend.throughput.generated_tokens
+        started = time.perf_counter()
+        out = backend.generate(prompts, variant)
+        texts = [extract_input(c.text) for group in out for c in group]
+        seconds.append(time.perf_counter() - started)
+        rows.append({"maxChars": variant.max_chars, "seconds": round(seconds[-1], 2),
+                     "generatedTokens": backend.throughput.generated_tokens - before,
+                     "keptByLengthFilter": sum(LengthFilter(band).reason(t) is None for t in texts)})
+    print(json.dumps({"band": [round(band.low), round(band.high)], "prompts": len(prompts), "results": rows},
+                     indent=2))
+    print(f"length stop speedup: {seconds[0] / seconds[1]:.2f}x")
 
 
 if __name__ == "__main__":

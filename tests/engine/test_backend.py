@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from selfguide.engine.backends.base import SamplingParams
+from selfguide.engine.backends.base import SamplingParams, text_exceeds
 from selfguide.engine.backends.vllm_backend import to_vllm_sampling
 from selfguide.spec import TaskSpec
 
@@ -60,9 +60,21 @@ def test_vllm_mapping_of_greedy_decoding():
 
 
 def test_vllm_mapping_covers_every_sampling_field():
-    # every field of SamplingParams reaches vLLM (best_of through n and logprobs)
+    # every field of SamplingParams reaches vLLM (best_of through n and logprobs), but max_chars: vLLM has no
+    # character limit, and decoding on changes no kept text (the caller drops what is past it)
     covered = {"n", "best_of", "temperature", "top_k", "top_p", "max_tokens", "min_tokens", "stop", "seed"}
-    assert {f.name for f in dataclasses.fields(SamplingParams)} == covered
+    assert {f.name for f in dataclasses.fields(SamplingParams)} == covered | {"max_chars"}
+    assert to_vllm_sampling(SamplingParams(max_chars=5)) == to_vllm_sampling(SamplingParams())
+
+
+def test_a_text_exceeds_max_chars_only_when_no_continuation_can_bring_it_under():
+    params = SamplingParams(max_chars=10, stop=('"\n',))
+    assert not text_exceeds("x" * 40, SamplingParams())  # no limit
+    assert not text_exceeds("0123456789", params)
+    assert not text_exceeds("0123456789A", params)  # its last character may start a stop string
+    assert text_exceeds("0123456789AB", params)
+    assert not text_exceeds("  0123456789  \n\n", params)  # whitespace does not count
+    assert not text_exceeds('short"\n and then a long tail', params)  # already cut at the stop string
 
 
 # -- transformers backend on the real model (slow) ---------------------------------------------------------
@@ -199,6 +211,16 @@ def test_stop_strings_cut_the_completion(backend):
     assert cut.text == full.text[: full.text.index(" 5")]
     assert " 5" not in cut.text and " 7" not in cut.text
     assert cut.tokens < full.tokens  # generation stopped there, it was not only cut afterwards
+
+
+@pytest.mark.slow
+def test_max_chars_stops_decoding_a_completion_once_it_is_past_the_limit(backend):
+    full = backend.generate([COUNTING], SamplingParams(temperature=0.0, max_tokens=30))[0][0]
+    assert len(full.text) > 20, full.text
+    capped = backend.generate([COUNTING], SamplingParams(temperature=0.0, max_tokens=30, max_chars=12))[0][0]
+    assert full.text.startswith(capped.text) and len(capped.text.strip()) > 12
+    assert capped.tokens < full.tokens  # decoding stopped, the text was not only cut afterwards
+    assert not text_exceeds(capped.text[:-1], SamplingParams(max_chars=12))  # it stopped at the first token past
 
 
 @pytest.mark.slow

@@ -31,6 +31,11 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     """Cut a completion at the first of these strings (the string itself is dropped)."""
     seed: int | None = None
+    max_chars: int | None = None
+    """End a completion once `text_exceeds` says it is longer than this many characters however it continues:
+    for callers that discard longer texts anyway (generated inputs above the length filter's band). The
+    transformers backend stops decoding it; vLLM has no such limit and decodes on to `max_tokens` (a finished
+    row frees its slot there, so one long row does not hold up the others)."""
 
     @property
     def greedy(self) -> bool:
@@ -106,6 +111,15 @@ def keep_n(completions: list[Completion], n: int) -> list[Completion]:
     """Exactly `n` completions: the most likely of more draws, or one greedy answer repeated."""
     kept = select_best(completions, n) if len(completions) > n else completions
     return kept if len(kept) == n else kept * n
+
+
+def text_exceeds(text: str, params: SamplingParams) -> bool:
+    """Whether the completion so far, `text`, is past `params.max_chars`: longer, stripped, once cut at a stop
+    string and without its last characters where one may have begun, so no continuation brings it back under."""
+    if params.max_chars is None:
+        return False
+    reach = max((len(s) - 1 for s in params.stop), default=0)
+    return len(cut_at_stop(text, params.stop)[: max(0, len(text) - reach)].strip()) > params.max_chars
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

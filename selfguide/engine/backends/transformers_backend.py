@@ -13,7 +13,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +35,7 @@ from selfguide.engine.backends.base import (
     Throughput,
     cut_at_stop,
     keep_n,
+    text_exceeds,
 )
 from selfguide.engine.backends.chat import ChatRendering, answer_ids, end_of_turn, load_tokenizer
 from selfguide.engine.backends.kv_cache import RoomyLayer, join_rows, pad_after_prefix, roomy_cache
@@ -130,7 +131,7 @@ class TransformersBackend(ChatRendering):
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
         draws = 1 if params.greedy else params.samples
         per_batch = max(1, self._sequences_per_batch(len(encoded[order[0]]), params) // draws)
-        sampler = _Sampler(params, self._eos, self._stop_criteria(params.stop), self.device)
+        sampler = _Sampler(params, self._eos, self._stop_criteria(params.stop), self.device, self.tokenizer.decode)
         results: list[list[Completion]] = [[] for _ in prompts]
         started = time.perf_counter()
         with tqdm(total=len(prompts), desc=desc or "generating", unit="prompt", leave=False) as bar:
@@ -350,8 +351,9 @@ class _Sampler:
     sequences have ended."""
 
     def __init__(self, params: SamplingParams, eos: list[int], stop: StopStringCriteria | None,
-                 device: torch.device) -> None:
+                 device: torch.device, decode: Callable[..., str | list[str]]) -> None:
         self.params = params
+        self.decode = decode
         self.eos = torch.tensor(eos, device=device)
         self.stop = stop
         self.context = max((len(s) for s in params.stop), default=0)
@@ -382,8 +384,11 @@ class _Sampler:
         return chosen, scores.log_softmax(dim=-1).gather(1, chosen[:, None]).squeeze(1)
 
     def done(self, history: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-        """Which sequences just ended: end of sequence, or a stop string completed."""
+        """Which sequences just ended: end of sequence, a stop string completed, or past `max_chars`."""
         ended = torch.isin(chosen, self.eos)
         if self.stop is not None:
             ended |= self.stop(history, None)
+        if self.params.max_chars is not None:
+            texts = [str(self.decode(row, skip_special_tokens=True)) for row in history[:, self.context:].tolist()]
+            ended |= torch.tensor([text_exceeds(text, self.params) for text in texts], device=ended.device)
         return ended

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -130,6 +131,8 @@ class Generator:
         cfg, task = self.spec.generation.inputs, self.spec.task
         temperature = cfg.temperature_for(task.type)
         chain, memory = _input_filters(self.spec)
+        # decoding stops past the length band, whose inputs the length filter drops (+1: the closing quote)
+        longest_input = next((math.floor(f.band.high) + 1 for f in chain if isinstance(f, LengthFilter)), None)
         candidates: list[Candidate] = []
         pool: list[str] = []
         first = 0
@@ -157,6 +160,7 @@ class Generator:
             params = SamplingParams(
                 n=cfg.samples_per_prompt, temperature=temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                 max_tokens=cfg.max_new_tokens, stop=INPUT_STOP, seed=self.spec.generation.seed + round_index,
+                max_chars=longest_input,
             )
             outputs = self.backend.generate([p for p, _ in batch], params, desc=f"inputs round {round_index + 1}")
             accepted: list[str] = []

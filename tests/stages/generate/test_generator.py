@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN
 from selfguide.engine.backends.base import Completion, SamplingParams, Throughput
 from selfguide.prompts import INPUT_RESPONSE_PREFIX, RULE, input_generation_prompt
 from selfguide.spec import SelfGuideJobSpec
+from selfguide.stages.generate.filters import length_band
 from selfguide.stages.generate.stage import run_generate
 from tests import manifests
 
@@ -213,6 +215,16 @@ def test_sampling_settings_reach_the_model(tmp_path):
     ((prompts, params),) = model.annotation_calls
     assert len(prompts) == 5
     assert (params.n, params.best_of, params.temperature, params.top_k) == (4, 6, 0.2, 10)
+
+
+def test_input_decoding_stops_where_the_length_filter_would_drop_the_input(tmp_path):
+    model = generation_model()
+    run(generation_spec(), model, tmp_path / "on")
+    band = length_band([e["input"] for e in GENERATION_TASK["examples"]], 2.0, 0.25)
+    assert model.input_params[0].max_chars == math.floor(band.high) + 1  # + the closing quote
+    off = ScriptedModel(lambda r, k, label: GENERATION_INPUTS[r][k])  # annotations repeat the input
+    run(generation_spec(filtering={"inputLength": {"enabled": False}}), off, tmp_path / "off")
+    assert off.input_params[0].max_chars is None
 
 
 def test_generation_prompts_carry_no_label(tmp_path):
