@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import platform
 import random
 import time
@@ -47,8 +46,9 @@ from selfguide.prompts import (
     input_generation_prompt,
 )
 from selfguide.spec import ModelSpec, TaskSpec, TaskType
-from selfguide.spec.generation import RELEASED_INPUT_TEMPERATURE
+from selfguide.spec.generation import RELEASED_INPUT_TEMPERATURE, LengthFilterSpec
 from selfguide.stages.generate.filters import LengthFilter, length_band
+from selfguide.stages.generate.stage import input_char_limit
 
 DEFAULT_TASK = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "sni" / "task190_snli_classification.json"
 
@@ -228,8 +228,10 @@ def main() -> None:
 def compare_length_stop(backend: TransformersBackend, task: TaskSpec, prompts: list[str], params: SamplingParams
                         ) -> None:
     """Input generation without and with `max_chars` at the length band."""
-    band = length_band([e.input for e in task.examples], 2.0, 0.25)
-    stopped = dataclasses.replace(params, max_chars=math.floor(band.high) + 1)
+    defaults = LengthFilterSpec()
+    band = length_band([e.input for e in task.examples], defaults.sigmas, defaults.min_spread)
+    length_filter = LengthFilter(band)
+    stopped = dataclasses.replace(params, max_chars=input_char_limit(band))
     rows, seconds = [], []
     for variant in (params, stopped):
         before = backend.throughput.generated_tokens
@@ -239,7 +241,7 @@ def compare_length_stop(backend: TransformersBackend, task: TaskSpec, prompts: l
         seconds.append(time.perf_counter() - started)
         rows.append({"maxChars": variant.max_chars, "seconds": round(seconds[-1], 2),
                      "generatedTokens": backend.throughput.generated_tokens - before,
-                     "keptByLengthFilter": sum(LengthFilter(band).reason(t) is None for t in texts)})
+                     "keptByLengthFilter": sum(length_filter.reason(t) is None for t in texts)})
     print(json.dumps({"band": [round(band.low), round(band.high)], "prompts": len(prompts), "results": rows},
                      indent=2))
     print(f"length stop speedup: {seconds[0] / seconds[1]:.2f}x")

@@ -37,6 +37,7 @@ from selfguide.stages.generate.candidates import Candidate, PromptStats
 from selfguide.stages.generate.filters import (
     DuplicateFilter,
     EmptyFilter,
+    LengthBand,
     LengthFilter,
     NearDuplicateFilter,
     NoiseFilter,
@@ -80,6 +81,12 @@ def _input_filters(spec: SelfGuideJobSpec) -> tuple[list[TextFilter], list[Dupli
     return _text_filters(spec, gold, filtering.input_length, True) + scaffolding + memory, memory
 
 
+def input_char_limit(band: LengthBand) -> int:
+    """Where input generation stops decoding a completion: past the band, whose inputs the length filter drops
+    (+1: the closing quote `extract_input` removes)."""
+    return math.floor(band.high) + 1
+
+
 def output_filters(spec: SelfGuideJobSpec) -> list[TextFilter]:
     """Filters on each annotation sample; the length filter defaults to on for generation tasks only."""
     gold = [e.output for e in spec.task.examples]
@@ -103,6 +110,8 @@ class Generator:
         """Ask for the labels short of annotated examples."""
         self.same_label = inputs.pool_selection is PoolSelection.SAME_LABEL and labelled
         """Show pool inputs annotated with the label asked for."""
+        self.annotate_each_round = self.fill or self.same_label
+        """Both need the labels of the inputs made so far."""
 
     # -- input generation ---------------------------------------------------------------------------------
     def _fit_input_prompt(self, gold: list[str], pool: list[str], label: str | None,
@@ -131,8 +140,7 @@ class Generator:
         cfg, task = self.spec.generation.inputs, self.spec.task
         temperature = cfg.temperature_for(task.type)
         chain, memory = _input_filters(self.spec)
-        # decoding stops past the length band, whose inputs the length filter drops (+1: the closing quote)
-        longest_input = next((math.floor(f.band.high) + 1 for f in chain if isinstance(f, LengthFilter)), None)
+        longest_input = next((input_char_limit(f.band) for f in chain if isinstance(f, LengthFilter)), None)
         candidates: list[Candidate] = []
         pool: list[str] = []
         first = 0
@@ -145,7 +153,7 @@ class Generator:
                 return candidates
         for round_index in range(first, cfg.rounds_for(task.type)):
             labels: list[str | None] = [None] * cfg.prompts_per_round
-            annotated = self.annotator.current_labels(candidates) if self.fill or self.same_label else []
+            annotated = self.annotator.current_labels(candidates) if self.annotate_each_round else []
             if task.labels:
                 counts = Counter(label for _, label in annotated) if self.fill else None
                 labels = list(draw_labels(self.rng, task.labels, cfg.prompts_per_round, counts))
@@ -178,7 +186,7 @@ class Generator:
                     for f in memory:
                         f.add(candidate.input)
             pool.extend(accepted)  # the pool is refreshed once per round
-            if self.fill or self.same_label:
+            if self.annotate_each_round:
                 self.annotator.annotate(candidates)
             rounds = cfg.rounds_for(task.type)
             progress.current().update(GENERATION_SHARE * (round_index + 1) / rounds, rounds_done=round_index + 1,
