@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/annotation_throughput.py [--quick] [--task PATH] [--inputs 8] [--samples 20]
         [--keep 10] [--max-tokens 32] [--min-tokens 0] [--input-prompts 10] [--input-tokens 64] [--pool 0]
-        [--workloads annotation inputGeneration] [--path both|old|new] [--length-stop]
+        [--workloads annotation inputGeneration] [--path both|old|new] [--length-stop] [--mixed]
 
 Annotation: the few-shot chat of the task (`few_shot_messages`) for `--inputs` inputs of the task's validation
 split (they stand for generated inputs), `--samples` samples per prompt, the best `--keep` kept, the job defaults
@@ -18,6 +18,11 @@ memory: `/usr/bin/time -v`).
 the input length filter's band (`SamplingParams.max_chars`, as the stage sets it), and counts the inputs the
 length filter keeps in each (sampled rows draw from one random stream, so a row that stops early changes what
 the others draw: the counts agree in distribution, not row by row); its last line is `length stop speedup: <x>x`.
+
+`--mixed` measures the new path twice instead, the model loaded with `model.dtype: float32` and with `mixed`
+(linear layers in bf16, everything else float32), on the selected workloads with the same seeds; it prints how
+many annotated inputs keep their top answer, and its last line is `mixed precision speedup: <x>x` (total wall
+time of the workloads, float32 over mixed). `--length-stop` applies to both.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import json
 import platform
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +53,8 @@ from selfguide.prompts import (
 )
 from selfguide.spec import ModelSpec, TaskSpec, TaskType
 from selfguide.spec.generation import RELEASED_INPUT_TEMPERATURE, LengthFilterSpec
-from selfguide.stages.generate.filters import LengthFilter, length_band
+from selfguide.spec.model import Dtype
+from selfguide.stages.generate.filters import LengthBand, LengthFilter, length_band
 from selfguide.stages.generate.stage import input_char_limit
 
 DEFAULT_TASK = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "sni" / "task190_snli_classification.json"
@@ -157,7 +164,8 @@ def measure(backend: TransformersBackend, path: str, prompts: list[str], params:
     return {"path": path, "prompts": len(prompts), "completionsKept": sum(map(len, out)),
             "generatedTokens": generated, "promptTokens": prompt_tokens, "seconds": round(seconds, 2),
             "tokensPerSecond": round(generated / seconds, 1), "promptTokensPerSecond": round(prompt_tokens / seconds, 1),
-            "answers": sorted({c.text.strip() for group in out for c in group})[:5]}
+            "answers": sorted({c.text.strip() for group in out for c in group})[:5],
+            "tops": [Counter(c.text.strip() for c in group).most_common(1)[0][0] if group else "" for group in out]}
 
 
 def main() -> None:
@@ -178,6 +186,8 @@ def main() -> None:
     parser.add_argument("--path", choices=["both", "old", "new"], default="both")
     parser.add_argument("--length-stop", action="store_true",
                         help="input generation on the new path without and with the length filter's stop")
+    parser.add_argument("--mixed", action="store_true",
+                        help="the new path with model.dtype float32, then mixed (linear layers in bf16)")
     parser.add_argument("--quick", action="store_true",
                         help="2 inputs, 8 samples keep 4, 2 input prompts, 8 new tokens (< 1 min on 2 idle cores)")
     args = parser.parse_args()
@@ -199,10 +209,17 @@ def main() -> None:
     for path in paths:  # warm-up: first-call allocations, stop-string tables
         measure(backend, path, generation[:1], SamplingParams(max_tokens=2, stop=INPUT_STOP))
 
-    if args.length_stop:
+    if args.length_stop and not args.mixed:
         compare_length_stop(backend, task, generation, generate)
         return
+    if args.length_stop:
+        generate = dataclasses.replace(generate, max_chars=length_stop_limit(task))
     workloads = {"annotation": (annotation, annotate), "inputGeneration": (generation, generate)}
+    if args.mixed:
+        chosen = {name: workloads[name] for name in args.workloads}
+        compare_mixed(backend, TransformersBackend(locate(ModelSpec(dtype=Dtype.MIXED)), Dtype.MIXED,
+                                                   batch_size=args.batch_size), chosen)
+        return
     rows = {name: [measure(backend, p, *workloads[name]) for p in paths] for name in args.workloads}
     print(json.dumps({
         "model": "SmolLM2-135M-Instruct (bundled)", "device": str(backend.device), "threads": torch.get_num_threads(),
@@ -225,11 +242,49 @@ def main() -> None:
                 print(f"{label}: {old['seconds'] / new['seconds']:.2f}x")
 
 
+def _band(task: TaskSpec) -> LengthBand:
+    defaults = LengthFilterSpec()
+    return length_band([e.input for e in task.examples], defaults.sigmas, defaults.min_spread)
+
+
+def length_stop_limit(task: TaskSpec) -> int:
+    """The `max_chars` the stage sets for `task` with the default input length filter."""
+    return input_char_limit(_band(task))
+
+
+def compare_mixed(exact: TransformersBackend, mixed: TransformersBackend,
+                  workloads: dict[str, tuple[list[str], SamplingParams]]) -> None:
+    """The same workloads on a float32 and a mixed-precision load of the model."""
+    measure(mixed, "new", workloads[next(iter(workloads))][0][:1], SamplingParams(max_tokens=2, stop=INPUT_STOP))
+    rows: dict[str, list[dict]] = {}
+    tops: list[list[str]] = []
+    for dtype, backend in (("float32", exact), ("mixed", mixed)):
+        for name, (prompts, params) in workloads.items():
+            row = measure(backend, "new", prompts, params)
+            row["path"] = dtype
+            rows.setdefault(name, []).append(row)
+            top = row.pop("tops")
+            if name == "annotation":
+                tops.append(top)
+    print(json.dumps({"results": rows}, indent=2))
+    print("\n| workload | dtype | wall s | tokens/s | prompt tokens/s |\n| --- | --- | ---: | ---: | ---: |")
+    for name, measured in rows.items():
+        for row in measured:
+            print(f"| {name} | {row['path']} | {row['seconds']} | {row['tokensPerSecond']} "
+                  f"| {row['promptTokensPerSecond']} |")
+    if len(tops) == 2:
+        same = sum(a == b for a, b in zip(*tops))
+        print(f"\nannotated inputs whose most frequent answer is the same: {same} of {len(tops[0])}")
+    for name, (exact_row, mixed_row) in rows.items():
+        print(f"{name}: {exact_row['seconds'] / mixed_row['seconds']:.2f}x")
+    total = [sum(measured[i]["seconds"] for measured in rows.values()) for i in (0, 1)]
+    print(f"mixed precision speedup: {total[0] / total[1]:.2f}x")
+
+
 def compare_length_stop(backend: TransformersBackend, task: TaskSpec, prompts: list[str], params: SamplingParams
                         ) -> None:
     """Input generation without and with `max_chars` at the length band."""
-    defaults = LengthFilterSpec()
-    band = length_band([e.input for e in task.examples], defaults.sigmas, defaults.min_spread)
+    band = _band(task)
     length_filter = LengthFilter(band)
     stopped = dataclasses.replace(params, max_chars=input_char_limit(band))
     rows, seconds = [], []

@@ -37,6 +37,8 @@ def gpu_count() -> int:
 
 def resolve_dtype(dtype: Dtype, device: torch.device) -> torch.dtype:
     """The torch dtype for `dtype` on `device`; `auto` picks the fastest exact-enough one."""
+    if dtype is Dtype.MIXED:
+        return torch.float32  # bf16 copies for the linear layers: engine/backends/mixed_precision.py
     if dtype is Dtype.AUTO:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -30,6 +30,10 @@ class Dtype(StrEnum):
     FLOAT32 = "float32"
     BFLOAT16 = "bfloat16"
     FLOAT16 = "float16"
+    MIXED = "mixed"
+    """Generation and scoring compute the linear layers in bfloat16 from bf16 copies of the weights; weights,
+    activations, attention and KV cache stay float32, and training is plain float32. For CPUs with bf16
+    instructions (AVX512-BF16, AMX); not exact: sampled text and scores differ slightly from float32."""
 
 
 class SecretKeyRef(SpecModel):

@@ -87,6 +87,8 @@ def test_engine_args_reserve_the_rounded_rank_only_with_an_adapter() -> None:
                      "enable_prefix_caching": True, "trust_remote_code": False, "seed": 3}
     lora = engine_args(location, lora_rank=24)
     assert (lora["enable_lora"], lora["max_lora_rank"], lora["max_loras"]) == (True, 32, 1)
+    # `mixed` is a CPU precision scheme of the transformers backend; vLLM picks its own kernels' precision
+    assert engine_args(location, Dtype.MIXED)["dtype"] == "auto"
 
 
 # -- tensor parallelism ----------------------------------------------------------------------------------

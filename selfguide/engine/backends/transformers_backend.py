@@ -39,6 +39,7 @@ from selfguide.engine.backends.base import (
 )
 from selfguide.engine.backends.chat import ChatRendering, answer_ids, end_of_turn, load_tokenizer
 from selfguide.engine.backends.kv_cache import RoomyLayer, join_rows, pad_after_prefix, roomy_cache
+from selfguide.engine.backends.mixed_precision import compute_linear_layers_in_bfloat16
 from selfguide.engine.batching import CPU_BATCH, batch_for_memory
 from selfguide.engine.devices import resolve_device, resolve_dtype
 from selfguide.engine.models import ModelLocation
@@ -95,6 +96,8 @@ class TransformersBackend(ChatRendering):
             dtype=resolve_dtype(dtype, self.device),
             trust_remote_code=trust_remote_code,
         ).to(self.device)  # type: ignore[arg-type]  # transformers types `to` badly
+        if dtype is Dtype.MIXED:
+            compute_linear_layers_in_bfloat16(model)
         if adapter:
             from peft import PeftModel
 

@@ -126,7 +126,7 @@ def engine_args(
     return {
         "model": location.path,
         "revision": location.revision,
-        "dtype": dtype.value,
+        "dtype": "auto" if dtype is Dtype.MIXED else dtype.value,  # vLLM's kernels choose their own precision
         "tensor_parallel_size": tensor_parallel_size,
         "enable_prefix_caching": True,
         "trust_remote_code": trust_remote_code,
