@@ -228,11 +228,7 @@ def main() -> None:
         "annotationPromptTokens": [backend.count_tokens(p) for p in annotation],
         "inputPromptTokens": [backend.count_tokens(p) for p in generation], "results": rows,
     }, indent=2))
-    print("\n| workload | path | wall s | tokens/s | prompt tokens/s |\n| --- | --- | ---: | ---: | ---: |")
-    for workload, measured in rows.items():
-        for row in measured:
-            print(f"| {workload} | {row['path']} | {row['seconds']} | {row['tokensPerSecond']} "
-                  f"| {row['promptTokensPerSecond']} |")
+    print_table(rows, "path")
     if len(paths) == 2:
         print()
         for name in ("inputGeneration", "annotation"):  # the last line is the annotation speed-up
@@ -240,6 +236,15 @@ def main() -> None:
                 old, new = rows[name]
                 label = "speedup" if name == "annotation" else "input generation speedup"
                 print(f"{label}: {old['seconds'] / new['seconds']:.2f}x")
+
+
+def print_table(rows: dict[str, list[dict]], column: str) -> None:
+    """The measured rows as a Markdown table; `column` names what each row's `path` field holds."""
+    print(f"\n| workload | {column} | wall s | tokens/s | prompt tokens/s |\n| --- | --- | ---: | ---: | ---: |")
+    for workload, measured in rows.items():
+        for row in measured:
+            print(f"| {workload} | {row['path']} | {row['seconds']} | {row['tokensPerSecond']} "
+                  f"| {row['promptTokensPerSecond']} |")
 
 
 def _band(task: TaskSpec) -> LengthBand:
@@ -267,11 +272,7 @@ def compare_mixed(exact: TransformersBackend, mixed: TransformersBackend,
             if name == "annotation":
                 tops.append(top)
     print(json.dumps({"results": rows}, indent=2))
-    print("\n| workload | dtype | wall s | tokens/s | prompt tokens/s |\n| --- | --- | ---: | ---: | ---: |")
-    for name, measured in rows.items():
-        for row in measured:
-            print(f"| {name} | {row['path']} | {row['seconds']} | {row['tokensPerSecond']} "
-                  f"| {row['promptTokensPerSecond']} |")
+    print_table(rows, "dtype")
     if len(tops) == 2:
         same = sum(a == b for a, b in zip(*tops))
         print(f"\nannotated inputs whose most frequent answer is the same: {same} of {len(tops[0])}")
