@@ -211,8 +211,8 @@ def test_n_samples_share_one_prefill_and_return_n_completions(backend, monkeypat
 @pytest.mark.slow
 def test_best_of_keeps_the_most_likely_of_the_same_draws(backend):
     prompts = [backend.render_chat([{"role": "user", "content": "Name a color."}]), COUNTING]
-    every = backend.generate(prompts, SamplingParams(n=6, temperature=1.0, top_k=20, max_tokens=6, seed=9))
-    best = backend.generate(prompts, SamplingParams(n=3, best_of=6, temperature=1.0, top_k=20, max_tokens=6, seed=9))
+    every = backend.generate(prompts, SamplingParams(n=6, temperature=1.5, top_k=20, max_tokens=6, seed=9))
+    best = backend.generate(prompts, SamplingParams(n=3, best_of=6, temperature=1.5, top_k=20, max_tokens=6, seed=9))
     for drawn, kept in zip(every, best):
         assert len({c.text for c in drawn}) > 1
         assert all(c.logprob < 0 for c in drawn)

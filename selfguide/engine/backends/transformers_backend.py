@@ -350,8 +350,8 @@ def _as_list(value: int | list[int] | None) -> list[int]:
 
 
 class _Sampler:
-    """Chooses next tokens as `generate` would (the same logits processors, in the same order) and says which
-    sequences have ended."""
+    """Chooses next tokens from the distribution `generate` would (the same logits processors, in the same
+    order) and says which sequences have ended."""
 
     def __init__(self, params: SamplingParams, eos: list[int], stop: StopStringCriteria | None,
                  device: torch.device, decode: Callable[..., str | list[str]]) -> None:
@@ -382,9 +382,15 @@ class _Sampler:
         scores = self.processors(history, logits)  # type: ignore[arg-type]  # a LongTensor at run time
         if self.params.greedy:
             chosen = scores.argmax(dim=-1)
-        else:
-            chosen = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
-        return chosen, scores.log_softmax(dim=-1).gather(1, chosen[:, None]).squeeze(1)
+            return chosen, scores.log_softmax(dim=-1).gather(1, chosen[:, None]).squeeze(1)
+        # top-k / top-p left a few tokens drawable (the rest score -inf): draw among those alone, the same
+        # distribution at a fraction of the cost of drawing over the whole vocabulary
+        drawable = int(torch.isfinite(scores).sum(dim=-1).max())
+        candidates, ids = scores.topk(drawable, dim=-1) if drawable < scores.shape[-1] // 2 else (scores, None)
+        logprobs = candidates.log_softmax(dim=-1)
+        pick = torch.multinomial(logprobs.exp(), num_samples=1)
+        chosen = pick if ids is None else ids.gather(1, pick)
+        return chosen.squeeze(1), logprobs.gather(1, pick).squeeze(1)
 
     def done(self, history: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
         """Which sequences just ended: end of sequence, a stop string completed, or past `max_chars`."""
