@@ -183,6 +183,9 @@ class FilteringSpec(SpecModel):
     scaffolding: bool = True
     """Drop inputs that carry the prompt's scaffolding rather than task text: bracketed placeholders such as
     `[input]` or `[new]` that no gold input contains, and the template's own phrases."""
+    script: bool = True
+    """Drop inputs and outputs whose letters are mostly (over a fifth) in a script that no gold input, or
+    output, uses: a small generator drifts into other languages, and such inputs breed more once pooled."""
     near_duplicates: NearDuplicateFilterSpec = NearDuplicateFilterSpec()
     balance_classes: bool = True
     """Classification: downsample so every label has as many examples as the rarest (as the paper)."""

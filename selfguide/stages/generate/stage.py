@@ -42,6 +42,7 @@ from selfguide.stages.generate.filters import (
     NearDuplicateFilter,
     NoiseFilter,
     ScaffoldingFilter,
+    ScriptFilter,
     TextFilter,
     first_failure,
     length_band,
@@ -62,6 +63,8 @@ def _text_filters(spec: SelfGuideJobSpec, gold: list[str], length: LengthFilterS
         chain.append(LengthFilter(length_band(gold, length.sigmas, length.min_spread)))
     if filtering.noise:
         chain.append(NoiseFilter(filtering.noise_terms))
+    if filtering.script:
+        chain.append(ScriptFilter(gold))
     return chain
 
 

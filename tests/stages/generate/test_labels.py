@@ -1,5 +1,6 @@
 """Beyond the paper's vote: label likelihood, batch calibration, the margin and pseudo-label agreement
-filters, label sampling that fills short classes, pool inputs shown by label, and cleaner inputs (scaffolding, normalised duplicates).
+filters, label sampling that fills short classes, pool inputs shown by label, and cleaner inputs (scaffolding, normalised duplicates,
+foreign scripts).
 A scripted model stands in for the language model (see test_generator.ScriptedModel)."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections import Counter
 import pytest
 
 from selfguide.contract.results import GenerateResult
-from selfguide.stages.generate.filters import DuplicateFilter, ScaffoldingFilter
+from selfguide.stages.generate.filters import DuplicateFilter, ScaffoldingFilter, ScriptFilter
 from selfguide.stages.generate.labels import calibrate, decide, draw_labels, fill_weights, label_means
 from tests.stages.generate.test_generator import (
     CLASSIFICATION_TASK,
@@ -189,3 +190,46 @@ def test_a_gold_input_with_a_stray_quote_is_a_normalised_duplicate():
     assert duplicates.reason("  the battery LASTS all day ") == "normalized_duplicate"
     assert duplicates.reason("The battery  lasts all day.") == "duplicate"
     assert duplicates.reason("The battery lasts all week.") is None
+
+
+AG_NEWS_GOLD = ["Oil and Economy Cloud Stocks' Outlook  NEW YORK (Reuters) - Soaring crude prices plus worries",
+                "Russian FM meets with Katsav Russian Foreign Minister Sergey Lavrov met Monday with Israeli"]
+
+
+@pytest.mark.parametrize("text", [
+    # written by the bundled model in paper-budget AG News runs, which then pooled them and wrote more
+    "Видаль до програмm марнах 17мерсить журнал в Биболисьбару, 2017-12-19, 2017-12-19, 2017, 2017",
+    "Отследжа с дворячикими комиссии, как конкуратив написанию, как однокудой связаны",
+])
+def test_text_mostly_in_a_script_the_gold_texts_do_not_use_is_dropped(text):
+    assert ScriptFilter(AG_NEWS_GOLD).reason(text) == "foreign_script"
+
+
+@pytest.mark.parametrize("text", [
+    "Putin met Лавров in Moscow on Monday to discuss oil prices and the economy",  # a foreign name
+    "Café owners in São Paulo protest a new tax",  # accents are Latin
+    "2004-08-12 12:00",  # no letters
+])
+def test_text_mostly_in_the_gold_script_is_kept(text):
+    assert ScriptFilter(AG_NEWS_GOLD).reason(text) is None
+
+
+def test_gold_texts_in_another_script_make_it_the_known_one():
+    russian = ScriptFilter(["Нефть дорожает на фоне новостей"])
+    assert russian.reason("Рынки растут") is None
+    assert russian.reason("Markets rise on oil news") == "foreign_script"
+    assert ScriptFilter(["1 + 2", "3 * 4"]).reason("Рынки растут") is None  # gold without letters: nothing known
+
+
+def test_foreign_script_inputs_are_counted_and_never_pooled(tmp_path):
+    def script(r, k, label):
+        return ["Рынки растут на фоне новостей", f"a fine review number {r} {k}"][k % 2]
+
+    spec = spec_for(CLASSIFICATION_TASK, inputs={"maxRounds": 2, "promptsPerRound": 2},
+                    filtering={"inputLength": {"enabled": False}})
+    model = ScriptedModel(script)
+    report, _, _ = run(spec, model, tmp_path)
+    assert report["inputs"]["dropped"]["script"] == {"foreign_script": 2}
+    second_round = model.input_rounds[1]
+    assert all(low_quality(prompt) and not any("Рынки" in text for text in low_quality(prompt))
+               for prompt in second_round)
