@@ -3,7 +3,8 @@
 Every configuration of a grid (input-generation temperature x length filters on/off x epochs) runs on
 several tasks, scored on their validation splits; the configuration that maximises the *worst* task's
 improvement over few-shot prompting wins (the paper's rule). Configurations that share generation settings
-share one `generate` stage: only training and evaluation run again.
+for a task share one `generate` stage: only training and evaluation run again; configurations that are the same
+for a task (recipes that differ only in `forClassification` on a generation task) share its whole run.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_json, atomic_write_text, config_hash
-from selfguide.experiments.bench import BenchTask, TaskScore, deep_merge, run_task
+from selfguide.experiments.bench import BenchTask, TaskScore, deep_merge, overrides_for, run_task
 from selfguide.stages.evaluate.scoring import mean
 
 
@@ -68,12 +69,11 @@ def grid(temperatures: Sequence[float], length_filters: Sequence[bool], epochs: 
     return [SweepConfig(t, f, e, r) for r, t, f, e in itertools.product(recipes, temperatures, length_filters, epochs)]
 
 
-def _share_generation(task_dir: Path, generation_dir: Path) -> None:
-    """Point this configuration's `generate` stage at the one shared by its generation settings."""
-    link = task_dir / "generate"
-    task_dir.mkdir(parents=True, exist_ok=True)
+def _link(link: Path, target: Path) -> None:
+    """`link` -> `target` (relative), unless it is already a link."""
+    link.parent.mkdir(parents=True, exist_ok=True)
     if not link.is_symlink():
-        os.symlink(os.path.relpath(generation_dir, task_dir), link)
+        os.symlink(os.path.relpath(target, link.parent), link)
 
 
 @dataclass(frozen=True)
@@ -94,15 +94,23 @@ def run_sweep(task_files: Sequence[Path], workdir: Path, configs: Sequence[Sweep
               max_eval: int | None = None) -> tuple[SweepResult, list[SweepResult]]:
     """Run every configuration on every task; return the winner and all results."""
     tasks = [BenchTask.load(path) for path in task_files]
+    runs: dict[tuple[str, str], tuple[Path, TaskScore]] = {}
+    """(task, hash of the task's resolved overrides) -> the directory and score of the run that made it."""
     results = []
     for config in configs:
         scores = []
         for task in tasks:
-            overrides = deep_merge(base, config.overrides())
-            shared = workdir / task.name / f"generate-{config_hash(deep_merge(base, config.generation_overrides()))}"
+            overrides = overrides_for(task.task_type, deep_merge(base, config.overrides()))
             task_dir = workdir / task.name / config.directory
-            _share_generation(task_dir, shared)
-            scores.append(run_task(task, task_dir, overrides, "validation", max_eval))
+            key = (task.name, config_hash(overrides))
+            if key in runs:
+                _link(task_dir, runs[key][0])
+                scores.append(runs[key][1])
+                continue
+            generation = overrides_for(task.task_type, deep_merge(base, config.generation_overrides()))
+            _link(task_dir / "generate", workdir / task.name / f"generate-{config_hash(generation)}")
+            runs[key] = task_dir, run_task(task, task_dir, overrides, "validation", max_eval)
+            scores.append(runs[key][1])
         results.append(SweepResult(config, scores))
     best = max(results, key=lambda r: (r.worst_delta, r.mean_delta))
     atomic_write_text(workdir / "sweep.md", sweep_table(results, best) + "\n")

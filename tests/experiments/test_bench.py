@@ -113,14 +113,22 @@ def test_sweep_shares_one_generate_stage_between_configurations(tmp_path):
     config["training"]["maxLength"] = 96  # the grid varies epochs; short sequences keep CPU training quick
     config_file = tmp_path / "sweep.yaml"
     config_file.write_text(yaml.safe_dump(config))
+    # a second recipe that only changes generation tasks is the same configuration for this classification task
+    recipes = [tmp_path / "paper.yaml", tmp_path / "wordy.yaml"]
+    recipes[0].write_text("{}\n")
+    recipes[1].write_text(yaml.safe_dump({"forGeneration": {"evaluation": {"maxNewTokens": 64}}}))
     workdir = tmp_path / "sweep"
     result = run_cli("sweep", TASK, "--workdir", workdir, "--temperature", "1.0", "--length-filters", "false",
-                     "--epochs", "1", "--epochs", "2", "--config", config_file, "--max-eval", "2")
+                     "--epochs", "1", "--epochs", "2", "--config", config_file, "--max-eval", "2",
+                     "--recipe", recipes[0], "--recipe", recipes[1])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
 
     task_root = workdir / TASK_NAME
-    config_dirs = sorted(p for p in task_root.iterdir() if p.is_dir() and not p.name.startswith(("generate", ".")))
+    config_dirs = sorted(p for p in task_root.iterdir()
+                         if p.is_dir() and not p.is_symlink() and not p.name.startswith(("generate", ".")))
     assert [p.name for p in config_dirs] == ["paper-T1.0-lf0-e1", "paper-T1.0-lf0-e2"]
+    for epochs, run_dir in zip((1, 2), config_dirs):
+        assert (task_root / f"wordy-T1.0-lf0-e{epochs}").resolve() == run_dir.resolve()
     links = [d / "generate" for d in config_dirs]
     assert all(link.is_symlink() for link in links)
     targets = {link.resolve() for link in links}
@@ -141,7 +149,10 @@ def test_sweep_shares_one_generate_stage_between_configurations(tmp_path):
 
     sweep = json.loads((workdir / "sweep.json").read_text())
     results = sweep["results"]
-    assert [r["config"]["epochs"] for r in results] == [1, 2]
+    assert [(r["config"]["recipe"], r["config"]["epochs"]) for r in results] == [
+        ("paper", 1), ("paper", 2), ("wordy", 1), ("wordy", 2)]
+    assert [r["tasks"] for r in results[2:]] == [r["tasks"] for r in results[:2]]
+    results = results[:2]
     best = max(results, key=lambda r: (r["worstDelta"], r["meanDelta"]))
     assert sweep["best"] == best["config"]
     assert sweep["best"]["temperature"] == 1.0 and sweep["best"]["lengthFilters"] is False

@@ -10,12 +10,12 @@ import yaml
 
 from selfguide.experiments.bench import BenchTask, build_job, overrides_for
 from selfguide.spec import TaskType
+from tests.experiments.test_bench import SHARED, TASK
 from tests.stage_runs import REPO
 
 CONFIGS = sorted((REPO / "benchmarks" / "configs").glob("*.yaml"))
-SNI = REPO.parent / "shared" / "benchmarks" / "sni"
-TASKS = {TaskType.CLASSIFICATION: SNI / "task738_perspectrum_classification.json",
-         TaskType.GENERATION: SNI / "task1195_disflqa_disfluent_to_fluent_conversion.json"}
+TASKS = {TaskType.CLASSIFICATION: TASK,
+         TaskType.GENERATION: SHARED / "benchmarks" / "sni" / "task1195_disflqa_disfluent_to_fluent_conversion.json"}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)
