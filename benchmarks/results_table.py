@@ -1,0 +1,84 @@
+"""The table of docs/results.md: `selfguide bench` runs of two configurations over the same tasks, side by side.
+
+    .venv/bin/python -m benchmarks.results_table --paper runs/pb-paper --chosen runs/pb-cal
+
+Reads each run's `bench.jsonl` (one line per task, written by `selfguide bench`; rerun the bench command
+over all tasks to refresh it, which resumes every completed stage) and prints one row per task: few-shot
+prompting, Self-ICL and few-shot fine-tuning (from the chosen configuration's run: Self-ICL's prompt holds
+that run's generated examples), SELF-GUIDE with the paper's configuration and with the chosen one, their
+training examples, the annotator's accuracy on validation inputs against the majority share, and wall time.
+A task missing from a run shows `-`. Averages per task type cover the tasks every column has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from selfguide.stages.evaluate.scoring import mean
+
+
+def load(workdir: Path) -> dict[str, dict[str, Any]]:
+    path = workdir / "bench.jsonl"
+    if not path.is_file():
+        return {}
+    return {row["task"]: row for row in map(json.loads, path.read_text().splitlines()) if row}
+
+
+COLUMNS = ("few-shot prompting", "Self-ICL", "few-shot fine-tuning", "SELF-GUIDE, paper", "delta",
+           "SELF-GUIDE, chosen", "delta")
+
+
+def values(paper: dict[str, Any] | None, chosen: dict[str, Any] | None) -> list[float | None]:
+    """The scored columns of one task (None where not measured)."""
+    base = (chosen or paper or {}).get("baseline")
+    scores = (chosen or {}).get("scores", {})
+
+    def tuned(row: dict[str, Any] | None) -> list[float | None]:
+        return [row["finetuned"], row["finetuned"] - row["baseline"]] if row else [None, None]
+
+    return [base, scores.get("selfIcl"), scores.get("fewShotFinetuning"), *tuned(paper), *tuned(chosen)]
+
+
+def cell(value: float | None, signed: bool) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def table(paper: dict[str, dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> str:
+    tasks = sorted(set(paper) | set(chosen))
+    lines = ["| task | metric | " + " | ".join(COLUMNS) + " | examples (paper / chosen) | annotator / majority | "
+             "time (paper / chosen) |", "| --- | --- |" + " ---: |" * (len(COLUMNS) + 3)]
+    signed = [name == "delta" for name in COLUMNS]
+    for task in tasks:
+        p, c = paper.get(task), chosen.get(task)
+        row = c or p or {}
+        annotator = row.get("annotator")
+        ceiling = f"{annotator['accuracy']:.1f} / {annotator['majorityShare']:.1f}" if annotator else "-"
+        examples = " / ".join(str(r["kept"]) if r else "-" for r in (p, c))
+        minutes = " / ".join(f"{r['seconds'] / 60:.0f} min" if r else "-" for r in (p, c))
+        cells = " | ".join(cell(v, s) for v, s in zip(values(p, c), signed))
+        lines.append(f"| {task} | {row['metric']} | {cells} | {examples} | {ceiling} | {minutes} |")
+    for task_type in ("classification", "generation"):
+        rows = [values(paper.get(t), chosen.get(t)) for t in tasks if (chosen.get(t) or paper[t])["task_type"] == task_type]
+        if rows:
+            columns = [[v for r in rows if (v := r[i]) is not None] for i in range(len(COLUMNS))]
+            averages = [mean(column) if len(column) == len(rows) else None for column in columns]
+            cells = " | ".join(cell(v, s) for v, s in zip(averages, signed))
+            lines.append(f"| **average {task_type}** ({len(rows)}) | | {cells} | | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--paper", type=Path, required=True, help="bench workdir of the paper's configuration")
+    parser.add_argument("--chosen", type=Path, required=True, help="bench workdir of the chosen configuration")
+    args = parser.parse_args()
+    print(table(load(args.paper), load(args.chosen)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""benchmarks/results_table.py: two `selfguide bench` runs side by side, a task missing from one shown as `-`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.results_table import load, table
+
+
+def row(task: str, task_type: str, baseline: float, finetuned: float, kept: int, **scores: float) -> dict:
+    return {"task": task, "task_type": task_type, "metric": "exact_match" if task_type == "classification" else
+            "rouge_l", "baseline": baseline, "finetuned": finetuned, "kept": kept, "seconds": 600.0,
+            "scores": {"fewShotPrompting": baseline, "selfGuide": finetuned, **scores},
+            "annotator": {"accuracy": 58.3, "majorityShare": 28.3} if task_type == "classification" else None}
+
+
+def write(workdir: Path, rows: list[dict]) -> Path:
+    workdir.mkdir()
+    (workdir / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return workdir
+
+
+def test_rows_and_averages(tmp_path):
+    paper = write(tmp_path / "paper", [row("a", "classification", 40.0, 44.0, 9), row("b", "classification", 50.0, 40.0, 2)])
+    chosen = write(tmp_path / "chosen", [row("a", "classification", 40.0, 50.0, 24, selfIcl=30.0, fewShotFinetuning=35.0),
+                                         row("g", "generation", 60.0, 66.0, 10)])
+    lines = table(load(paper), load(chosen)).splitlines()
+    assert lines[2] == ("| a | exact_match | 40.0 | 30.0 | 35.0 | 44.0 | +4.0 | 50.0 | +10.0 | 9 / 24 | 58.3 / 28.3 | "
+                        "10 min / 10 min |")
+    assert lines[3] == "| b | exact_match | 50.0 | - | - | 40.0 | -10.0 | - | - | 2 / - | 58.3 / 28.3 | 10 min / - |"
+    assert lines[4].startswith("| g | rouge_l | 60.0 | - | - | - | - | 66.0 | +6.0 | - / 10 | - |")
+    # a column averages only where every task of the type has it
+    assert lines[5] == "| **average classification** (2) | | 45.0 | - | - | 42.0 | -3.0 | - | - | | | |"
+    assert lines[6] == "| **average generation** (1) | | 60.0 | - | - | - | - | 66.0 | +6.0 | | | |"
+
+
+def test_a_missing_run_is_empty(tmp_path):
+    assert load(tmp_path / "nowhere") == {}
