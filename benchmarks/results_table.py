@@ -1,6 +1,6 @@
 """The table of docs/results.md: `selfguide bench` runs of two configurations over the same tasks, side by side.
 
-    .venv/bin/python -m benchmarks.results_table --paper runs/pb-paper --chosen runs/pb-cal
+    .venv/bin/python -m benchmarks.results_table --paper runs/pb-paper --chosen runs/pb-cal [runs/more ...]
 
 Reads each run's `bench.jsonl` (one line per task, written by `selfguide bench`; rerun the bench command
 over all tasks to refresh it, which resumes every completed stage) and prints one row per task: few-shot
@@ -20,11 +20,11 @@ from typing import Any
 from selfguide.stages.evaluate.scoring import mean
 
 
-def load(workdir: Path) -> dict[str, dict[str, Any]]:
-    path = workdir / "bench.jsonl"
-    if not path.is_file():
-        return {}
-    return {row["task"]: row for row in map(json.loads, path.read_text().splitlines()) if row}
+def load(*workdirs: Path) -> dict[str, dict[str, Any]]:
+    """Task -> bench row, over the runs' `bench.jsonl` (a later run's row of a task wins)."""
+    paths = [workdir / "bench.jsonl" for workdir in workdirs]
+    return {row["task"]: row for path in paths if path.is_file()
+            for row in map(json.loads, path.read_text().splitlines()) if row}
 
 
 COLUMNS = ("few-shot prompting", "Self-ICL", "few-shot fine-tuning", "SELF-GUIDE, paper", "delta",
@@ -74,10 +74,12 @@ def table(paper: dict[str, dict[str, Any]], chosen: dict[str, dict[str, Any]]) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--paper", type=Path, required=True, help="bench workdir of the paper's configuration")
-    parser.add_argument("--chosen", type=Path, required=True, help="bench workdir of the chosen configuration")
+    parser.add_argument("--paper", type=Path, nargs="+", required=True,
+                        help="bench workdirs of the paper's configuration")
+    parser.add_argument("--chosen", type=Path, nargs="+", required=True,
+                        help="bench workdirs of the chosen configuration")
     args = parser.parse_args()
-    print(table(load(args.paper), load(args.chosen)))
+    print(table(load(*args.paper), load(*args.chosen)))
 
 
 if __name__ == "__main__":

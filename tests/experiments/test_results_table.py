@@ -35,5 +35,9 @@ def test_rows_and_averages(tmp_path):
     assert lines[6] == "| **average generation** (1) | | 60.0 | - | - | - | - | 66.0 | +6.0 | | | |"
 
 
-def test_a_missing_run_is_empty(tmp_path):
+def test_runs_merge_and_a_missing_run_is_empty(tmp_path):
+    first = write(tmp_path / "first", [row("a", "classification", 40.0, 44.0, 9), row("b", "classification", 50.0, 40.0, 2)])
+    second = write(tmp_path / "second", [row("a", "classification", 40.0, 50.0, 24)])
+    merged = load(first, tmp_path / "nowhere", second)
+    assert sorted(merged) == ["a", "b"] and merged["a"]["finetuned"] == 50.0
     assert load(tmp_path / "nowhere") == {}
