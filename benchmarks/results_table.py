@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from selfguide.experiments.bench import ceiling_cell
 from selfguide.stages.evaluate.scoring import mean
 
 
@@ -55,13 +56,11 @@ def table(paper: dict[str, dict[str, Any]], chosen: dict[str, dict[str, Any]]) -
     signed = [name == "delta" for name in COLUMNS]
     for task in tasks:
         p, c = paper.get(task), chosen.get(task)
-        row = c or p or {}
-        annotator = row.get("annotator")
-        ceiling = f"{annotator['accuracy']:.1f} / {annotator['majorityShare']:.1f}" if annotator else "-"
+        row = c or paper[task]
         examples = " / ".join(str(r["kept"]) if r else "-" for r in (p, c))
         minutes = " / ".join(f"{r['seconds'] / 60:.0f} min" if r else "-" for r in (p, c))
         cells = " | ".join(cell(v, s) for v, s in zip(values(p, c), signed))
-        lines.append(f"| {task} | {row['metric']} | {cells} | {examples} | {ceiling} | {minutes} |")
+        lines.append(f"| {task} | {row['metric']} | {cells} | {examples} | {ceiling_cell(row.get('annotator'))} | {minutes} |")
     for task_type in ("classification", "generation"):
         rows = [values(paper.get(t), chosen.get(t)) for t in tasks if (chosen.get(t) or paper[t])["task_type"] == task_type]
         if rows:

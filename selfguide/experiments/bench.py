@@ -142,6 +142,11 @@ def run_task(task: BenchTask, workdir: Path, overrides: dict[str, Any], split: s
 BASELINES = {"selfIcl": "Self-ICL", "fewShotFinetuning": "few-shot fine-tuning"}
 
 
+def ceiling_cell(annotator: dict[str, Any] | None) -> str:
+    """The annotator's accuracy against the majority share, as a table cell."""
+    return f"{annotator['accuracy']:.1f} / {annotator['majorityShare']:.1f}" if annotator else "-"
+
+
 def table(scores: Sequence[TaskScore]) -> str:
     """The paper-style table: per task, then the average per task type; baselines and the annotator's ceiling
     appear when they were measured."""
@@ -154,9 +159,8 @@ def table(scores: Sequence[TaskScore]) -> str:
         return "".join(f"{values[k]:.1f} | " if k in values else "- | " for k in extra)
 
     for s in scores:
-        ceiling = f"{s.annotator['accuracy']:.1f} / {s.annotator['majorityShare']:.1f}" if s.annotator else "-"
         lines.append(f"| {s.task} | {s.metric} | {s.baseline:.1f} | {cells(s.scores)}{s.finetuned:.1f} | "
-                     f"{s.delta:+.1f} | {s.kept} | {ceiling} | {s.seconds / 60:.0f} min |")
+                     f"{s.delta:+.1f} | {s.kept} | {ceiling_cell(s.annotator)} | {s.seconds / 60:.0f} min |")
     for task_type in ("classification", "generation"):
         group = [s for s in scores if s.task_type == task_type]
         if group:

@@ -105,11 +105,10 @@ def run_sweep(task_files: Sequence[Path], workdir: Path, configs: Sequence[Sweep
             key = (task.name, config_hash(overrides))
             if key in runs:
                 _link(task_dir, runs[key][0])
-                scores.append(runs[key][1])
-                continue
-            generation = overrides_for(task.task_type, deep_merge(base, config.generation_overrides()))
-            _link(task_dir / "generate", workdir / task.name / f"generate-{config_hash(generation)}")
-            runs[key] = task_dir, run_task(task, task_dir, overrides, "validation", max_eval)
+            else:
+                generation = overrides_for(task.task_type, deep_merge(base, config.generation_overrides()))
+                _link(task_dir / "generate", workdir / task.name / f"generate-{config_hash(generation)}")
+                runs[key] = task_dir, run_task(task, task_dir, overrides, "validation", max_eval)
             scores.append(runs[key][1])
         results.append(SweepResult(config, scores))
     best = max(results, key=lambda r: (r.worst_delta, r.mean_delta))
