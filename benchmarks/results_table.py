@@ -7,7 +7,9 @@ over all tasks to refresh it, which resumes every completed stage) and prints on
 prompting, Self-ICL and few-shot fine-tuning (from the chosen configuration's run: Self-ICL's prompt holds
 that run's generated examples), SELF-GUIDE with the paper's configuration and with the chosen one, their
 training examples, the annotator's accuracy on validation inputs against the majority share, and wall time.
-A task missing from a run shows `-`. Averages per task type cover the tasks every column has.
+A task missing from a run shows `-`. Averages per task type cover the tasks every column has. Below the table,
+the paper's selection rule (worst-task improvement) over the tasks both configurations ran. A generation task
+runs the same under both when the chosen configuration changes classification only: pass its workdir to both.
 """
 
 from __future__ import annotations
@@ -71,6 +73,25 @@ def table(paper: dict[str, dict[str, Any]], chosen: dict[str, dict[str, Any]]) -
     return "\n".join(lines)
 
 
+def verdict(paper: dict[str, dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> str:
+    """The paper's "One Parameter Fits All" rule over the tasks both configurations ran: the configuration whose
+    worst task improves most over few-shot prompting wins (the mean breaks a tie)."""
+    tasks = sorted(set(paper) & set(chosen))
+    if not tasks:
+        return "No task ran with both configurations."
+
+    def rank(rows: dict[str, dict[str, Any]]) -> tuple[float, float, str]:
+        deltas = {t: rows[t]["finetuned"] - rows[t]["baseline"] for t in tasks}
+        worst = min(deltas, key=deltas.__getitem__)
+        return deltas[worst], mean(list(deltas.values())), worst
+
+    ranks = {"paper": rank(paper), "chosen": rank(chosen)}
+    winner = max(ranks, key=lambda name: ranks[name][:2])
+    parts = [f"{name} {worst:+.1f} ({task}), mean {average:+.1f}" for name, (worst, average, task) in ranks.items()]
+    return (f"Worst-task improvement over the {len(tasks)} tasks both ran: {'; '.join(parts)}. "
+            f"By the paper's rule: {winner}.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paper", type=Path, nargs="+", required=True,
@@ -78,7 +99,10 @@ def main() -> None:
     parser.add_argument("--chosen", type=Path, nargs="+", required=True,
                         help="bench workdirs of the chosen configuration")
     args = parser.parse_args()
-    print(table(load(*args.paper), load(*args.chosen)))
+    paper, chosen = load(*args.paper), load(*args.chosen)
+    print(table(paper, chosen))
+    print()
+    print(verdict(paper, chosen))
 
 
 if __name__ == "__main__":

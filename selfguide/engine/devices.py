@@ -17,7 +17,10 @@ class DeviceUnavailable(PermanentError):
 
 
 def resolve_device(requested: str | None = None) -> torch.device:
-    """`requested` (or $SELFGUIDE_DEVICE), else the first GPU when there is one, else the CPU."""
+    """`requested` (or $SELFGUIDE_DEVICE), else the first GPU when there is one, else the CPU.
+
+    On the CPU, torch uses every core this process may run on (its affinity, as a container's cpuset
+    sets it), unless OMP_NUM_THREADS says otherwise."""
     name = requested or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda":
@@ -25,8 +28,8 @@ def resolve_device(requested: str | None = None) -> torch.device:
             raise DeviceUnavailable(f"device {name!r} requested but no CUDA GPU is visible")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceUnavailable(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     return device
 
 

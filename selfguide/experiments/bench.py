@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfguide.artifacts import atomic_write_jsonl, atomic_write_text, read_json
+from selfguide.artifacts import atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
 from selfguide.contract.layout import FILTER_REPORT, REPORT
 from selfguide.contract.record import read_record
 from selfguide.contract.registry import stages_for
@@ -174,8 +174,14 @@ def table(scores: Sequence[TaskScore]) -> str:
 
 def run_bench(task_files: Sequence[Path], workdir: Path, overrides: dict[str, Any],
               max_eval: int | None = None, annotator_items: int = ANNOTATOR_ITEMS) -> list[TaskScore]:
+    """Run the tasks and return the scores of every task benched in `workdir`, the newest run of each (also in
+    `bench.jsonl` and `bench.md`), so tasks benched one invocation at a time add up to one table."""
     tasks = [BenchTask.load(path) for path in task_files]
     scores = [run_task(task, workdir / task.name, overrides, "test", max_eval, annotator_items) for task in tasks]
-    atomic_write_text(workdir / "bench.md", table(scores) + "\n")
-    atomic_write_jsonl(workdir / "bench.jsonl", ({**vars(s), "delta": round(s.delta, 2)} for s in scores))
-    return scores
+    rows = workdir / "bench.jsonl"
+    merged = {row["task"]: TaskScore(**{k: v for k, v in row.items() if k != "delta"})
+              for row in (read_jsonl(rows) if rows.exists() else [])}
+    merged.update((s.task, s) for s in scores)
+    atomic_write_text(workdir / "bench.md", table(list(merged.values())) + "\n")
+    atomic_write_jsonl(rows, ({**vars(s), "delta": round(s.delta, 2)} for s in merged.values()))
+    return list(merged.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -103,6 +104,24 @@ def test_a_second_bench_run_resumes(bench):
     for stage in ("generate", "train", "evaluate"):
         assert f"stage {stage} already complete" in result.stderr
     assert seconds < 60, f"a fully resumed bench took {seconds:.0f}s"
+
+
+def test_benches_of_one_workdir_add_up(bench, tmp_path):
+    """A task benched earlier in the same workdir keeps its row; the task benched now replaces its own."""
+    workdir, args, _ = bench
+    copy = tmp_path / "runs"
+    shutil.copytree(workdir, copy, symlinks=True)
+    rows = read_jsonl(copy / "bench.jsonl")
+    earlier = {**rows[0], "task": "task000_benched_earlier", "baseline": 12.5, "finetuned": 25.0, "delta": 12.5}
+    stale = {**rows[0], "finetuned": -1.0, "delta": -1.0 - rows[0]["baseline"]}
+    (copy / "bench.jsonl").write_text(json.dumps(earlier) + "\n" + json.dumps(stale) + "\n")
+    result = run_cli(*[copy if a == workdir else a for a in args])
+    assert result.returncode == 0, result.stderr[-3000:]
+    kept, rerun = read_jsonl(copy / "bench.jsonl")
+    report = json.loads((copy / TASK_NAME / "evaluate" / "report.json").read_text())
+    assert kept == earlier and (rerun["task"], rerun["finetuned"]) == (TASK_NAME, report["finetuned"])
+    printed = [r[0] for r in table_rows(result.stdout)]
+    assert printed[2:] == ["task000_benched_earlier", TASK_NAME, "**average classification** (2)"]
 
 
 # -- sweep -------------------------------------------------------------------------------------------------

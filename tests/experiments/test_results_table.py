@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.results_table import load, table
+from benchmarks.results_table import load, table, verdict
 
 
 def row(task: str, task_type: str, baseline: float, finetuned: float, kept: int, **scores: float) -> dict:
@@ -41,3 +41,15 @@ def test_runs_merge_and_a_missing_run_is_empty(tmp_path):
     merged = load(first, tmp_path / "nowhere", second)
     assert sorted(merged) == ["a", "b"] and merged["a"]["finetuned"] == 50.0
     assert load(tmp_path / "nowhere") == {}
+
+
+def test_verdict_applies_the_worst_task_rule_to_tasks_both_ran(tmp_path):
+    # chosen has the better mean (+5.0 vs -1.5) but the worse worst task (-10.0 vs -3.0); task c is paper-only
+    paper = load(write(tmp_path / "paper", [row("a", "classification", 40.0, 40.0, 9),
+                                            row("b", "classification", 50.0, 47.0, 2),
+                                            row("c", "classification", 50.0, 0.0, 2)]))
+    chosen = load(write(tmp_path / "chosen", [row("a", "classification", 40.0, 60.0, 9),
+                                              row("b", "classification", 50.0, 40.0, 2)]))
+    assert verdict(paper, chosen) == ("Worst-task improvement over the 2 tasks both ran: paper -3.0 (b), mean -1.5; "
+                                      "chosen -10.0 (b), mean +5.0. By the paper's rule: paper.")
+    assert verdict(paper, {}) == "No task ran with both configurations."
