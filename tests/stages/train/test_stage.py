@@ -212,6 +212,50 @@ def test_merge_adapter_writes_the_merged_model(tiny_model, tmp_path):
     assert logits(merged, ids) == pytest.approx(adapter_logits, abs=1e-4)  # and merging keeps exactly that
 
 
+UNEVEN = [{"input": "Works great.", "output": "positive"},
+          {"input": "Broke.", "output": "negative, and the seller never answered a single one of my messages"},
+          {"input": "Lovely colours and very sturdy, I would buy it again.", "output": "positive"},
+          {"input": "Arrived scratched.", "output": "negative"}]
+
+
+def test_accumulated_micro_batches_give_the_gradient_of_one_batch(tiny_model):
+    """benchmarks/configs/micro-batches.yaml: 2 accumulated micro-batches of 2 give the gradient of one batch of
+    4 on outputs of very different lengths, as the Trainer runs it with our collator (the loss is normalised by
+    the output tokens of the whole accumulated batch, not averaged per micro-batch, which would weight the long
+    output's tokens less). Compared as gradients: Adam's first steps follow their signs, so trained weights
+    would differ by float noise alone."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    from selfguide.engine.trainer import PadCollator, encode_example, lora_config
+    from selfguide.spec import Example, TaskSpec, TrainingSpec
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    task = TaskSpec.model_validate(sentiment_manifest()["spec"]["task"])
+    data = [encode_example(tokenizer, task, Example.model_validate(e), 64, []) for e in UNEVEN]
+    collator = PadCollator(tokenizer.pad_token_id, output_logits_only=True)
+    no_dropout = TrainingSpec.model_validate({"lora": {"dropout": 0.0}})  # dropout masks differ per forward
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), lora_config(no_dropout))
+
+    def gradient(micro_batches: list[list[int]]) -> dict[str, torch.Tensor]:
+        args = TrainingArguments(output_dir="unused", use_cpu=True, report_to=[], remove_unused_columns=False,
+                                 gradient_accumulation_steps=len(micro_batches))
+        trainer = Trainer(model=model, args=args, data_collator=collator)
+        batches = [collator([data[i] for i in rows]) for rows in micro_batches]
+        items = trainer._get_num_items_in_batch(batches, torch.device("cpu"))  # what its training loop passes
+        model.zero_grad()
+        for batch in batches:
+            trainer.training_step(model, batch, items)
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+
+    whole, micro = gradient([[0, 1, 2, 3]]), gradient([[0, 1], [2, 3]])
+    first, second = gradient([[0, 1]]), gradient([[2, 3]])
+    assert all(torch.allclose(whole[k], micro[k], rtol=1e-4, atol=1e-7) for k in whole)
+    # the mean of per-micro-batch means, which the test must tell apart
+    assert not all(torch.allclose(whole[k], (first[k] + second[k]) / 2, rtol=1e-4, atol=1e-7) for k in whole)
+
+
 # -- crashes and bad input (the real command) ---------------------------------------------------------------
 
 MANY = [{"input": f"Review number {i}: {'great, works well' if i % 2 else 'broken, very bad'}.",
