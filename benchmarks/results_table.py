@@ -4,9 +4,10 @@
 
 Reads each run's `bench.jsonl` (one line per task, written by `selfguide bench`; rerun the bench command
 over all tasks to refresh it, which resumes every completed stage) and prints one row per task: few-shot
-prompting, Self-ICL and few-shot fine-tuning (from the chosen configuration's run: Self-ICL's prompt holds
-that run's generated examples), SELF-GUIDE with the paper's configuration and with the chosen one, their
-training examples, the annotator's accuracy on validation inputs against the majority share, and wall time.
+prompting, Self-ICL and few-shot fine-tuning (from the chosen configuration's run, else the paper's: Self-ICL's
+prompt holds that run's generated examples), SELF-GUIDE with the paper's configuration and with the chosen one,
+their training examples, the annotator's accuracy on validation inputs under each configuration's annotation
+method against the majority share, and wall time.
 A task missing from a run shows `-`. Averages per task type cover the tasks every column has. Below the table,
 the paper's selection rule (worst-task improvement) over the tasks both configurations ran. A generation task
 runs the same under both when the chosen configuration changes classification only: pass its workdir to both.
@@ -19,7 +20,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from selfguide.experiments.bench import ceiling_cell
 from selfguide.stages.evaluate.scoring import mean
 
 
@@ -37,7 +37,7 @@ COLUMNS = ("few-shot prompting", "Self-ICL", "few-shot fine-tuning", "SELF-GUIDE
 def values(paper: dict[str, Any] | None, chosen: dict[str, Any] | None) -> list[float | None]:
     """The scored columns of one task (None where not measured)."""
     base = (chosen or paper or {}).get("baseline")
-    scores = (chosen or {}).get("scores", {})
+    scores = (chosen or paper or {}).get("scores", {})
 
     def tuned(row: dict[str, Any] | None) -> list[float | None]:
         return [row["finetuned"], row["finetuned"] - row["baseline"]] if row else [None, None]
@@ -51,10 +51,20 @@ def cell(value: float | None, signed: bool) -> str:
     return f"{value:+.1f}" if signed else f"{value:.1f}"
 
 
+def annotator_cell(paper: dict[str, Any] | None, chosen: dict[str, Any] | None) -> str:
+    """The annotator's accuracy on validation inputs under each configuration's annotation method, and the
+    majority share."""
+    measured = [row["annotator"] for row in (paper, chosen) if row and row.get("annotator")]
+    if not measured:
+        return "-"
+    accuracy = [f"{row['annotator']['accuracy']:.1f}" if row and row.get("annotator") else "-" for row in (paper, chosen)]
+    return f"{accuracy[0]} / {accuracy[1]} / {measured[0]['majorityShare']:.1f}"
+
+
 def table(paper: dict[str, dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> str:
     tasks = sorted(set(paper) | set(chosen))
-    lines = ["| task | metric | " + " | ".join(COLUMNS) + " | examples (paper / chosen) | annotator / majority | "
-             "time (paper / chosen) |", "| --- | --- |" + " ---: |" * (len(COLUMNS) + 3)]
+    lines = ["| task | metric | " + " | ".join(COLUMNS) + " | examples (paper / chosen) | annotator (paper / chosen) / "
+             "majority | time (paper / chosen) |", "| --- | --- |" + " ---: |" * (len(COLUMNS) + 3)]
     signed = [name == "delta" for name in COLUMNS]
     for task in tasks:
         p, c = paper.get(task), chosen.get(task)
@@ -62,7 +72,7 @@ def table(paper: dict[str, dict[str, Any]], chosen: dict[str, dict[str, Any]]) -
         examples = " / ".join(str(r["kept"]) if r else "-" for r in (p, c))
         minutes = " / ".join(f"{r['seconds'] / 60:.0f} min" if r else "-" for r in (p, c))
         cells = " | ".join(cell(v, s) for v, s in zip(values(p, c), signed))
-        lines.append(f"| {task} | {row['metric']} | {cells} | {examples} | {ceiling_cell(row.get('annotator'))} | {minutes} |")
+        lines.append(f"| {task} | {row['metric']} | {cells} | {examples} | {annotator_cell(p, c)} | {minutes} |")
     for task_type in ("classification", "generation"):
         rows = [values(paper.get(t), chosen.get(t)) for t in tasks if (chosen.get(t) or paper[t])["task_type"] == task_type]
         if rows:

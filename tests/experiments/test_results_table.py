@@ -22,16 +22,18 @@ def write(workdir: Path, rows: list[dict]) -> Path:
 
 
 def test_rows_and_averages(tmp_path):
-    paper = write(tmp_path / "paper", [row("a", "classification", 40.0, 44.0, 9), row("b", "classification", 50.0, 40.0, 2)])
+    paper = write(tmp_path / "paper", [row("a", "classification", 40.0, 44.0, 9, selfIcl=20.0),
+                                       row("b", "classification", 50.0, 40.0, 2, fewShotFinetuning=33.0)])
     chosen = write(tmp_path / "chosen", [row("a", "classification", 40.0, 50.0, 24, selfIcl=30.0, fewShotFinetuning=35.0),
                                          row("g", "generation", 60.0, 66.0, 10)])
     lines = table(load(paper), load(chosen)).splitlines()
-    assert lines[2] == ("| a | exact_match | 40.0 | 30.0 | 35.0 | 44.0 | +4.0 | 50.0 | +10.0 | 9 / 24 | 58.3 / 28.3 | "
+    # baselines from the chosen configuration's run where there is one (a), else the paper's (b)
+    assert lines[2] == ("| a | exact_match | 40.0 | 30.0 | 35.0 | 44.0 | +4.0 | 50.0 | +10.0 | 9 / 24 | 58.3 / 58.3 / 28.3 | "
                         "10 min / 10 min |")
-    assert lines[3] == "| b | exact_match | 50.0 | - | - | 40.0 | -10.0 | - | - | 2 / - | 58.3 / 28.3 | 10 min / - |"
+    assert lines[3] == "| b | exact_match | 50.0 | - | 33.0 | 40.0 | -10.0 | - | - | 2 / - | 58.3 / - / 28.3 | 10 min / - |"
     assert lines[4].startswith("| g | rouge_l | 60.0 | - | - | - | - | 66.0 | +6.0 | - / 10 | - |")
     # a column averages only where every task of the type has it
-    assert lines[5] == "| **average classification** (2) | | 45.0 | - | - | 42.0 | -3.0 | - | - | | | |"
+    assert lines[5] == "| **average classification** (2) | | 45.0 | - | 34.0 | 42.0 | -3.0 | - | - | | | |"
     assert lines[6] == "| **average generation** (1) | | 60.0 | - | - | - | - | 66.0 | +6.0 | | | |"
 
 
