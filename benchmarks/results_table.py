@@ -2,8 +2,8 @@
 
     .venv/bin/python -m benchmarks.results_table --paper runs/pb-paper --chosen runs/pb-cal [runs/more ...]
 
-Reads each run's `bench.jsonl` (one line per task, written by `selfguide bench`; rerun the bench command
-over all tasks to refresh it, which resumes every completed stage) and prints one row per task: few-shot
+Reads each run's `bench.jsonl` (one line per task benched in that workdir, written by `selfguide bench`) and
+prints one row per task: few-shot
 prompting, Self-ICL and few-shot fine-tuning (from the chosen configuration's run, else the paper's: Self-ICL's
 prompt holds that run's generated examples), SELF-GUIDE with the paper's configuration and with the chosen one,
 their training examples, the annotator's accuracy on validation inputs under each configuration's annotation
