@@ -3,12 +3,11 @@
     .venv/bin/python -m benchmarks.results_table --paper runs/pb-paper --chosen runs/pb-cal [runs/more ...]
 
 Reads each run's `bench.jsonl` (one line per task benched in that workdir, written by `selfguide bench`) and
-prints one row per task: few-shot
-prompting, Self-ICL and few-shot fine-tuning (from the chosen configuration's run, else the paper's: Self-ICL's
-prompt holds that run's generated examples), SELF-GUIDE with the paper's configuration and with the chosen one,
-their training examples, the annotator's accuracy on validation inputs under each configuration's annotation
-method against the majority share, and wall time.
-A task missing from a run shows `-`. Averages per task type cover the tasks every column has. Below the table,
+prints one row per task: few-shot prompting, Self-ICL and few-shot fine-tuning (from the chosen configuration's
+run, else the paper's: Self-ICL's prompt holds that run's generated examples), SELF-GUIDE with the paper's
+configuration and with the chosen one, their training examples, the annotator's accuracy on validation inputs
+under each configuration's annotation method against the majority share, and wall time. A task missing from a
+run shows `-`. Averages per task type cover the tasks every column has. Below the table,
 the paper's selection rule (worst-task improvement) over the tasks both configurations ran. A generation task
 runs the same under both when the chosen configuration changes classification only: pass its workdir to both.
 """
