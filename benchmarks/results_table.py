@@ -15,33 +15,32 @@ runs the same under both when the chosen configuration changes classification on
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
+from selfguide.experiments.bench import TaskScore, read_bench
+from selfguide.experiments.sweep import paper_rule
 from selfguide.stages.evaluate.scoring import mean
 
 
-def load(*workdirs: Path) -> dict[str, dict[str, Any]]:
-    """Task -> bench row, over the runs' `bench.jsonl` (a later run's row of a task wins)."""
-    paths = [workdir / "bench.jsonl" for workdir in workdirs]
-    return {row["task"]: row for path in paths if path.is_file()
-            for row in map(json.loads, path.read_text().splitlines()) if row}
+def load(*workdirs: Path) -> dict[str, TaskScore]:
+    """Task -> score, over the runs' `bench.jsonl` (a later run's row of a task wins)."""
+    return {task: score for workdir in workdirs for task, score in read_bench(workdir).items()}
 
 
 COLUMNS = ("few-shot prompting", "Self-ICL", "few-shot fine-tuning", "SELF-GUIDE, paper", "delta",
            "SELF-GUIDE, chosen", "delta")
 
 
-def values(paper: dict[str, Any] | None, chosen: dict[str, Any] | None) -> list[float | None]:
+def values(paper: TaskScore | None, chosen: TaskScore | None) -> list[float | None]:
     """The scored columns of one task (None where not measured)."""
-    base = (chosen or paper or {}).get("baseline")
-    scores = (chosen or paper or {}).get("scores", {})
+    reference = chosen or paper
+    scores = reference.scores if reference else {}
 
-    def tuned(row: dict[str, Any] | None) -> list[float | None]:
-        return [row["finetuned"], row["finetuned"] - row["baseline"]] if row else [None, None]
+    def tuned(score: TaskScore | None) -> list[float | None]:
+        return [score.finetuned, score.delta] if score else [None, None]
 
-    return [base, scores.get("selfIcl"), scores.get("fewShotFinetuning"), *tuned(paper), *tuned(chosen)]
+    return [reference.baseline if reference else None, scores.get("selfIcl"), scores.get("fewShotFinetuning"),
+            *tuned(paper), *tuned(chosen)]
 
 
 def cell(value: float | None, signed: bool) -> str:
@@ -50,30 +49,30 @@ def cell(value: float | None, signed: bool) -> str:
     return f"{value:+.1f}" if signed else f"{value:.1f}"
 
 
-def annotator_cell(paper: dict[str, Any] | None, chosen: dict[str, Any] | None) -> str:
+def annotator_cell(paper: TaskScore | None, chosen: TaskScore | None) -> str:
     """The annotator's accuracy on validation inputs under each configuration's annotation method, and the
     majority share."""
-    measured = [row["annotator"] for row in (paper, chosen) if row and row.get("annotator")]
+    measured = [score.annotator for score in (paper, chosen) if score and score.annotator]
     if not measured:
         return "-"
-    accuracy = [f"{row['annotator']['accuracy']:.1f}" if row and row.get("annotator") else "-" for row in (paper, chosen)]
+    accuracy = [f"{score.annotator['accuracy']:.1f}" if score and score.annotator else "-" for score in (paper, chosen)]
     return f"{accuracy[0]} / {accuracy[1]} / {measured[0]['majorityShare']:.1f}"
 
 
-def table(paper: dict[str, dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> str:
+def table(paper: dict[str, TaskScore], chosen: dict[str, TaskScore]) -> str:
     tasks = sorted(set(paper) | set(chosen))
     lines = ["| task | metric | " + " | ".join(COLUMNS) + " | examples (paper / chosen) | annotator (paper / chosen) / "
              "majority | time (paper / chosen) |", "| --- | --- |" + " ---: |" * (len(COLUMNS) + 3)]
     signed = [name == "delta" for name in COLUMNS]
     for task in tasks:
         p, c = paper.get(task), chosen.get(task)
-        row = c or paper[task]
-        examples = " / ".join(str(r["kept"]) if r else "-" for r in (p, c))
-        minutes = " / ".join(f"{r['seconds'] / 60:.0f} min" if r else "-" for r in (p, c))
+        metric = (c or paper[task]).metric
+        examples = " / ".join(str(s.kept) if s else "-" for s in (p, c))
+        minutes = " / ".join(f"{s.seconds / 60:.0f} min" if s else "-" for s in (p, c))
         cells = " | ".join(cell(v, s) for v, s in zip(values(p, c), signed))
-        lines.append(f"| {task} | {row['metric']} | {cells} | {examples} | {annotator_cell(p, c)} | {minutes} |")
+        lines.append(f"| {task} | {metric} | {cells} | {examples} | {annotator_cell(p, c)} | {minutes} |")
     for task_type in ("classification", "generation"):
-        rows = [values(paper.get(t), chosen.get(t)) for t in tasks if (chosen.get(t) or paper[t])["task_type"] == task_type]
+        rows = [values(paper.get(t), chosen.get(t)) for t in tasks if (chosen.get(t) or paper[t]).task_type == task_type]
         if rows:
             columns = [[v for r in rows if (v := r[i]) is not None] for i in range(len(COLUMNS))]
             averages = [mean(column) if len(column) == len(rows) else None for column in columns]
@@ -82,21 +81,15 @@ def table(paper: dict[str, dict[str, Any]], chosen: dict[str, dict[str, Any]]) -
     return "\n".join(lines)
 
 
-def verdict(paper: dict[str, dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> str:
-    """The paper's "One Parameter Fits All" rule over the tasks both configurations ran: the configuration whose
-    worst task improves most over few-shot prompting wins (the mean breaks a tie)."""
+def verdict(paper: dict[str, TaskScore], chosen: dict[str, TaskScore]) -> str:
+    """The paper's "One Parameter Fits All" rule (`selfguide sweep`'s) over the tasks both configurations ran."""
     tasks = sorted(set(paper) & set(chosen))
     if not tasks:
         return "No task ran with both configurations."
-
-    def rank(rows: dict[str, dict[str, Any]]) -> tuple[float, float, str]:
-        deltas = {t: rows[t]["finetuned"] - rows[t]["baseline"] for t in tasks}
-        worst = min(deltas, key=deltas.__getitem__)
-        return deltas[worst], mean(list(deltas.values())), worst
-
-    ranks = {"paper": rank(paper), "chosen": rank(chosen)}
-    winner = max(ranks, key=lambda name: ranks[name][:2])
-    parts = [f"{name} {worst:+.1f} ({task}), mean {average:+.1f}" for name, (worst, average, task) in ranks.items()]
+    runs = {"paper": [paper[t] for t in tasks], "chosen": [chosen[t] for t in tasks]}
+    winner = max(runs, key=lambda name: paper_rule(runs[name]))
+    parts = [f"{name} {paper_rule(scores)[0]:+.1f} ({min(scores, key=lambda s: s.delta).task}), "
+             f"mean {paper_rule(scores)[1]:+.1f}" for name, scores in runs.items()]
     return (f"Worst-task improvement over the {len(tasks)} tasks both ran: {'; '.join(parts)}. "
             f"By the paper's rule: {winner}.")
 

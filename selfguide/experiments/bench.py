@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,21 @@ class TaskScore:
     def delta(self) -> float:
         return self.finetuned - self.baseline
 
+    def to_row(self) -> dict[str, Any]:
+        """The task's line of `bench.jsonl`: its fields and the delta."""
+        return {**asdict(self), "delta": round(self.delta, 2)}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TaskScore:
+        """The score a `bench.jsonl` line holds (derived values such as the delta are recomputed)."""
+        return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})
+
+
+def read_bench(workdir: Path) -> dict[str, TaskScore]:
+    """Task -> score, from the `bench.jsonl` of a bench workdir (empty when it has none)."""
+    rows = workdir / "bench.jsonl"
+    return {row["task"]: TaskScore.from_row(row) for row in (read_jsonl(rows) if rows.is_file() else [])}
+
 
 def run_task(task: BenchTask, workdir: Path, overrides: dict[str, Any], split: str = "test",
              max_eval: int | None = None, annotator_items: int = 0) -> TaskScore:
@@ -178,10 +193,8 @@ def run_bench(task_files: Sequence[Path], workdir: Path, overrides: dict[str, An
     `bench.jsonl` and `bench.md`), so tasks benched one invocation at a time add up to one table."""
     tasks = [BenchTask.load(path) for path in task_files]
     scores = [run_task(task, workdir / task.name, overrides, "test", max_eval, annotator_items) for task in tasks]
-    rows = workdir / "bench.jsonl"
-    merged = {row["task"]: TaskScore(**{k: v for k, v in row.items() if k != "delta"})
-              for row in (read_jsonl(rows) if rows.exists() else [])}
+    merged = read_bench(workdir)
     merged.update((s.task, s) for s in scores)
     atomic_write_text(workdir / "bench.md", table(list(merged.values())) + "\n")
-    atomic_write_jsonl(rows, ({**vars(s), "delta": round(s.delta, 2)} for s in merged.values()))
+    atomic_write_jsonl(workdir / "bench.jsonl", (s.to_row() for s in merged.values()))
     return list(merged.values())

@@ -10,7 +10,7 @@ from benchmarks.results_table import load, table, verdict
 
 def row(task: str, task_type: str, baseline: float, finetuned: float, kept: int, **scores: float) -> dict:
     return {"task": task, "task_type": task_type, "metric": "exact_match" if task_type == "classification" else
-            "rouge_l", "baseline": baseline, "finetuned": finetuned, "kept": kept, "seconds": 600.0,
+            "rouge_l", "baseline": baseline, "finetuned": finetuned, "examples": kept, "kept": kept, "seconds": 600.0,
             "scores": {"fewShotPrompting": baseline, "selfGuide": finetuned, **scores},
             "annotator": {"accuracy": 58.3, "majorityShare": 28.3} if task_type == "classification" else None}
 
@@ -41,7 +41,7 @@ def test_runs_merge_and_a_missing_run_is_empty(tmp_path):
     first = write(tmp_path / "first", [row("a", "classification", 40.0, 44.0, 9), row("b", "classification", 50.0, 40.0, 2)])
     second = write(tmp_path / "second", [row("a", "classification", 40.0, 50.0, 24)])
     merged = load(first, tmp_path / "nowhere", second)
-    assert sorted(merged) == ["a", "b"] and merged["a"]["finetuned"] == 50.0
+    assert sorted(merged) == ["a", "b"] and merged["a"].finetuned == 50.0
     assert load(tmp_path / "nowhere") == {}
 
 
