@@ -248,12 +248,15 @@ def bench(
     max_eval: MaxEvalOption = None,
     annotator_items: Annotated[int, typer.Option(
         min=0, help="Classification: validation inputs to measure the annotator's accuracy on (0: skip).")] = 60,
+    inputs_from: Annotated[Path | None, typer.Option(
+        help="Another bench's workdir whose runs generated the inputs with the same settings (a configuration "
+             "that differs in annotation, filtering or training): start from them instead of generating.")] = None,
 ) -> None:
     """Few-shot prompting versus SELF-GUIDE on each task's test split (the paper's table)."""
     from selfguide.experiments.bench import run_bench, table
 
     with failures_to_exit_codes():
-        scores = run_bench(tasks, workdir, _overrides(config), max_eval, annotator_items)
+        scores = run_bench(tasks, workdir, _overrides(config), max_eval, annotator_items, inputs_from)
     typer.echo(table(scores))
 
 

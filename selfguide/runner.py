@@ -132,6 +132,23 @@ def preflight(spec: SelfGuideJobSpec) -> None:
         load_eval_set(spec.evaluation)
 
 
+def _stage_state(spec: SelfGuideJobSpec, workdir: Path,
+                definition: StageDefinition) -> tuple[dict[str, StageRecord], str, StageRecord | None]:
+    """The stage's upstream records, its hash in `workdir`, and its record if it already completed with that
+    hash."""
+    upstream = upstream_records(workdir, definition)
+    config = stage_hash(spec, definition.name, record_hashes(upstream))
+    done = read_record(workdir / definition.name)
+    return upstream, config, done if done is not None and done.config_hash == config else None
+
+
+def checkpoint_dir(spec: SelfGuideJobSpec, workdir: Path, name: str) -> Path | None:
+    """Where the stage keeps its resumable state on its next run in `workdir`; None when it already completed
+    with these inputs."""
+    _, config, done = _stage_state(spec, workdir, stage(name))
+    return None if done else workdir / CHECKPOINTS_DIR / f"{name}-{config}"
+
+
 def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = False,
               progress: Sequence[Sink] = ()) -> StageOutcome:
     """Run one stage unless it already completed with the same inputs; its directory appears atomically.
@@ -139,11 +156,8 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
     definition = stage(name)
     tracker = ProgressTracker(name, progress)
     with workdir_lock(workdir):
-        upstream = upstream_records(workdir, definition)
-        consumed = record_hashes(upstream)
-        config = stage_hash(spec, name, consumed)
-        done = read_record(workdir / name)
-        if not force and done is not None and done.config_hash == config:
+        upstream, config, done = _stage_state(spec, workdir, definition)
+        if not force and done:
             log.info("stage %s already complete (hash %s); skipping", name, config)
             tracker.finish()
             return StageOutcome(name, True, 0.0, definition.result.model_validate(done.summary))
@@ -160,7 +174,7 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
             seconds = time.perf_counter() - clock
             result = with_cost(result, seconds)
             record = StageRecord(
-                stage=name, config_hash=config, upstream=consumed,
+                stage=name, config_hash=config, upstream=record_hashes(upstream),
                 selfguide_version=__version__, started_at=started, finished_at=datetime.now(UTC),
                 seconds=round(seconds, 3), summary=result.model_dump(mode="json", by_alias=True),
             )

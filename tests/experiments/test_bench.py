@@ -124,6 +124,40 @@ def test_benches_of_one_workdir_add_up(bench, tmp_path):
     assert printed[2:] == ["task000_benched_earlier", TASK_NAME, "**average classification** (2)"]
 
 
+def test_a_bench_of_another_annotation_starts_from_the_inputs_of_a_first(bench, tmp_path):
+    """`--inputs-from`: no input is generated again; every input and its input filters' verdict carry over, and
+    annotation runs anew (here with the calibrated likelihood instead of the vote)."""
+    source, _, _ = bench
+    likelihood = tmp_path / "likelihood.yaml"
+    likelihood.write_text(yaml.safe_dump({"generation": {"annotation": {"method": "likelihood", "calibration": "batch"}}}))
+    workdir = tmp_path / "runs"
+    result = run_cli("bench", TASK, "--workdir", workdir, "--config", TINY, "--config", likelihood, "--max-eval", "4",
+                     "--annotator-items", "0", "--inputs-from", source)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"input generation reused from {source / TASK_NAME}" in result.stderr
+    assert "inputs round 1" not in result.stderr  # the progress bar of input generation never appeared
+    ours, theirs = read_jsonl(workdir / TASK_NAME / "generate" / "candidates.jsonl"), read_jsonl(
+        source / TASK_NAME / "generate" / "candidates.jsonl")
+    assert [(r["input"], r.get("reason") if r["droppedAt"] == "input" else None) for r in ours] == [
+        (r["input"], r.get("reason") if r["droppedAt"] == "input" else None) for r in theirs]
+    annotated = [r for r in ours if r["droppedAt"] != "input"]
+    assert annotated and all("scores" in r for r in annotated)  # the likelihood's label scores: annotated anew
+    assert not any("scores" in r for r in theirs)
+
+
+def test_inputs_of_other_input_settings_are_refused_by_name(bench, tmp_path):
+    source, _, _ = bench
+    other_seed = tmp_path / "seed.yaml"
+    other_seed.write_text(yaml.safe_dump({"generation": {"seed": 7}}))
+    result = run_cli("bench", TASK, "--workdir", tmp_path / "runs", "--config", TINY, "--config", other_seed,
+                     "--inputs-from", source)
+    assert result.returncode != 0
+    assert "generated its inputs with other settings (generation differ)" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("bench", TASK, "--workdir", tmp_path / "runs", "--config", TINY, "--inputs-from", tmp_path)
+    assert result.returncode != 0 and "holds no completed generate stage" in result.stderr
+
+
 # -- sweep -------------------------------------------------------------------------------------------------
 
 

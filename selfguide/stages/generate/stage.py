@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfguide.artifacts import atomic_write_json, atomic_write_jsonl, config_hash
+from selfguide.artifacts import atomic_write_json, atomic_write_jsonl, config_hash, read_json, read_jsonl
 from selfguide.contract import progress
 from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.contract.results import FunnelStep, GenerateResult
@@ -97,6 +97,53 @@ def output_filters(spec: SelfGuideJobSpec) -> list[TextFilter]:
                          spec.task.type is TaskType.GENERATION)
 
 
+def _label_feedback(spec: SelfGuideJobSpec) -> tuple[bool, bool]:
+    """Whether input generation asks for the labels short of annotated examples (`fill`), and whether it shows
+    pool inputs annotated with the label asked for (`sameLabel`): either makes it depend on annotation."""
+    inputs, labelled = spec.generation.inputs, bool(spec.task.labels)
+    return (inputs.label_sampling is LabelSampling.FILL and labelled,
+            inputs.pool_selection is PoolSelection.SAME_LABEL and labelled)
+
+
+def inputs_settings(spec: SelfGuideJobSpec) -> dict[str, Any]:
+    """What input generation depends on: the task, the model and the generation settings, less annotation's
+    unless inputs are annotated round by round. Runs with the same settings generate the same inputs."""
+    generation = spec.generation.to_camel_dict()
+    if not any(_label_feedback(spec)):
+        del generation["annotation"]
+    return {"task": spec.task.to_camel_dict(), "model": spec.model.to_camel_dict(), "generation": generation}
+
+
+def _write_inputs_state(path: Path, spec: SelfGuideJobSpec, rounds: int, rng: random.Random, prompts: PromptStats,
+                        candidates: list[Candidate], pool: list[str]) -> None:
+    """Input generation's state after `rounds` rounds, written atomically (a kill mid-write leaves the previous
+    one)."""
+    version, internal, gauss = rng.getstate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {
+        "config": config_hash(inputs_settings(spec)), "rounds": rounds, "rng": [version, list(internal), gauss],
+        "prompts": {"built": prompts.built, "trimmed": prompts.trimmed, "skipped": dict(prompts.skipped)},
+        "candidates": [vars(c) for c in candidates], "pool": pool})
+
+
+def seed_inputs(spec: SelfGuideJobSpec, source: Path, checkpoint: Path) -> int:
+    """Write as `checkpoint` the finished input generation of another run with the same `inputs_settings` (its
+    generate stage directory `source`): every generated input and its input filters' verdict, annotation and
+    balancing undone. The run then resumes after the last round and goes straight to annotation; only the draw
+    of class balancing differs from a run that generated them itself. Returns the number of inputs kept."""
+    rows = read_jsonl(source / CANDIDATES_FILE)
+    candidates = [Candidate(row["input"], row["round"], row.get("pseudoLabel")) for row in rows]
+    for candidate, row in zip(candidates, rows):
+        if row.get("droppedAt") == "input":
+            candidate.drop("input", row["filter"], row["reason"])
+    prompts = read_json(source / FILTER_REPORT_FILE)["prompts"]
+    pool = [c.input for c in candidates if c.dropped_at == "kept"]
+    _write_inputs_state(checkpoint, spec, spec.generation.inputs.rounds_for(spec.task.type),
+                        random.Random(spec.generation.seed),
+                        PromptStats(prompts["built"], prompts["trimmed"], Counter(prompts["skipped"])), candidates, pool)
+    return len(pool)
+
+
 class Generator:
     """Runs input generation and annotation for one spec with one loaded backend."""
 
@@ -108,11 +155,7 @@ class Generator:
         self.rng = random.Random(spec.generation.seed)
         self.prompts = PromptStats()
         self.annotator = Annotator(spec, backend, output_filters(spec))
-        inputs, labelled = spec.generation.inputs, bool(spec.task.labels)
-        self.fill = inputs.label_sampling is LabelSampling.FILL and labelled
-        """Ask for the labels short of annotated examples."""
-        self.same_label = inputs.pool_selection is PoolSelection.SAME_LABEL and labelled
-        """Show pool inputs annotated with the label asked for."""
+        self.fill, self.same_label = _label_feedback(spec)
         self.annotate_each_round = self.fill or self.same_label
         """Both need the labels of the inputs made so far."""
 
@@ -201,20 +244,9 @@ class Generator:
                 break
         return candidates
 
-    def _checkpoint_config(self) -> str:
-        return config_hash({"task": self.spec.task.to_camel_dict(), "generation": self.spec.generation.to_camel_dict()})
-
     def _save_inputs(self, rounds: int, candidates: list[Candidate], pool: list[str]) -> None:
-        """The state after `rounds` rounds, written atomically (a kill mid-write leaves the previous one)."""
-        if self.checkpoint is None:
-            return
-        version, internal, gauss = self.rng.getstate()
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.checkpoint, {
-            "config": self._checkpoint_config(), "rounds": rounds, "rng": [version, list(internal), gauss],
-            "prompts": {"built": self.prompts.built, "trimmed": self.prompts.trimmed,
-                        "skipped": dict(self.prompts.skipped)},
-            "candidates": [vars(c) for c in candidates], "pool": pool})
+        if self.checkpoint is not None:
+            _write_inputs_state(self.checkpoint, self.spec, rounds, self.rng, self.prompts, candidates, pool)
 
     def _restore_inputs(self) -> tuple[int, list[Candidate], list[str]] | None:
         """The rounds done, candidates and pool of an interrupted run of the same config, or None."""
@@ -222,7 +254,7 @@ class Generator:
             return None
         try:
             state = json.loads(self.checkpoint.read_text())
-            if state["config"] != self._checkpoint_config():
+            if state["config"] != config_hash(inputs_settings(self.spec)):
                 return None
             version, internal, gauss = state["rng"]
             self.rng.setstate((version, tuple(internal), gauss))

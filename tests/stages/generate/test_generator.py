@@ -18,7 +18,7 @@ from selfguide.engine.backends.base import Completion, SamplingParams, Throughpu
 from selfguide.prompts import INPUT_RESPONSE_PREFIX, RULE, input_generation_prompt
 from selfguide.spec import SelfGuideJobSpec
 from selfguide.stages.generate.filters import length_band
-from selfguide.stages.generate.stage import run_generate
+from selfguide.stages.generate.stage import inputs_settings, run_generate, seed_inputs
 from tests import manifests
 
 ROW_KEYS = {"input", "round", "pseudoLabel", "output", "droppedAt", "filter", "reason", "votes", "validSamples",
@@ -100,7 +100,12 @@ def spec_for(task: dict, **generation) -> SelfGuideJobSpec:
 
 
 def run(spec: SelfGuideJobSpec, model: ScriptedModel, out: Path) -> tuple[dict, list[dict], list[dict]]:
-    result = run_generate(spec, model, out)
+    return run_with_checkpoint(spec, model, out, None)
+
+
+def run_with_checkpoint(spec: SelfGuideJobSpec, model: ScriptedModel, out: Path,
+                        checkpoint: Path | None) -> tuple[dict, list[dict], list[dict]]:
+    result = run_generate(spec, model, out, checkpoint)
     report = json.loads((out / FILTER_REPORT_FILE).read_text())
     rows = [json.loads(line) for line in (out / CANDIDATES_FILE).read_text().splitlines()]
     train = [json.loads(line) for line in (out / TRAIN_FILE).read_text().splitlines()]
@@ -456,6 +461,35 @@ def test_a_checkpoint_of_another_config_is_ignored(tmp_path):
     model = generation_model()
     run_generate(generation_spec(), model, tmp_path / "b", checkpoint)
     assert len(model.input_rounds) == 2
+
+
+def test_inputs_seeded_from_another_run_are_annotated_anew_without_generating_any(tmp_path):
+    first = run(generation_spec(), generation_model(), tmp_path / "first")
+    stricter = spec_for(GENERATION_TASK, inputs={"maxRounds": 2, "promptsPerRound": 5},
+                        annotation={"samples": 6, "keep": 4, "minAgreement": 0.9})
+    assert inputs_settings(stricter) == inputs_settings(generation_spec()) != inputs_settings(generation_spec(seed=7))
+    checkpoint = tmp_path / "checkpoints" / "inputs.json"
+    assert seed_inputs(stricter, tmp_path / "first", checkpoint) == first[0]["inputs"]["kept"]
+
+    def never(r: int, k: int, label: str | None) -> str:
+        raise AssertionError("input generation ran")
+
+    report, rows, train = run_with_checkpoint(stricter, ScriptedModel(never, lambda text: GENERATION_ANSWERS[text]),
+                                              tmp_path / "second", checkpoint)
+    assert [(r["input"], r["round"], r.get("reason")) for r in rows if r["droppedAt"] == "input"] == [
+        (r["input"], r["round"], r.get("reason")) for r in first[1] if r["droppedAt"] == "input"]
+    assert [r["input"] for r in rows] == [r["input"] for r in first[1]]
+    assert report["prompts"] == first[0]["prompts"] and report["inputs"] == first[0]["inputs"]
+    # the stricter agreement (0.9) keeps only the unanimous answers that the first run's 0.3 kept among others
+    assert {t["input"] for t in train} == {"a b c d e", "left right"} < {t["input"] for t in first[2]}
+
+
+def test_input_settings_include_annotation_when_inputs_are_steered_by_it():
+    fill = {"maxRounds": 2, "labelSampling": "fill"}
+    steered = [spec_for(CLASSIFICATION_TASK, inputs=fill, annotation={"samples": n, "keep": 2}) for n in (2, 3)]
+    assert inputs_settings(steered[0]) != inputs_settings(steered[1])
+    uniform = [spec_for(CLASSIFICATION_TASK, annotation={"samples": n, "keep": 2}) for n in (2, 3)]
+    assert inputs_settings(uniform[0]) == inputs_settings(uniform[1])
 
 
 def test_a_generate_stage_killed_mid_run_resumes_from_its_last_round_through_the_runner(tmp_path, monkeypatch):
