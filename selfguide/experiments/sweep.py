@@ -3,8 +3,10 @@
 Every configuration of a grid (input-generation temperature x length filters on/off x epochs) runs on
 several tasks, scored on their validation splits; the configuration that maximises the *worst* task's
 improvement over few-shot prompting wins (the paper's rule). Configurations that share generation settings
-for a task share one `generate` stage: only training and evaluation run again; configurations that are the same
-for a task (recipes that differ only in `forClassification` on a generation task) share its whole run.
+for a task share one `generate` stage: only training and evaluation run again; configurations whose input
+generation is the same (recipes that differ in annotation) start from the inputs of the first (`bench.reuse_inputs`);
+configurations that are the same for a task (recipes that differ only in `forClassification` on a generation task)
+share its whole run.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_json, atomic_write_text, config_hash
-from selfguide.experiments.bench import BenchTask, TaskScore, deep_merge, overrides_for, run_task
+from selfguide.experiments.bench import BenchTask, TaskScore, build_job, deep_merge, overrides_for, run_task
 from selfguide.stages.evaluate.scoring import mean
+from selfguide.stages.generate.stage import inputs_settings
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,8 @@ def run_sweep(task_files: Sequence[Path], workdir: Path, configs: Sequence[Sweep
     tasks = [BenchTask.load(path) for path in task_files]
     runs: dict[tuple[str, str], tuple[Path, TaskScore]] = {}
     """(task, hash of the task's resolved overrides) -> the directory and score of the run that made it."""
+    inputs: dict[tuple[str, str], Path] = {}
+    """(task, hash of its input-generation settings) -> the first run that generated those inputs."""
     results = []
     for config in configs:
         scores = []
@@ -115,7 +120,10 @@ def run_sweep(task_files: Sequence[Path], workdir: Path, configs: Sequence[Sweep
             else:
                 generation = overrides_for(task.task_type, deep_merge(base, config.generation_overrides()))
                 _link(task_dir / "generate", workdir / task.name / f"generate-{config_hash(generation)}")
-                runs[key] = task_dir, run_task(task, task_dir, overrides, "validation", max_eval)
+                spec = build_job(task, task_dir / "validation.jsonl", overrides, max_eval).spec
+                first = inputs.setdefault((task.name, config_hash(inputs_settings(spec))), task_dir)
+                runs[key] = task_dir, run_task(task, task_dir, overrides, "validation", max_eval,
+                                               inputs_from=None if first == task_dir else first)
             scores.append(runs[key][1])
         results.append(SweepResult(config, scores))
     best = max(results, key=lambda r: paper_rule(r.scores))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -166,19 +167,28 @@ def test_sweep_shares_one_generate_stage_between_configurations(tmp_path):
     config["training"]["maxLength"] = 96  # the grid varies epochs; short sequences keep CPU training quick
     config_file = tmp_path / "sweep.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    # a second recipe that only changes generation tasks is the same configuration for this classification task
-    recipes = [tmp_path / "paper.yaml", tmp_path / "wordy.yaml"]
+    # a second recipe that only changes generation tasks is the same configuration for this classification task;
+    # a third changes annotation only, so it starts from the inputs the first generated
+    recipes = [tmp_path / "paper.yaml", tmp_path / "wordy.yaml", tmp_path / "likelihood.yaml"]
     recipes[0].write_text("{}\n")
     recipes[1].write_text(yaml.safe_dump({"forGeneration": {"evaluation": {"maxNewTokens": 64}}}))
+    recipes[2].write_text(yaml.safe_dump({"forClassification": {"generation": {"annotation": {"method": "likelihood"}}}}))
     workdir = tmp_path / "sweep"
     result = run_cli("sweep", TASK, "--workdir", workdir, "--temperature", "1.0", "--length-filters", "false",
                      "--epochs", "1", "--epochs", "2", "--config", config_file, "--max-eval", "2",
-                     "--recipe", recipes[0], "--recipe", recipes[1])
+                     *itertools.chain.from_iterable(("--recipe", recipe) for recipe in recipes))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
 
     task_root = workdir / TASK_NAME
-    config_dirs = sorted(p for p in task_root.iterdir()
-                         if p.is_dir() and not p.is_symlink() and not p.name.startswith(("generate", ".")))
+    likelihood = [task_root / f"likelihood-T1.0-lf0-e{epochs}" for epochs in (1, 2)]
+    assert result.stderr.count("generate.stage: round 1:") == 1  # input generation ran once, for the paper's recipe
+    assert result.stderr.count(f"input generation reused from {task_root / 'paper-T1.0-lf0-e1'}") == 1
+    paper_inputs, likelihood_inputs = (read_jsonl(task_root / d / "generate" / "candidates.jsonl")
+                                       for d in ("paper-T1.0-lf0-e1", likelihood[0]))
+    assert [r["input"] for r in likelihood_inputs] == [r["input"] for r in paper_inputs]
+    assert (likelihood[1] / "generate").resolve() == (likelihood[0] / "generate").resolve()
+    config_dirs = sorted(p for p in task_root.iterdir() if p.is_dir() and not p.is_symlink()
+                         and not p.name.startswith(("generate", ".")) and p not in likelihood)
     assert [p.name for p in config_dirs] == ["paper-T1.0-lf0-e1", "paper-T1.0-lf0-e2"]
     for epochs, run_dir in zip((1, 2), config_dirs):
         assert (task_root / f"wordy-T1.0-lf0-e{epochs}").resolve() == run_dir.resolve()
@@ -188,14 +198,15 @@ def test_sweep_shares_one_generate_stage_between_configurations(tmp_path):
     assert len(targets) == 1, targets
     shared = targets.pop()
     assert shared.parent == task_root and shared.name.startswith("generate-")
-    assert [p.name for p in task_root.iterdir() if p.name.startswith(("generate", ".generate"))] == [shared.name]
+    generate_dirs = {p.name for p in task_root.iterdir() if p.name.startswith(("generate", ".generate"))}
+    assert generate_dirs == {shared.name, (likelihood[0] / "generate").resolve().name}
 
     # generation ran once, for the first configuration; the second found it complete
     generated_at = (shared / "record.json").stat().st_mtime_ns
     first_done = (config_dirs[0] / "evaluate" / "record.json").stat().st_mtime_ns
     second_train = (config_dirs[1] / "train" / "record.json").stat().st_mtime_ns
     assert generated_at < first_done < second_train
-    assert result.stderr.count("stage generate already complete") == 1
+    assert result.stderr.count("stage generate already complete") == 2  # paper's second config, likelihood's
     assert "stage train already complete" not in result.stderr
     steps = [json.loads((d / "train" / "record.json").read_text())["summary"]["epochs"] for d in config_dirs]
     assert steps == [1, 2]
@@ -203,17 +214,17 @@ def test_sweep_shares_one_generate_stage_between_configurations(tmp_path):
     sweep = json.loads((workdir / "sweep.json").read_text())
     results = sweep["results"]
     assert [(r["config"]["recipe"], r["config"]["epochs"]) for r in results] == [
-        ("paper", 1), ("paper", 2), ("wordy", 1), ("wordy", 2)]
-    assert [r["tasks"] for r in results[2:]] == [r["tasks"] for r in results[:2]]
-    results = results[:2]
+        ("paper", 1), ("paper", 2), ("wordy", 1), ("wordy", 2), ("likelihood", 1), ("likelihood", 2)]
+    assert [r["tasks"] for r in results[2:4]] == [r["tasks"] for r in results[:2]]
     best = max(results, key=lambda r: (r["worstDelta"], r["meanDelta"]))
     assert sweep["best"] == best["config"]
+    results = results[:2]
     assert sweep["best"]["temperature"] == 1.0 and sweep["best"]["lengthFilters"] is False
     for r, d in zip(results, config_dirs):
         report = json.loads((d / "evaluate" / "report.json").read_text())
         assert report["examples"] == 2
         assert r["tasks"][TASK_NAME] == pytest.approx(round(report["finetuned"] - report["baseline"], 2))
         assert r["worstDelta"] == pytest.approx(report["finetuned"] - report["baseline"])
-    label = f"paper T=1.0 length-filters=off epochs={sweep['best']['epochs']}"
+    label = f"{sweep['best']['recipe']} T=1.0 length-filters=off epochs={sweep['best']['epochs']}"
     assert f"best: {label}" in result.stdout
     assert f"| {label} **(best)** |" in (workdir / "sweep.md").read_text()
