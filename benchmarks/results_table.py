@@ -87,9 +87,10 @@ def verdict(paper: dict[str, TaskScore], chosen: dict[str, TaskScore]) -> str:
     if not tasks:
         return "No task ran with both configurations."
     runs = {"paper": [paper[t] for t in tasks], "chosen": [chosen[t] for t in tasks]}
-    winner = max(runs, key=lambda name: paper_rule(runs[name]))
-    parts = [f"{name} {paper_rule(scores)[0]:+.1f} ({min(scores, key=lambda s: s.delta).task}), "
-             f"mean {paper_rule(scores)[1]:+.1f}" for name, scores in runs.items()]
+    ranks = {name: paper_rule(scores) for name, scores in runs.items()}
+    winner = max(ranks, key=ranks.__getitem__)
+    parts = [f"{name} {worst:+.1f} ({min(runs[name], key=lambda s: s.delta).task}), mean {average:+.1f}"
+             for name, (worst, average) in ranks.items()]
     return (f"Worst-task improvement over the {len(tasks)} tasks both ran: {'; '.join(parts)}. "
             f"By the paper's rule: {winner}.")
 
