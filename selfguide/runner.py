@@ -25,6 +25,7 @@ from filelock import FileLock, Timeout
 
 from selfguide import __version__
 from selfguide.artifacts import atomic_dir, atomic_write_json, config_hash
+from selfguide.contract.confighash import EXCLUDED_FROM_HASH
 from selfguide.contract.errors import PermanentError, RetryableError
 from selfguide.contract.layout import CHECKPOINTS_DIR, LOCK_FILE, RECORD_FILE, SPEC_FILE
 from selfguide.contract.progress import ProgressTracker, Sink, tracking
@@ -38,10 +39,6 @@ log = logging.getLogger(__name__)
 
 StageFunction = Callable[[StageContext], StageResult]
 
-EXCLUDED_FROM_HASH = {"model": ("hfTokenSecret",), "generation": ("tensorParallelSize",),
-                      "training": ("gradientCheckpointing",)}
-"""Fields that change how a stage runs but not what it produces (where a token comes from; how many GPUs
-share the model; memory for compute)."""
 
 
 def stage_config(spec: SelfGuideJobSpec, definition: StageDefinition) -> dict[str, Any]:

@@ -13,9 +13,10 @@ from selfguide.artifacts import config_hash
 from selfguide.contract.registry import stage
 from selfguide.spec import SelfGuideJobSpec
 
-EXCLUDED_FROM_HASH = {"model": ("hfTokenSecret",), "generation": ("tensorParallelSize",),
+EXCLUDED_FROM_HASH = {"model": ("hfTokenSecret",), "generation": ("tensorParallelSize", "kvCacheGib"),
                       "training": ("gradientCheckpointing",)}
-"""Fields that change how a stage runs but not what it produces (the runner's list, kept equal by a test)."""
+"""Fields that change how a stage runs but not what it produces (where a token comes from; how many GPUs
+share the model; memory for the KV cache or for compute). The runner's stage hash leaves out the same."""
 
 
 def spec_sections(spec: SelfGuideJobSpec, name: str) -> dict[str, Any]:

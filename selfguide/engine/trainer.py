@@ -79,8 +79,9 @@ class PadCollator:
     """Right-pads a batch; padded positions are masked out of attention and loss.
 
     With `output_logits_only` the model projects onto the vocabulary only the positions that predict an
-    output token (`logits_to_keep` as a mask, their targets as `shift_labels`). The prompt is most of every
-    sequence, so this skips most of the LM head and its float32 logits; the loss is the same."""
+    output token in some row of the batch (`logits_to_keep` as position indices, their targets as
+    `shift_labels`, ignored where that row predicts no output there). The prompt is most of every sequence, so
+    this skips most of the LM head and its float32 logits; the loss is the same."""
 
     def __init__(self, pad_id: int, output_logits_only: bool = False) -> None:
         self.pad_id = pad_id
@@ -97,16 +98,16 @@ class PadCollator:
             mask[row, : len(e.input_ids)] = 1
         encoded = {"input_ids": ids, "labels": labels, "attention_mask": mask}
         if self.output_logits_only:
-            targets = labels[:, 1:]  # position i predicts token i + 1
-            predicts_output = torch.zeros_like(labels, dtype=torch.bool)
-            predicts_output[:, :-1] = targets != IGNORE_INDEX
-            encoded |= {"logits_to_keep": predicts_output, "shift_labels": targets[targets != IGNORE_INDEX]}
+            shifted = torch.full_like(labels, IGNORE_INDEX)
+            shifted[:, :-1] = labels[:, 1:]  # position i predicts token i + 1
+            positions = (shifted != IGNORE_INDEX).any(0).nonzero().flatten()
+            encoded |= {"logits_to_keep": positions, "shift_labels": shifted[:, positions]}
         return encoded
 
 
-def keeps_logits_by_mask(model: torch.nn.Module) -> bool:
-    """Whether the model accepts a boolean `logits_to_keep` mask: transformers' own causal LMs do (they
-    slice with `slice_logits_to_keep`); remote code may not, and then every position gets logits."""
+def keeps_logits_by_position(model: torch.nn.Module) -> bool:
+    """Whether the model accepts `logits_to_keep` as position indices: transformers' own causal LMs do; remote
+    code may not, and then every position gets logits."""
     return type(model).__module__.startswith("transformers.models.") and (
         "logits_to_keep" in inspect.signature(model.forward).parameters)
 
@@ -162,7 +163,7 @@ def train(
     model = AutoModelForCausalLM.from_pretrained(
         location.path, revision=location.revision, dtype=dtype, trust_remote_code=model_spec.trust_remote_code
     )
-    output_logits_only = keeps_logits_by_mask(model)
+    output_logits_only = keeps_logits_by_position(model)
     if spec.method is TrainingMethod.LORA:
         from peft import get_peft_model
 
@@ -177,8 +178,8 @@ def train(
         num_train_epochs=spec.epochs,
         per_device_train_batch_size=spec.batch_size,
         gradient_accumulation_steps=spec.gradient_accumulation_steps,
-        activation_checkpointing=spec.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False},  # works with frozen inputs (LoRA)
+        gradient_checkpointing=spec.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},  # works with frozen inputs (LoRA)
         learning_rate=spec.learning_rate,
         warmup_steps=round(spec.warmup_ratio * _total_steps(len(dataset), spec)),  # no lr-0 step on tiny runs
         weight_decay=spec.weight_decay,

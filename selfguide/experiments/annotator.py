@@ -24,8 +24,7 @@ def measure(spec: SelfGuideJobSpec, items: Sequence[EvalExample]) -> dict[str, A
     """Annotate `items` as generated inputs would be; accuracy and coverage in percent."""
     annotation = spec.generation.annotation.model_copy(update={"require_pseudo_label": False, "min_margin": 0.0})
     spec = spec.model_copy(update={"generation": spec.generation.model_copy(update={"annotation": annotation})})
-    backend = open_backend(spec.model, spec.generation.backend, spec.generation.batch_size, seed=spec.generation.seed,
-                           tensor_parallel_size=spec.generation.tensor_parallel_size)
+    backend = open_backend(spec.model, spec.generation, spec.generation.batch_size, sequences=len(items))
     try:
         annotator = Annotator(spec, backend, output_filters(spec))
         candidates = [Candidate(item.input, round=-1) for item in items]

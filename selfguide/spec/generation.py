@@ -29,7 +29,8 @@ Term = Annotated[str, Field(min_length=1, max_length=256)]
 
 class Backend(StrEnum):
     AUTO = "auto"
-    """vLLM when it is installed and a GPU is present, transformers otherwise."""
+    """vLLM where it can run (its CUDA build with a GPU, its CPU build without one) and the stage's workload
+    amortises the engine's start-up; transformers otherwise (engine/backends/__init__.py: `choose_backend`)."""
     TRANSFORMERS = "transformers"
     VLLM = "vllm"
 
@@ -205,6 +206,11 @@ class GenerationSpec(SpecModel):
     evaluate stage pods need that many GPUs. The model's attention head count must divide by it and its
     key-value head count must divide by it or divide it (vLLM's rule), which the stage checks before loading.
     The transformers backend ignores it."""
+    kv_cache_gib: Annotated[float | None, Field(ge=0.25, le=4096.0)] = None
+    """vLLM: memory reserved for the KV cache, in GiB (the generate and evaluate pods' memory request must cover
+    it and the model). Unset: 2 GiB on CPUs, where vLLM would otherwise reserve most of the machine's memory and
+    refuse to start beside anything else; on GPUs vLLM sizes it from free GPU memory. The transformers backend
+    ignores it."""
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     inputs: InputGenerationSpec = InputGenerationSpec()
     annotation: AnnotationSpec = AnnotationSpec()

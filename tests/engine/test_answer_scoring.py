@@ -24,9 +24,9 @@ ANSWERS = ["positive", "negative", "not sure at all"]
 def backend():
     from selfguide.engine.backends import open_backend
     from selfguide.spec import ModelSpec
-    from selfguide.spec.generation import Backend
+    from selfguide.spec.generation import Backend, GenerationSpec
 
-    loaded = open_backend(ModelSpec(), Backend.TRANSFORMERS, batch_size=8)
+    loaded = open_backend(ModelSpec(), GenerationSpec(backend=Backend.TRANSFORMERS), batch_size=8)
     yield loaded
     loaded.close()
 

@@ -39,9 +39,9 @@ def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
 def backend():
     from selfguide.engine.backends import open_backend
     from selfguide.spec import ModelSpec
-    from selfguide.spec.generation import Backend
+    from selfguide.spec.generation import Backend, GenerationSpec
 
-    loaded = open_backend(ModelSpec(), Backend.TRANSFORMERS, batch_size=8)
+    loaded = open_backend(ModelSpec(), GenerationSpec(backend=Backend.TRANSFORMERS), batch_size=8)
     yield loaded
     loaded.close()
 

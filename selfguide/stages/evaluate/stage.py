@@ -106,13 +106,14 @@ def systems(spec: SelfGuideJobSpec) -> int:
     return 2 + spec.evaluation.self_icl_baseline + spec.evaluation.few_shot_finetune_baseline
 
 
-def _open(spec: SelfGuideJobSpec, adapter: Path | None = None, model_dir: Path | None = None) -> GenerationBackend:
+def _open(spec: SelfGuideJobSpec, items: int, adapter: Path | None = None,
+          model_dir: Path | None = None) -> GenerationBackend:
+    """The backend that answers `items` evaluation items with every system this stage scores on it."""
     assert spec.evaluation is not None
     model = spec.model if model_dir is None else spec.model.model_copy(
         update={"name": str(model_dir.resolve()), "revision": None})
-    return open_backend(model, spec.generation.backend, spec.evaluation.batch_size,
-                        adapter=str(adapter) if adapter else None,
-                        tensor_parallel_size=spec.generation.tensor_parallel_size)
+    return open_backend(model, spec.generation, spec.evaluation.batch_size,
+                        adapter=str(adapter) if adapter else None, sequences=items * systems(spec))
 
 
 def _base_model(ctx: StageContext, backend: GenerationBackend, examples: list[EvalExample],
@@ -136,7 +137,7 @@ def run_models(ctx: StageContext, examples: list[EvalExample]) -> tuple[dict[str
     details: dict[str, Any] = {}
     trained = ctx.artifact(trained_model_dir(spec.training.method))
     if spec.training.method is TrainingMethod.LORA:
-        backend = _open(spec, adapter=trained)
+        backend = _open(spec, len(examples), adapter=trained)
         try:
             with backend.adapter_disabled():
                 _base_model(ctx, backend, examples, predictions, details)
@@ -144,12 +145,12 @@ def run_models(ctx: StageContext, examples: list[EvalExample]) -> tuple[dict[str
         finally:
             backend.close()
     else:
-        backend = _open(spec)
+        backend = _open(spec, len(examples))
         try:
             _base_model(ctx, backend, examples, predictions, details)
         finally:
             backend.close()
-        backend = _open(spec, model_dir=trained)
+        backend = _open(spec, len(examples), model_dir=trained)
         try:
             predictions["selfGuide"] = predict(backend, spec, examples, "evaluating the fine-tuned model")
         finally:
@@ -166,9 +167,9 @@ def _few_shot_finetune(ctx: StageContext, examples: list[EvalExample]) -> list[s
     train(locate(spec.model), spec.model, spec.task, spec.training, spec.task.examples, out,
           checkpoint_dir=ctx.checkpoints / "few-shot-finetune", base_model_name=spec.model.name)
     if spec.training.method is TrainingMethod.LORA:
-        backend = _open(spec, adapter=out / ADAPTER_DIR)
+        backend = _open(spec, len(examples), adapter=out / ADAPTER_DIR)
     else:
-        backend = _open(spec, model_dir=out / MODEL_DIR)
+        backend = _open(spec, len(examples), model_dir=out / MODEL_DIR)
     try:
         return predict(backend, spec, examples, "evaluating few-shot fine-tuning")
     finally:

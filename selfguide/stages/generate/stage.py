@@ -30,7 +30,7 @@ from selfguide.prompts import (
     input_generation_prompt,
 )
 from selfguide.spec import SelfGuideJobSpec, TaskType
-from selfguide.spec.generation import LabelSampling, LengthFilterSpec, PoolSelection
+from selfguide.spec.generation import AnnotationMethod, LabelSampling, LengthFilterSpec, PoolSelection
 from selfguide.stages.context import StageContext
 from selfguide.stages.generate.annotate import Annotator
 from selfguide.stages.generate.candidates import Candidate, PromptStats
@@ -366,11 +366,18 @@ def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Pa
     return GeneratedData(len(kept), report)
 
 
+def sequences(spec: SelfGuideJobSpec) -> int:
+    """About how many sequences the stage decodes: every input it asks for, and the votes on each."""
+    inputs = spec.generation.inputs
+    asked = inputs.rounds_for(spec.task.type) * inputs.prompts_per_round * inputs.samples_per_prompt
+    annotation = spec.generation.annotation
+    return asked * (1 + (annotation.samples if annotation.method is AnnotationMethod.VOTE else 0))
+
+
 def run(ctx: StageContext) -> GenerateResult:
     """The stage entry point: one model load serves input generation and annotation."""
     spec = ctx.spec
-    backend = open_backend(spec.model, spec.generation.backend, spec.generation.batch_size,
-                           seed=spec.generation.seed, tensor_parallel_size=spec.generation.tensor_parallel_size)
+    backend = open_backend(spec.model, spec.generation, spec.generation.batch_size, sequences=sequences(spec))
     try:
         result = run_generate(spec, backend, ctx.output, ctx.checkpoints / INPUTS_CHECKPOINT)
     finally:

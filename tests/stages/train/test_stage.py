@@ -373,13 +373,13 @@ def test_output_only_logits_give_the_same_loss_and_gradients(tiny_model):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selfguide.engine.trainer import PadCollator, encode_example, keeps_logits_by_mask
+    from selfguide.engine.trainer import PadCollator, encode_example, keeps_logits_by_position
     from selfguide.spec import Example, TaskSpec
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    assert keeps_logits_by_mask(model)
-    assert not keeps_logits_by_mask(torch.nn.Linear(2, 2))
+    assert keeps_logits_by_position(model)
+    assert not keeps_logits_by_position(torch.nn.Linear(2, 2))
     task = TaskSpec.model_validate(sentiment_manifest()["spec"]["task"])
     batch = [encode_example(tokenizer, task, Example.model_validate(e), 256) for e in EXAMPLES]
     assert len({len(e.input_ids) for e in batch}) > 1  # padding is exercised
@@ -394,7 +394,10 @@ def test_output_only_logits_give_the_same_loss_and_gradients(tiny_model):
     full, full_grads = loss_and_grads(False)
     only, only_grads = loss_and_grads(True)
     assert full.logits.shape[:2] == (len(batch), max(len(e.input_ids) for e in batch))
-    assert only.logits.shape == (outputs, model.config.vocab_size)
+    width = max(len(e.input_ids) for e in batch)
+    per_row = max(sum(label != -100 for label in e.labels[1:]) for e in batch)
+    assert only.logits.shape[0] == len(batch) and per_row <= only.logits.shape[1] < width
+    assert only.logits.shape[1] <= outputs
     assert only.loss.item() == pytest.approx(full.loss.item(), rel=1e-5)
     for a, b in zip(only_grads, full_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

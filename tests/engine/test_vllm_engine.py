@@ -1,0 +1,161 @@
+"""The real vLLM engine on CPU (its CPU build, which `make setup` installs on x86-64): one engine on the bundled
+model with a LoRA adapter serves every test of this module, because an engine takes 20-90 s to start here.
+
+Each workaround of docs/performance.md ("vLLM on CPU") has a test here that fails without it: a seeded request
+whose prompt is longer than one prefill chunk (chunked prefill off), label scoring through the adapter for
+several prompts (one request per call), a bounded KV cache (without it the engine refuses to start beside the
+test suite), float32 for `auto` on a CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from selfguide.engine.backends.base import SamplingParams
+from selfguide.engine.models import locate
+from selfguide.prompts import few_shot_messages
+from selfguide.spec import ModelSpec, TaskSpec
+from selfguide.spec.generation import Backend, GenerationSpec
+from selfguide.spec.model import Dtype
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                       reason="vLLM is not installed (make setup installs its CPU build on x86-64)"),
+]
+
+TASK = TaskSpec.model_validate({
+    "type": "classification", "instruction": "Is the review positive or negative?",
+    "labels": ["positive", "negative"],
+    "examples": [{"input": "I love it, works great.", "output": "positive"},
+                 {"input": "Terrible, broke in a day.", "output": "negative"}],
+})
+REVIEWS = ["Best purchase I made this year, highly recommended!", "Awful. It stopped working and smells bad.", "ok"]
+QUESTIONS = ["Name a primary colour.", "What is two plus two? Answer with a number only.",
+             "Write one sentence about the sea."]
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory) -> Path:
+    """A LoRA adapter of rank 16 on all seven projections of the bundled model, with random (non-zero) weights so
+    that it changes what the model says, saved as training saves one."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(locate(ModelSpec()).path)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=targets,
+                                                  init_lora_weights=False, task_type="CAUSAL_LM"))
+    out = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(adapter: Path):
+    import torch
+
+    from selfguide.engine.backends import open_backend, vllm_platform
+
+    if torch.cuda.is_available() or vllm_platform() != "cpu":
+        pytest.skip("these tests run vLLM's CPU build without a GPU (tests/gpu runs the CUDA build)")
+    backend = open_backend(ModelSpec(), GenerationSpec(backend=Backend.VLLM, seed=3), None, adapter=str(adapter))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def reference(adapter: Path):
+    """The transformers backend on the same model and adapter, float32."""
+    from selfguide.engine.backends.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(locate(ModelSpec()), Dtype.FLOAT32, 8, adapter=str(adapter))
+    yield backend
+    backend.close()
+
+
+def rendered(backend, texts: list[str]) -> list[str]:
+    return [backend.render_chat([{"role": "user", "content": t}]) for t in texts]
+
+
+def greedy(backend, prompts: list[str], tokens: int = 12) -> list[str]:
+    return [c[0].text for c in backend.generate(prompts, SamplingParams(temperature=0.0, max_tokens=tokens))]
+
+
+def test_the_engine_runs_on_cpu_in_float32_with_a_bounded_kv_cache(engine) -> None:
+    config = engine.llm.llm_engine.vllm_config
+    assert config.device_config.device_type == "cpu"
+    assert str(config.model_config.dtype) == "torch.float32"  # `auto` on a CPU, as documented
+    assert config.cache_config.kv_cache_memory_bytes == 2 * 2**30
+    assert config.scheduler_config.enable_chunked_prefill is False
+    assert config.scheduler_config.max_num_batched_tokens >= engine.max_model_len == 8192
+
+
+def test_greedy_output_equals_the_transformers_backend(engine, reference) -> None:
+    """Both run float32 on the same weights: greedy text is equal, with and without the adapter."""
+    prompts = rendered(engine, QUESTIONS)
+    with engine.adapter_disabled(), reference.adapter_disabled():
+        base = greedy(engine, prompts)
+        assert base == greedy(reference, prompts)
+    tuned = greedy(engine, prompts)
+    assert tuned == greedy(reference, prompts)
+    assert tuned != base  # the adapter is applied
+
+
+def test_seeded_sampling_is_reproducible_and_gives_n_samples_per_prompt(engine) -> None:
+    prompt = engine.render_chat([{"role": "user", "content": "Write one random word."}])
+    params = SamplingParams(n=4, temperature=1.0, top_k=0, max_tokens=12, seed=5)
+    with engine.adapter_disabled():
+        first, second = engine.generate([prompt, prompt], params)
+        again = engine.generate([prompt, prompt], params)
+        best = engine.generate([prompt], SamplingParams(n=2, best_of=6, temperature=1.0, max_tokens=8, seed=1))[0]
+    assert len(first) == len(second) == 4
+    assert [c.text for c in first] != [c.text for c in second]  # identical prompts, a seed each
+    assert again == [first, second]
+    assert len(best) == 2 and best[0].logprob >= best[1].logprob
+
+
+def test_a_seeded_prompt_longer_than_a_prefill_chunk_keeps_the_engine_alive(engine) -> None:
+    """vLLM's CPU sampler kills the engine (`CPU Generator does not use offset`) when a seeded request is
+    prefilled in several chunks; the backend prefills whole prompts. This prompt is longer than the batch vLLM
+    would otherwise prefill at once (2,048 tokens on CPU)."""
+    long = engine.render_chat([{"role": "user", "content": "Summarise: " + "the cat sat on the mat. " * 700}])
+    assert 4096 < engine.count_tokens(long) < engine.max_model_len
+    with engine.adapter_disabled():
+        (samples,) = engine.generate([long], SamplingParams(n=2, temperature=0.8, max_tokens=4, seed=9))
+        assert len(samples) == 2
+        assert greedy(engine, rendered(engine, QUESTIONS[:1]), 4)  # still serving
+
+
+def test_label_likelihood_with_and_without_the_adapter_matches_transformers(engine, reference) -> None:
+    """Several prompts scored through the adapter (vLLM's CPU LoRA kernel fails on prompt log-probabilities for
+    more than one request per call); scores agree with the transformers backend to float32 rounding."""
+    prompts = [engine.render_chat(few_shot_messages(TASK, text)) for text in REVIEWS]
+    labels = list(TASK.labels or [])
+    with engine.adapter_disabled(), reference.adapter_disabled():
+        base = engine.score_answers(prompts, labels)
+        expected_base = reference.score_answers(prompts, labels)
+    tuned = engine.score_answers(prompts, labels)
+    expected_tuned = reference.score_answers(prompts, labels)
+    for got, expected in zip(base + tuned, expected_base + expected_tuned, strict=True):
+        assert got == pytest.approx(expected, abs=2e-2)
+    assert tuned != pytest.approx(base, abs=1e-3)
+
+
+def test_close_stops_the_engine_processes() -> None:
+    """A second engine, closed: its engine-core process is gone and a second close is harmless."""
+    import psutil
+
+    from selfguide.engine.backends import open_backend
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    backend = open_backend(ModelSpec(), GenerationSpec(backend=Backend.VLLM, kvCacheGib=0.5), None)
+    started = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert started, "vLLM runs its engine core in a process of its own"
+    assert greedy(backend, rendered(backend, QUESTIONS[:1]), 4)
+    backend.close()
+    backend.close()
+    assert not {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()
+                and p.status() != psutil.STATUS_ZOMBIE} & started
