@@ -82,7 +82,7 @@ def test_weights_and_cache_stay_float32_while_linear_layers_run_in_bf16(pair, mo
     forward = mixed.model.forward
 
     def recording(*args, **kwargs):
-        caches.append({layer.keys.dtype for layer in kwargs["cache"].layers if layer.keys is not None})
+        caches.append({layer.keys.dtype for layer in kwargs["past_key_values"].layers if layer.keys is not None})
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(mixed.model, "forward", recording)
