@@ -141,7 +141,7 @@ def test_label_likelihood_with_and_without_the_adapter_matches_transformers(engi
     expected_tuned = reference.score_answers(prompts, labels)
     for got, expected in zip(base + tuned, expected_base + expected_tuned, strict=True):
         assert got == pytest.approx(expected, abs=2e-2)
-    assert tuned != pytest.approx(base, abs=1e-3)
+    assert [s for row in tuned for s in row] != pytest.approx([s for row in base for s in row], abs=1e-3)
 
 
 def test_close_stops_the_engine_processes() -> None:
@@ -159,3 +159,30 @@ def test_close_stops_the_engine_processes() -> None:
     backend.close()
     assert not {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()
                 and p.status() != psutil.STATUS_ZOMBIE} & started
+
+
+def test_a_whole_job_runs_on_vllm_and_evaluates_base_and_fine_tuned_model(tmp_path: Path) -> None:
+    """`selfguide run` with `generation.backend: vllm`: generate on the engine, train, then evaluate the base model
+    (few-shot prompting, adapter disabled) and the fine-tuned one (its adapter loaded into the engine)."""
+    import json
+
+    from tests.stage_runs import read_jsonl, run_cli, sentiment_manifest, write_manifest
+
+    items = [{"input": "Great screen and the battery lasts.", "output": "positive"},
+             {"input": "It stopped working after a week.", "output": "negative"},
+             {"input": "Lovely, works perfectly.", "output": "positive"},
+             {"input": "Broken on arrival, useless.", "output": "negative"}]
+    manifest = sentiment_manifest(evaluation={"examples": items, "maxNewTokens": 6})
+    manifest["spec"]["generation"] |= {"backend": "vllm", "kvCacheGib": 0.5}
+    manifest["spec"]["training"] = {"epochs": 1, "batchSize": 4}
+    spec_file = write_manifest(tmp_path / "job.yaml", manifest)
+    done = run_cli("run", spec_file, "--workdir", tmp_path / "work", timeout=1500)
+    assert done.returncode in (0, 4), done.stdout[-3000:] + done.stderr[-3000:]  # 4: a gate, none is set here
+    work = tmp_path / "work"
+    assert read_jsonl(work / "generate" / "train.jsonl")
+    report = json.loads((work / "evaluate" / "report.json").read_text(encoding="utf-8"))
+    assert report["examples"] == len(items)
+    answers = {system: [row[system]["answer"] for row in report["predictions"]]
+               for system in ("fewShotPrompting", "selfGuide")}
+    assert all(len(a) == len(items) for a in answers.values())
+    assert any(answers["fewShotPrompting"])  # the base model answered through the engine
