@@ -1,11 +1,11 @@
-"""The vLLM backend without a GPU: its pure parts (LoRA rank, tensor-parallel check, per-prompt seeds, token-id
-prompts built with the real bundled tokenizer, skipping over-long prompts), and its request building against
-vLLM's own classes where vLLM is installed.
+"""The vLLM backend's pure parts (LoRA rank, tensor-parallel check, per-prompt seeds, token-id prompts built with
+the real bundled tokenizer, skipping over-long prompts, engine arguments and the dtype rule), and its request
+building against vLLM's own classes.
 
-vLLM's engine (`vllm.LLM`) needs a CUDA GPU, so `VllmBackend.generate` and `close` run here against a
-stand-in engine that records what it is given; the requests it receives are built with vLLM's real
-`SamplingParams`, `TokensPrompt` and `LoRARequest` when vLLM is importable, and with plain stand-ins
-otherwise. tests/gpu/test_gpu_paths.py runs the real engine where a GPU exists.
+The request bookkeeping of `VllmBackend.generate` and `close` (which prompt gets which seed, what is skipped and
+counted) is checked here against a stand-in engine that records what it is given, built with vLLM's real
+`SamplingParams`, `TokensPrompt` and `LoRARequest`; the real engine runs on CPU in
+tests/engine/test_vllm_engine.py, and on GPUs in tests/gpu/test_gpu_paths.py.
 """
 
 from __future__ import annotations
