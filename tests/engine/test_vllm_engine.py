@@ -1,5 +1,5 @@
 """The real vLLM engine on CPU (its CPU build, which `make setup` installs on x86-64): one engine on the bundled
-model with a LoRA adapter serves every test of this module, because an engine takes 20-90 s to start here.
+model with a LoRA adapter serves every test of this module, because an engine takes 70-170 s to start here.
 
 Each workaround of docs/performance.md ("vLLM on CPU") has a test here that fails without it: a seeded request
 whose prompt is longer than one prefill chunk (chunked prefill off), label scoring through the adapter for

