@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 StageFunction = Callable[[StageContext], StageResult]
 
 
-
 def stage_config(spec: SelfGuideJobSpec, definition: StageDefinition) -> dict[str, Any]:
     """The parts of the spec a stage's output depends on (cluster settings never count)."""
     document = spec.to_camel_dict()

@@ -14,7 +14,7 @@ from selfguide.engine.backends import open_backend
 from selfguide.spec import EvalExample, SelfGuideJobSpec
 from selfguide.stages.generate.annotate import Annotator
 from selfguide.stages.generate.candidates import Candidate
-from selfguide.stages.generate.stage import output_filters
+from selfguide.stages.generate.stage import output_filters, votes_per_input
 from selfguide.text import normalize_answer
 
 ANNOTATOR_FILE = "annotator.json"
@@ -24,7 +24,7 @@ def measure(spec: SelfGuideJobSpec, items: Sequence[EvalExample]) -> dict[str, A
     """Annotate `items` as generated inputs would be; accuracy and coverage in percent."""
     annotation = spec.generation.annotation.model_copy(update={"require_pseudo_label": False, "min_margin": 0.0})
     spec = spec.model_copy(update={"generation": spec.generation.model_copy(update={"annotation": annotation})})
-    backend = open_backend(spec.model, spec.generation, spec.generation.batch_size, sequences=len(items))
+    backend = open_backend(spec.model, spec.generation, spec.generation.batch_size, sequences=len(items) * max(1, votes_per_input(spec)))
     try:
         annotator = Annotator(spec, backend, output_filters(spec))
         candidates = [Candidate(item.input, round=-1) for item in items]

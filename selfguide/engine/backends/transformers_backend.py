@@ -185,8 +185,8 @@ class TransformersBackend(ChatRendering):
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache
                  ) -> torch.Tensor:
         """Next-token logits (float32) after `ids`; `cache` grows by their keys and values."""
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-                         logits_to_keep=1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float()
 
     def _shared_prefix(self, encoded: list[list[int]]) -> DynamicCache | None:
@@ -330,7 +330,8 @@ class TransformersBackend(ChatRendering):
         own_mask = (torch.arange(width, device=self.device) < lengths[:, None]).long()
         mask = torch.cat([own_mask.new_ones(len(tails), len(ids)), own_mask], dim=1)
         steps = (len(ids) + torch.arange(width, device=self.device))[None].expand(len(tails), -1)
-        out = self.model(input_ids=inputs, attention_mask=mask, position_ids=steps, past_key_values=cache, use_cache=True)
+        out = self.model(input_ids=inputs, attention_mask=mask, position_ids=steps, past_key_values=cache,
+                         use_cache=True)
         logprobs = out.logits.float().log_softmax(-1)
         for row, tail in enumerate(tails):
             scores[row] += float(sum(logprobs[row, i, tail[i + 1]] for i in range(len(tail) - 1)))

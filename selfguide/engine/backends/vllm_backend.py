@@ -101,13 +101,18 @@ def check_tensor_parallel(size: int, attention_heads: int, kv_heads: int | None 
         raise PermanentError(f"generation.tensorParallelSize {size}: {'; '.join(problems)}")
 
 
-def model_heads(location: ModelLocation, trust_remote_code: bool = False) -> tuple[int, int | None] | None:
-    """Attention and key-value head counts from the model's config (its text part for multimodal models);
-    None when the config names no head count (vLLM then checks alone)."""
+def text_config(location: ModelLocation, trust_remote_code: bool = False) -> Any:
+    """The model's config, its text part for multimodal models."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(location.path, revision=location.revision,
-                                        trust_remote_code=trust_remote_code).get_text_config()
+    return AutoConfig.from_pretrained(location.path, revision=location.revision,
+                                      trust_remote_code=trust_remote_code).get_text_config()
+
+
+def model_heads(location: ModelLocation, trust_remote_code: bool = False) -> tuple[int, int | None] | None:
+    """Attention and key-value head counts from the model's config; None when the config names no head count
+    (vLLM then checks alone)."""
+    config = text_config(location, trust_remote_code)
     heads = getattr(config, "num_attention_heads", None)
     if not isinstance(heads, int):
         return None
@@ -187,11 +192,7 @@ def engine_args(
 
 def context_length(location: ModelLocation, trust_remote_code: bool = False) -> int:
     """The model's context window (`max_position_embeddings` of its text config), as vLLM derives it."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(location.path, revision=location.revision,
-                                        trust_remote_code=trust_remote_code).get_text_config()
-    return int(config.max_position_embeddings)
+    return int(text_config(location, trust_remote_code).max_position_embeddings)
 
 
 @dataclass(frozen=True)
@@ -273,12 +274,12 @@ class VllmBackend(ChatRendering):
             check_tensor_parallel(tensor_parallel_size, *heads)
         rank = adapter_rank(adapter) if adapter else None
         tokenizer = load_tokenizer(location, trust_remote_code)
-        platform = "cuda" if torch.cuda.is_available() else "cpu"
-        if platform == "cpu":
+        platform, length = "cuda", None
+        if not torch.cuda.is_available():
+            platform, length = "cpu", context_length(location, trust_remote_code)
             # vLLM keeps one of the process's cores for its scheduler by default: half of a 2-core machine, for
             # half the throughput (docs/performance.md). The engine process is this stage's alone.
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        length = context_length(location, trust_remote_code) if platform == "cpu" else None
         from vllm import LLM
 
         llm = LLM(**engine_args(location, dtype, tensor_parallel_size, rank, trust_remote_code, seed, platform,

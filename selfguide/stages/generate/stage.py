@@ -366,12 +366,17 @@ def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Pa
     return GeneratedData(len(kept), report)
 
 
+def votes_per_input(spec: SelfGuideJobSpec) -> int:
+    """Sequences annotation decodes per input: its sampled answers (label likelihood decodes none)."""
+    annotation = spec.generation.annotation
+    return annotation.samples if annotation.method is AnnotationMethod.VOTE else 0
+
+
 def sequences(spec: SelfGuideJobSpec) -> int:
     """About how many sequences the stage decodes: every input it asks for, and the votes on each."""
     inputs = spec.generation.inputs
     asked = inputs.rounds_for(spec.task.type) * inputs.prompts_per_round * inputs.samples_per_prompt
-    annotation = spec.generation.annotation
-    return asked * (1 + (annotation.samples if annotation.method is AnnotationMethod.VOTE else 0))
+    return asked * (1 + votes_per_input(spec))
 
 
 def run(ctx: StageContext) -> GenerateResult:
