@@ -195,6 +195,13 @@ def context_length(location: ModelLocation, trust_remote_code: bool = False) -> 
     return int(text_config(location, trust_remote_code).max_position_embeddings)
 
 
+def progress_bars() -> bool:
+    """Whether vLLM may draw its progress bar: not where tqdm is disabled (`TQDM_DISABLE`), since vLLM 0.32.0
+    divides by the disabled bar's elapsed time, 0, as soon as a request finishes (`ZeroDivisionError` in
+    `LLM.generate`)."""
+    return not os.environ.get("TQDM_DISABLE")
+
+
 @dataclass(frozen=True)
 class VllmApi:
     """The vLLM request classes the backend builds: vLLM's own, or plain stand-ins in tests without vLLM."""
@@ -336,7 +343,7 @@ class VllmBackend(ChatRendering):
             step = 1 if self.adapter and self.platform == "cpu" else len(prompts)
             outputs = [output for start in range(0, len(prompts), step)
                        for output in self.llm.generate(prompts[start:start + step], sampling, lora_request=lora,
-                                                       use_tqdm=step > 1)]
+                                                       use_tqdm=step > 1 and progress_bars())]
             for (request, tail), output in zip(pairs, outputs, strict=True):
                 ids, logprobs = output.prompt_token_ids, output.prompt_logprobs
                 results[request.index].append(sum(logprobs[i][ids[i]].logprob
@@ -355,7 +362,7 @@ class VllmBackend(ChatRendering):
                     else [api.sampling_params(**{**mapped, "seed": r.seed}) for r in requests])
         lora = api.lora_request(ADAPTER_NAME, ADAPTER_ID, self.adapter) if self.use_adapter and self.adapter else None
         return self.llm.generate([api.tokens_prompt(prompt_token_ids=r.token_ids) for r in requests], sampling,
-                                 lora_request=lora, use_tqdm=True)
+                                 lora_request=lora, use_tqdm=progress_bars())
 
     def close(self) -> None:
         """Shut the engine down and free its GPU memory, so a second engine or the trainer can have it."""
