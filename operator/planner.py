@@ -102,7 +102,7 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
         verdict = failure
     elif spec is None:
         verdict = Verdict(Phase.FAILED, job.invalid_reason, clip(job.problems or "the spec is invalid"))
-    elif refused := refusals(spec, settings):  # asks for more than the operator's policy allows
+    elif refused := refusals(spec, settings, job.namespace):  # asks for more than the operator's policy allows
         verdict = Verdict(Phase.FAILED, "InvalidSpec", clip("; ".join(refused)))
     elif failed := next((e for e in entries if e.phase is Phase.FAILED), None):
         reason = FAILURE_REASONS.get(children[failed.name].reason or "", "StageFailed")

@@ -15,12 +15,33 @@ from typing import Any
 
 from selfguide.spec import SelfGuideJobSpec
 from selfguide.spec.runtime import PodSettings
+from selfguide.spec.uris import PvcUri, is_pvc
 from selfguide_operator.settings import OperatorSettings, Policy
 
-VOLUME_TYPES = ("configMap", "emptyDir", "persistentVolumeClaim", "downwardAPI", "ephemeral", "nfs", "projected")
-"""Volume types a job may add (hostPath only under `policy.allowedHostPaths`); none can reference a Secret."""
+VOLUME_TYPES = ("configMap", "emptyDir", "persistentVolumeClaim", "downwardAPI", "projected")
+"""Volume types a job may add (configMaps and claims as `policy.allowedConfigMaps` / `allowedClaims` say,
+hostPath only under `policy.allowedHostPaths`, `nfs` and `ephemeral` only in `policy.allowedVolumeTypes`);
+none can reference a Secret."""
 PROJECTED_SOURCES = ("configMap", "downwardAPI", "clusterTrustBundle")
 """Sources of a projected volume a job may use (no `secret`, no `serviceAccountToken`)."""
+
+OPERATOR_ENV = ("HOME", "HF_HOME", "HF_TOKEN")
+"""Variables the operator sets (with every `SELFGUIDE_*`): a job's `env` may not set them, so that it can
+neither replace them (the last of duplicate names wins) nor hide a stage's failure reason."""
+OPERATOR_ENV_PREFIX = "SELFGUIDE_"
+RESTRICTED_ENV = (
+    "HF_ENDPOINT", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "GCONV_PATH", "BASH_ENV", "ENV",
+    "NCCL_NET_PLUGIN", "NCCL_TUNER_PLUGIN", "NCCL_PROFILER_PLUGIN",
+)
+"""Variables that redirect the stage's requests (with the model token) or load code into it; refused unless
+`policy.allowedEnv` lists them, as are `LD_*` and `PYTHON*` (but `SAFE_PYTHON_ENV`)."""
+RESTRICTED_ENV_PREFIXES = ("LD_", "PYTHON")
+SAFE_PYTHON_ENV = ("PYTHONUNBUFFERED", "PYTHONHASHSEED", "PYTHONFAULTHANDLER", "PYTHONIOENCODING",
+                   "PYTHONDONTWRITEBYTECODE", "PYTHONUTF8")
+"""`PYTHON*` variables that load no code and redirect nothing."""
+SECRET_REFERENCE = "$(HF_TOKEN)"
+"""Kubernetes expands `$(VAR)` in variable values: no other variable may copy the model token."""
 
 _LOOSE_FLAGS = (("privileged", True), ("allowPrivilegeEscalation", True), ("readOnlyRootFilesystem", False),
                 ("runAsNonRoot", False))
@@ -30,8 +51,12 @@ def loosened(context: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The hardening keys of a (container or pod) security context that `context` loosens, with the value
     asked for: (dotted key, value)."""
     found = [(key, loose) for key, loose in _LOOSE_FLAGS if key in context and context[key] is loose]
-    if context.get("runAsUser") == 0:
-        found.append(("runAsUser", 0))
+    for key in ("runAsUser", "runAsGroup", "fsGroup"):
+        if key in context and context[key] == 0 and context[key] is not False:
+            found.append((key, 0))
+    groups = context.get("supplementalGroups")
+    if isinstance(groups, list) and any(group == 0 and group is not False for group in groups):
+        found.append(("supplementalGroups", groups))
     for key in ("seccompProfile", "appArmorProfile"):
         if (context.get(key) or {}).get("type") == "Unconfined":
             found.append((f"{key}.type", "Unconfined"))
@@ -70,13 +95,51 @@ def host_path_allowed(path: str, allowed: list[str]) -> bool:
     return any(path == a or path.startswith(a.rstrip("/") + "/") for a in allowed)
 
 
-def refusals(spec: SelfGuideJobSpec, settings: OperatorSettings) -> list[str]:
-    """Every field that asks for more than the policy allows, as `field.path: problem (the setting)`."""
+def name_allowed(name: str, allowed: list[str]) -> bool:
+    """`name` is in the allow-list `allowed`, or the list holds `*`."""
+    return "*" in allowed or name in allowed
+
+
+def secret_allowed(name: str, namespace: str | None, allowed: list[str]) -> bool:
+    """`policy.allowedSecrets` lists the Secret `name` (of any namespace) or `namespace/name`."""
+    return name in allowed or (namespace is not None and f"{namespace}/{name}" in allowed)
+
+
+def claim_allowed(claim: str, settings: OperatorSettings) -> bool:
+    return claim == settings.output_claim or name_allowed(claim, settings.policy.allowed_claims)
+
+
+def env_refusal(name: str, policy: Policy) -> str | None:
+    """Why a job's `env` may not set `name` under `policy` (None: it may)."""
+    if name.startswith(OPERATOR_ENV_PREFIX) or name in OPERATOR_ENV:
+        return "the operator sets this variable itself"
+    restricted = name in RESTRICTED_ENV or (name.startswith(RESTRICTED_ENV_PREFIXES) and name not in SAFE_PYTHON_ENV)
+    if restricted and name not in policy.allowed_env:
+        return "it loads code into the stage or redirects its requests (operator setting policy.allowedEnv)"
+    return None
+
+
+def refusals(spec: SelfGuideJobSpec, settings: OperatorSettings, namespace: str | None = None) -> list[str]:
+    """Every field that asks for more than the policy allows, as `field.path: problem (the setting)`; a Secret
+    in `policy.allowedSecrets` as `namespace/name` counts only for a job of that `namespace`."""
     policy = settings.policy
     problems = []
     if spec.model.trust_remote_code and not policy.allow_trust_remote_code:
         problems.append("spec.model.trustRemoteCode: true is not allowed (operator setting "
                         "policy.allowTrustRemoteCode)")
+    if (secret := spec.model.hf_token_secret) and not secret_allowed(secret.name, namespace, policy.allowed_secrets):
+        problems.append(_setting(secret.name, "spec.model.hfTokenSecret.name", "allowedSecrets"))
+    claims = [("spec.output.claimName", spec.output.claim_name),
+              ("spec.modelCache.claimName", spec.model_cache.claim_name if spec.model_cache else None),
+              ("spec.model.name", spec.model.name if is_pvc(spec.model.name) else None),
+              ("spec.evaluation.path", spec.evaluation.path if spec.evaluation and spec.evaluation.path
+               and is_pvc(spec.evaluation.path) else None)]
+    for field, value in claims:
+        claim = value and (PvcUri.parse(value).claim if field in ("spec.model.name", "spec.evaluation.path")
+                           else value)
+        if claim and not claim_allowed(claim, settings):
+            problems.append(_setting(claim, field if claim == value else f"{field} (claim {claim})",
+                                     "allowedClaims"))
     levels: list[tuple[str, PodSettings]] = [("spec.pod", spec.pod)]
     levels += [(f"spec.stages.{name}", getattr(spec.stages, name)) for name in type(spec.stages).model_fields]
     for where, pod in levels:
@@ -103,32 +166,62 @@ def _pod_refusals(where: str, pod: PodSettings, settings: OperatorSettings) -> l
         if cap not in policy.allowed_capabilities:
             problems.append(_setting(cap, f"{where}.securityContext.capabilities.add", "allowedCapabilities"))
     for i, volume in enumerate(pod.volumes or []):
-        problems += _volume_refusals(f"{where}.volumes[{i}]", volume, policy)
+        problems += _volume_refusals(f"{where}.volumes[{i}]", volume, settings)
     for i, var in enumerate(pod.env or []):
-        if isinstance(var, Mapping) and "secretKeyRef" in (var.get("valueFrom") or {}):
+        if not isinstance(var, Mapping):
+            continue
+        name = str(var.get("name", ""))
+        if reason := env_refusal(name, policy):
+            problems.append(f"{where}.env[{i}].name: {json.dumps(name)} is not allowed: {reason}")
+        if "secretKeyRef" in (var.get("valueFrom") or {}):
             problems.append(f"{where}.env[{i}].valueFrom.secretKeyRef: stage pods get a Secret only through "
                             "spec.model.hfTokenSecret (the operator's admission policy allows no other reference)")
+        if SECRET_REFERENCE in str(var.get("value") or ""):
+            problems.append(f"{where}.env[{i}].value: may not copy the model token ({SECRET_REFERENCE})")
     for i, source in enumerate(pod.env_from or []):
         if isinstance(source, Mapping) and "secretRef" in source:
             problems.append(f"{where}.envFrom[{i}].secretRef: stage pods get a Secret only through "
                             "spec.model.hfTokenSecret (the operator's admission policy allows no other reference)")
+        elif isinstance(source, Mapping) and "configMapRef" in source:
+            name = (source["configMapRef"] or {}).get("name", "")
+            if not name_allowed(name, policy.allowed_config_maps):
+                problems.append(_setting(name, f"{where}.envFrom[{i}].configMapRef.name", "allowedConfigMaps"))
     return problems
 
 
-def _volume_refusals(where: str, volume: Mapping[str, Any], policy: Policy) -> list[str]:
+def _volume_refusals(where: str, volume: Mapping[str, Any], settings: OperatorSettings) -> list[str]:
+    policy = settings.policy
     kinds = [key for key in volume if key != "name"]
     problems = []
     for kind in kinds:
+        source = volume[kind] or {}
         if kind == "hostPath":
-            path = (volume[kind] or {}).get("path", "")
+            path = source.get("path", "")
             if not host_path_allowed(path, policy.allowed_host_paths):
                 problems.append(_setting(path, f"{where}.hostPath.path", "allowedHostPaths"))
+        elif kind in ("nfs", "ephemeral"):
+            if kind not in policy.allowed_volume_types:
+                problems.append(_setting(kind, f"{where}.{kind}", "allowedVolumeTypes"))
         elif kind not in VOLUME_TYPES:
-            problems.append(f"{where}.{kind}: stage pods may only mount {', '.join(VOLUME_TYPES)} or allowed "
-                            "hostPath volumes (no Secrets: the operator's admission policy denies the others)")
+            problems.append(f"{where}.{kind}: stage pods may only mount {', '.join(VOLUME_TYPES)}, allowed "
+                            "hostPath, nfs or ephemeral volumes (no Secrets: the operator's admission policy denies "
+                            "the others)")
+        elif kind == "persistentVolumeClaim":
+            claim = source.get("claimName", "")
+            if not claim_allowed(claim, settings):
+                problems.append(_setting(claim, f"{where}.persistentVolumeClaim.claimName", "allowedClaims"))
+        elif kind == "configMap":
+            name = source.get("name", "")
+            if not name_allowed(name, policy.allowed_config_maps):
+                problems.append(_setting(name, f"{where}.configMap.name", "allowedConfigMaps"))
         elif kind == "projected":
-            for j, source in enumerate((volume[kind] or {}).get("sources") or []):
-                if bad := [key for key in source if key not in PROJECTED_SOURCES]:
+            for j, projected in enumerate(source.get("sources") or []):
+                if bad := [key for key in projected if key not in PROJECTED_SOURCES]:
                     problems.append(f"{where}.projected.sources[{j}].{bad[0]}: a projected volume may only hold "
                                     f"{', '.join(PROJECTED_SOURCES)}")
+                elif "configMap" in projected:
+                    name = (projected["configMap"] or {}).get("name", "")
+                    if not name_allowed(name, policy.allowed_config_maps):
+                        problems.append(_setting(name, f"{where}.projected.sources[{j}].configMap.name",
+                                                 "allowedConfigMaps"))
     return problems

@@ -44,6 +44,22 @@ class Policy(BaseModel):
     """`spec.model.trustRemoteCode: true` (model repositories run their own Python code)."""
     allowed_capabilities: list[Annotated[str, Field(min_length=1, pattern=r"^[A-Z_]+$")]] = []
     """Linux capabilities a container may add (`securityContext.capabilities.add`); `ALL` stays dropped."""
+    allowed_secrets: list[Annotated[str, Field(min_length=1, pattern=r"^([a-z0-9-]+/)?[a-z0-9.-]+$")]] = []
+    """Secrets `spec.model.hfTokenSecret` may name: `name` (in any namespace) or `namespace/name`; none by
+    default (a job with a model token then fails with `InvalidSpec`)."""
+    allowed_env: list[Annotated[str, Field(min_length=1)]] = []
+    """Variables of `policy.RESTRICTED_ENV` (code-loading or endpoint-redirecting: `PYTHONPATH`, `LD_PRELOAD`,
+    `HF_ENDPOINT`, proxies, ...) that `env` may set nonetheless; the operator's own (`SELFGUIDE_*`, `HOME`,
+    `HF_HOME`, `HF_TOKEN`) never."""
+    allowed_claims: list[Annotated[str, Field(min_length=1)]] = []
+    """PersistentVolumeClaims besides the operator's output claim that stage pods may mount
+    (`spec.output.claimName`, `spec.modelCache.claimName`, `pvc://` inputs, volumes); `*` allows any."""
+    allowed_config_maps: list[Annotated[str, Field(min_length=1)]] = []
+    """ConfigMaps besides the job's own `<job>-spec` that stage pods may mount or take variables from
+    (`volumes`, projected sources, `envFrom`); `*` allows any."""
+    allowed_volume_types: list[Literal["nfs", "ephemeral"]] = []
+    """Volume types besides configMap, emptyDir, persistentVolumeClaim, downwardAPI and projected (`nfs`
+    reaches any export of its server; `ephemeral` may clone any claim through its `dataSource`)."""
 
 
 def _one_gpu_per_stage() -> dict[str, Resources]:

@@ -11,9 +11,12 @@ import yaml
 
 import selfguide
 from selfguide.spec.runtime import Resources
+from selfguide_operator.builders import stage_job
+from selfguide_operator.observed import Observed
+from selfguide_operator.policy import OPERATOR_ENV, RESTRICTED_ENV, RESTRICTED_ENV_PREFIXES, SAFE_PYTHON_ENV
 from selfguide_operator.settings import ENV_PREFIX, OperatorSettings, Policy
 from tests.chart.conftest import CHART, VALUES, Helm, objects, one, operator_container, operator_env
-from tests.operator.helpers import ROOT
+from tests.operator.helpers import ROOT, manifest
 
 VALUES_FILES = sorted(VALUES.glob("*.yaml"))
 OPERATOR_RULES = {
@@ -255,6 +258,35 @@ def test_the_admission_policies_are_bound_to_the_operators_service_account_and_t
     off = tmp_path / "off.yaml"
     off.write_text("admissionPolicy: {enabled: false}\n")
     assert not [d for d in objects(helm.template(off)) if d["kind"].startswith("ValidatingAdmission")]
+
+
+@pytest.mark.integration
+def test_the_admission_policy_knows_the_variables_and_values_the_operator_does(helm: Helm, tmp_path: Path):
+    """The policy's copies of operator/policy.py's variable lists and of the operator's fixed variables agree,
+    and its allow-lists are the policy values (the output claim always among the claims)."""
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump({"policy": {
+        "allowedSecrets": ["hf", "team-a/token"], "allowedClaims": ["weights"], "allowedConfigMaps": ["vars"],
+        "allowedVolumeTypes": ["nfs"], "allowedEnv": ["HF_ENDPOINT"]}}))
+    docs = objects(helm.template(tmp_path / "policy.yaml"))
+    jobs = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"
+                and d["metadata"]["name"] == "selfguide-stage-jobs")["spec"]
+    variables = {v["name"]: json.loads(v["expression"]) for v in jobs["variables"]
+                 if v["expression"].startswith(("[", "{"))}
+    assert variables["restrictedEnv"] == list(RESTRICTED_ENV)
+    assert variables["restrictedEnvPrefixes"] == list(RESTRICTED_ENV_PREFIXES)
+    assert variables["safePythonEnv"] == list(SAFE_PYTHON_ENV)
+    assert (variables["secrets"], variables["claims"], variables["configMaps"], variables["volumeTypes"],
+            variables["allowedEnv"]) == (["hf", "team-a/token"], ["selfguide-data", "weights"], ["vars"], ["nfs"],
+                                         ["HF_ENDPOINT"])
+    settings = OperatorSettings(progress_url="http://operator:8082")
+    job = stage_job(Observed.from_body(manifest("demo", model={"name": "org/m", "hfTokenSecret": {"name": "hf"}})
+                                       | {"metadata": {"name": "demo", "namespace": "ns", "uid": "u"}}),
+                    "generate", settings, suspend=False, deadline_seconds=None)
+    rendered = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    fixed = variables["fixedEnv"]
+    assert {name: rendered[name] for name in fixed} == fixed
+    assert set(rendered) == set(fixed) | set(variables["operatorEnv"]) | {"HF_TOKEN"}
+    assert all(name.startswith(ENV_PREFIX) or name in OPERATOR_ENV for name in rendered)
 
 
 @pytest.mark.integration

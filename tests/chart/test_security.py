@@ -36,9 +36,9 @@ PRIVILEGED_HOST_ROOT = {
 }
 
 
-def legit(install: Install, name: str = "forged") -> tuple[dict[str, Any], dict[str, Any]]:
+def legit(install: Install, name: str = "forged", **spec: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The stage Job and spec ConfigMap the operator itself would write for a SelfGuideJob `name`."""
-    body = manifest(name)
+    body = manifest(name, **spec)
     body["metadata"] |= {"namespace": install.jobs, "uid": "00000000-0000-0000-0000-000000000001",
                          "generation": 1}
     job = Observed.from_body(body)
@@ -85,7 +85,45 @@ FORGED_JOBS: dict[str, Callable[[dict[str, Any]], object]] = {
     "the host network": lambda j: pod(j).update(hostNetwork=True),
     "a node name": lambda j: pod(j).update(nodeName="node-1"),
     "an init container": lambda j: pod(j).update(initContainers=[dict(container(j), name="init")]),
+    # issue 30: a stage-shaped Job (stage image and command, no token) that would run foreign code or reach a
+    # Secret, a root identity or storage no SelfGuideJob was given
+    "PYTHONPATH to the spec ConfigMap": lambda j: set_env(j, "PYTHONPATH", "/etc/selfguide"),
+    "HF_TOKEN from a Secret not allowed": lambda j: set_env(
+        j, "HF_TOKEN", value_from={"secretKeyRef": {"name": "any", "key": "k"}}, then=("SELFGUIDE_SECRET_ENV", "HF_TOKEN")),
+    "LD_PRELOAD": lambda j: set_env(j, "LD_PRELOAD", "/data/x.so"),
+    "HF_ENDPOINT": lambda j: set_env(j, "HF_ENDPOINT", "https://collector.example"),
+    "the operator's own variable replaced": lambda j: set_env(j, "SELFGUIDE_TERMINATION_LOG", "/dev/null"),
+    "runAsUser 0": lambda j: pod(j)["securityContext"].update(runAsUser=0),
+    "runAsNonRoot false": lambda j: pod(j)["securityContext"].update(runAsNonRoot=False),
+    "a container as root": lambda j: container(j)["securityContext"].update(runAsUser=0, runAsNonRoot=False),
+    "runAsGroup 0": lambda j: pod(j)["securityContext"].update(runAsGroup=0),
+    "fsGroup 0": lambda j: pod(j)["securityContext"].update(fsGroup=0),
+    "supplementalGroups 0": lambda j: pod(j)["securityContext"].update(supplementalGroups=[0]),
+    "a container in group 0": lambda j: container(j)["securityContext"].update(runAsGroup=0),
+    "a writable root filesystem": lambda j: container(j)["securityContext"].update(readOnlyRootFilesystem=False),
+    "an nfs volume": lambda j: pod(j)["volumes"].append({"name": "n", "nfs": {"server": "10.0.0.1", "path": "/"}}),
+    "any claim": lambda j: pod(j)["volumes"].append({"name": "c", "persistentVolumeClaim": {"claimName": "other"}}),
+    "the output volume on another claim": lambda j: volume(j, "data").update(
+        persistentVolumeClaim={"claimName": "other"}),
+    "an ephemeral clone of a claim": lambda j: pod(j)["volumes"].append({"name": "e", "ephemeral": {
+        "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                                         "dataSource": {"kind": "PersistentVolumeClaim", "name": "other"}}}}}),
+    "another ConfigMap": lambda j: pod(j)["volumes"].append({"name": "m", "configMap": {"name": "app-config"}}),
+    "envFrom a ConfigMap": lambda j: container(j).update(envFrom=[{"configMapRef": {"name": "app-config"}}]),
 }
+
+
+def set_env(job: dict[str, Any], name: str, value: str | None = None, value_from: dict[str, Any] | None = None,
+            then: tuple[str, str] | None = None) -> None:
+    """Put the variable first (the operator's own come after it, so only the policy can refuse it)."""
+    var: dict[str, Any] = {"name": name} | ({"value": value} if value is not None else {"valueFrom": value_from})
+    container(job)["env"].insert(0, var)
+    if then:
+        container(job)["env"].insert(1, {"name": then[0], "value": then[1]})
+
+
+def volume(job: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(v for v in pod(job)["volumes"] if v["name"] == name)
 
 
 def create(install: Install, kubectl: Kubectl, body: dict[str, Any]) -> tuple[bool, str]:
@@ -111,13 +149,21 @@ def denied_by_policy(accepted_and_error: tuple[bool, str]) -> bool:
     return not accepted and "ValidatingAdmissionPolicy" in error and "denied request" in error
 
 
+ALLOWED_SECRET = {"policy": {"allowedSecrets": ["hf"]}}
+"""An administrator's allow-list naming the Secret `hf` (so that a denied Secret is denied for its name)."""
+
+
 @pytest.mark.parametrize("install", ["namespaced", "cluster-wide"], indirect=True)
+@pytest.mark.parametrize("chart_values", [ALLOWED_SECRET])
 def test_forged_requests_with_the_operators_token_are_denied(install: Install, kubectl: Kubectl, kubeconfig: Path):
     write_operator_kubeconfig(install, kubectl, kubeconfig)
     job, config_map = legit(install)
-    # What the operator really writes is accepted (the denials below are the forgery's doing).
+    # What the operator really writes is accepted (the denials below are the forgery's doing), with an allowed
+    # model token too.
     assert create(install, kubectl, job) == (True, "")
     assert create(install, kubectl, config_map) == (True, "")
+    with_token, _ = legit(install, model={"name": "org/gated-model", "hfTokenSecret": {"name": "hf"}})
+    assert create(install, kubectl, with_token) == (True, "")
     # The API server loads a new admission policy asynchronously: wait until it is in force.
     probe = forge(job, FORGED_JOBS["another image"])
     wait_for(lambda: denied_by_policy(create(install, kubectl, probe)), "the admission policy to be in force",
@@ -125,6 +171,10 @@ def test_forged_requests_with_the_operators_token_are_denied(install: Install, k
     for what, change in FORGED_JOBS.items():
         assert denied_by_policy(create(install, kubectl, forge(job, change))), what
     for what, forged in {
+        "a sitecustomize.py beside job.yaml": forge(config_map, lambda c: c["data"].update(
+            {"sitecustomize.py": "import os; open('/dev/termination-log', 'w').write(os.environ['HF_TOKEN'])"})),
+        "binaryData": forge(config_map, lambda c: c.update(binaryData={"x.so": "AA=="})),
+        "no job.yaml": forge(config_map, lambda c: c.update(data={"sitecustomize.py": "import os"})),
         "another name": forge(config_map, lambda c: c["metadata"].update(name="app-config")),
         "no owner": forge(config_map, lambda c: c["metadata"].pop("ownerReferences")),
         "no job label": forge(config_map, lambda c: c["metadata"]["labels"].pop("selfguide.dev/job")),
@@ -189,6 +239,7 @@ def test_what_the_policy_allows_is_rendered_as_asked_and_admitted(install: Insta
 
 
 @pytest.mark.parametrize("install", ["cluster-wide"], indirect=True)
+@pytest.mark.parametrize("chart_values", [ALLOWED_SECRET])
 def test_stage_pods_carry_no_token_and_a_printed_secret_reaches_neither_status_nor_events(
         install: Install, operator_log: Path, kubectl: Kubectl, cluster: Cluster):
     jobs, token = install.jobs, f"hf_{secrets.token_hex(12)}"

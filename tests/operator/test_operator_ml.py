@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from collections.abc import Callable
@@ -53,7 +54,8 @@ def test_the_sentiment_example_trains_an_adapter_on_the_cluster(start_operator, 
     path.write_text(yaml.safe_dump(document))
     port = free_port()  # the real stages report live progress, authenticated by their projected token
     start_operator(namespace, fake_stages=False, SELFGUIDE_PROGRESS_PORT=str(port),
-                   SELFGUIDE_PROGRESS_URL=f"http://127.0.0.1:{port}", SELFGUIDE_PROGRESS_SECONDS="1")
+                   SELFGUIDE_PROGRESS_URL=f"http://127.0.0.1:{port}", SELFGUIDE_PROGRESS_SECONDS="1",
+                   SELFGUIDE_POLICY=json.dumps({"allowedClaims": [real_stages["claimName"]]}))
     kubectl("apply", "-n", namespace, "-f", str(path))
     seen: set[tuple[str, float]] = set()
     deadline = time.monotonic() + 480

@@ -50,6 +50,32 @@ def refused(settings: OperatorSettings = DEFAULTS, **spec: Any) -> list[str]:
      "allowedImages"),
     ({"model": {"name": "org/model", "trustRemoteCode": True}}, "spec.model.trustRemoteCode",
      "allowTrustRemoteCode"),
+    ({"pod": {"podSecurityContext": {"runAsGroup": 0}}}, "spec.pod.podSecurityContext.runAsGroup",
+     "allowPrivileged"),
+    ({"pod": {"podSecurityContext": {"fsGroup": 0}}}, "spec.pod.podSecurityContext.fsGroup", "allowPrivileged"),
+    ({"pod": {"podSecurityContext": {"supplementalGroups": [5, 0]}}},
+     "spec.pod.podSecurityContext.supplementalGroups", "allowPrivileged"),
+    ({"stages": {"train": {"securityContext": {"runAsGroup": 0}}}}, "spec.stages.train.securityContext.runAsGroup",
+     "allowPrivileged"),
+    ({"model": {"name": "org/m", "hfTokenSecret": {"name": "hf"}}}, "spec.model.hfTokenSecret.name",
+     "allowedSecrets"),
+    ({"pod": {"env": [{"name": "PYTHONPATH", "value": "/etc/selfguide"}]}}, "spec.pod.env[0].name", "allowedEnv"),
+    ({"pod": {"env": [{"name": "LD_PRELOAD", "value": "/x.so"}]}}, "spec.pod.env[0].name", "allowedEnv"),
+    ({"stages": {"generate": {"env": [{"name": "HF_ENDPOINT", "value": "https://evil.example"}]}}},
+     "spec.stages.generate.env[0].name", "allowedEnv"),
+    ({"output": {"claimName": "other"}}, "spec.output.claimName", "allowedClaims"),
+    ({"modelCache": {"claimName": "hf-cache"}}, "spec.modelCache.claimName", "allowedClaims"),
+    ({"model": {"name": "pvc://weights/llama"}}, "spec.model.name (claim weights)", "allowedClaims"),
+    ({"pod": {"volumes": [{"name": "c", "persistentVolumeClaim": {"claimName": "other"}}]}},
+     "spec.pod.volumes[0].persistentVolumeClaim.claimName", "allowedClaims"),
+    ({"pod": {"volumes": [{"name": "c", "configMap": {"name": "code"}}]}}, "spec.pod.volumes[0].configMap.name",
+     "allowedConfigMaps"),
+    ({"pod": {"envFrom": [{"configMapRef": {"name": "vars"}}]}}, "spec.pod.envFrom[0].configMapRef.name",
+     "allowedConfigMaps"),
+    ({"pod": {"volumes": [{"name": "n", "nfs": {"server": "nfs.example", "path": "/"}}]}},
+     "spec.pod.volumes[0].nfs", "allowedVolumeTypes"),
+    ({"pod": {"volumes": [{"name": "e", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}}]}},
+     "spec.pod.volumes[0].ephemeral", "allowedVolumeTypes"),
 ])
 def test_each_loosening_is_refused_naming_the_field_and_the_setting(spec, field, setting):
     [problem] = refused(**spec)
@@ -64,7 +90,46 @@ def test_secrets_reach_pods_only_through_the_model_token():
     assert [p.split(":")[0] for p in problems] == [
         "spec.pod.volumes[0].secret", "spec.pod.volumes[1].projected.sources[0].secret",
         "spec.pod.env[0].valueFrom.secretKeyRef", "spec.pod.envFrom[0].secretRef"]
-    assert not refused(model={"name": "org/m", "hfTokenSecret": {"name": "hf"}})
+    allowed = OperatorSettings(policy=Policy(allowed_secrets=["hf", "team-a/team-token"]))
+    assert not refused(allowed, model={"name": "org/m", "hfTokenSecret": {"name": "hf"}})
+    job = observed(model={"name": "org/m", "hfTokenSecret": {"name": "team-token"}})
+    assert job.spec is not None
+    assert not refusals(job.spec, allowed, "team-a") and refusals(job.spec, allowed, "team-b")
+
+
+@pytest.mark.parametrize("name", ["SELFGUIDE_TERMINATION_LOG", "SELFGUIDE_SECRET_ENV", "SELFGUIDE_ANYTHING", "HOME",
+                                  "HF_HOME", "HF_TOKEN"])
+def test_a_job_may_not_set_the_operators_own_variables_even_if_allowed(name):
+    settings = OperatorSettings(policy=Policy(allowed_env=[name]))
+    [problem] = refused(settings, pod={"env": [{"name": name, "value": "x"}]})
+    assert problem.startswith("spec.pod.env[0].name: ") and "the operator sets this variable itself" in problem
+
+
+def test_restricted_variables_pass_when_allowed_and_harmless_ones_always():
+    assert not refused(pod={"env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "NCCL_DEBUG", "value": "x"},
+                                    {"name": "HF_HUB_OFFLINE", "value": "1"}]})
+    settings = OperatorSettings(policy=Policy(allowed_env=["HF_ENDPOINT", "PYTHONPATH"]))
+    assert not refused(settings, pod={"env": [{"name": "HF_ENDPOINT", "value": "https://mirror.example"},
+                                              {"name": "PYTHONPATH", "value": "/opt/lib"}]})
+    [problem] = refused(pod={"env": [{"name": "COPY", "value": "$(HF_TOKEN)"}]})
+    assert problem.startswith("spec.pod.env[0].value: ")
+
+
+def test_claims_config_maps_and_volume_types_pass_when_allowed():
+    settings = OperatorSettings(policy=Policy(allowed_claims=["weights", "hf-cache", "other"],
+                                              allowed_config_maps=["vars"], allowed_volume_types=["nfs"]))
+    assert not refused(settings, output={"claimName": "other"}, modelCache={"claimName": "hf-cache"},
+                       model={"name": "pvc://weights/llama"},
+                       pod={"envFrom": [{"configMapRef": {"name": "vars"}}],
+                            "volumes": [{"name": "v", "configMap": {"name": "vars"}},
+                                        {"name": "p", "projected": {"sources": [{"configMap": {"name": "vars"}}]}},
+                                        {"name": "n", "nfs": {"server": "nfs.example", "path": "/"}}]})
+    assert not refused(OperatorSettings(policy=Policy(allowed_claims=["*"], allowed_config_maps=["*"])),
+                       output={"claimName": "any"}, pod={"volumes": [{"name": "v", "configMap": {"name": "any"}}]})
+    assert not refused(output={"claimName": "selfguide-data"})  # the operator's own output claim
+    [problem] = refused(settings, pod={"volumes": [
+        {"name": "p", "projected": {"sources": [{"configMap": {"name": "code"}}]}}]})
+    assert problem.startswith("spec.pod.volumes[0].projected.sources[0].configMap.name: ")
 
 
 def test_what_the_policy_allows_passes():
@@ -92,10 +157,13 @@ def test_a_refused_job_fails_with_invalid_spec_and_creates_nothing():
 
 
 def test_security_contexts_merge_so_hardening_keys_only_get_stricter():
-    job = build(pod={"securityContext": ROOT_PRIVILEGED,
-                     "podSecurityContext": {"runAsUser": 0, "runAsNonRoot": False, "fsGroup": 5}})
+    job = build(pod={"securityContext": ROOT_PRIVILEGED | {"runAsGroup": 0},
+                     "podSecurityContext": {"runAsUser": 0, "runAsNonRoot": False, "runAsGroup": 0,
+                                            "supplementalGroups": [0], "fsGroup": 5}})
     assert container(job)["securityContext"] == CONTAINER_SECURITY
     assert job["spec"]["template"]["spec"]["securityContext"] == POD_SECURITY | {"fsGroup": 5}
+    groups = build(pod={"podSecurityContext": {"fsGroup": 0, "supplementalGroups": [4000]}})
+    assert groups["spec"]["template"]["spec"]["securityContext"] == POD_SECURITY | {"supplementalGroups": [4000]}
     stricter = build(pod={"securityContext": {"runAsUser": 4000, "capabilities": {"drop": ["NET_RAW"]}}})
     assert container(stricter)["securityContext"] == CONTAINER_SECURITY | {
         "runAsUser": 4000, "capabilities": {"drop": ["ALL", "NET_RAW"]}}

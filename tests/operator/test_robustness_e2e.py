@@ -88,7 +88,7 @@ def test_a_stage_whose_pod_cannot_be_scheduled_is_pending_with_the_reason_then_t
 
 
 def test_a_stage_without_its_output_claim_waits_with_the_reason(start_operator, sgjs, output_claim, namespace):
-    start_operator(namespace)
+    start_operator(namespace, SELFGUIDE_POLICY='{"allowedClaims": ["no-such-claim"]}')
     sgjs.create(manifest("claimless", output={"claimName": "no-such-claim"}))
     status = wait_for(lambda: (s := sgjs.status("claimless")).get("stages")
                       and "no-such-claim" in (stage(s, "generate").get("message") or "") and s,
