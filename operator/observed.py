@@ -17,10 +17,17 @@ from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
 from selfguide_operator.names import ANNOTATION_CONFIG_HASH, ANNOTATION_GENERATION, LABEL_STAGE
 
 
+CLIPPED = " [...] "
+
+
 def clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    """`text` cut to `limit` characters, keeping its end (where a traceback or log says what went wrong)."""
+    """`text` cut to `limit` characters in its middle: its beginning (the first offending fields of a refusal,
+    the stage and what it was doing) and its end (where a traceback or log says what went wrong) both stay."""
     text = text.strip()
-    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+    if len(text) <= limit:
+        return text
+    head = (limit - len(CLIPPED)) // 2
+    return text[:head] + CLIPPED + text[-(limit - len(CLIPPED) - head):]
 
 
 def _int(value: str | None) -> int | None:

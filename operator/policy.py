@@ -25,7 +25,10 @@ none can reference a Secret."""
 PROJECTED_SOURCES = ("configMap", "downwardAPI", "clusterTrustBundle")
 """Sources of a projected volume a job may use (no `secret`, no `serviceAccountToken`)."""
 
-OPERATOR_ENV = ("HOME", "HF_HOME", "HF_TOKEN")
+SECRET_ENV = ("HF_TOKEN", "OPENAI_API_KEY")
+"""The variables through which a Secret reaches a stage pod: `spec.model.hfTokenSecret`, and the API key of an
+OpenAI-compatible generation endpoint; each only from a Secret of `policy.allowedSecrets`."""
+OPERATOR_ENV = ("HOME", "HF_HOME", *SECRET_ENV)
 """Variables the operator sets (with every `SELFGUIDE_*`): a job's `env` may not set them, so that it can
 neither replace them (the last of duplicate names wins) nor hide a stage's failure reason."""
 OPERATOR_ENV_PREFIX = "SELFGUIDE_"
@@ -40,8 +43,8 @@ RESTRICTED_ENV_PREFIXES = ("LD_", "PYTHON")
 SAFE_PYTHON_ENV = ("PYTHONUNBUFFERED", "PYTHONHASHSEED", "PYTHONFAULTHANDLER", "PYTHONIOENCODING",
                    "PYTHONDONTWRITEBYTECODE", "PYTHONUTF8")
 """`PYTHON*` variables that load no code and redirect nothing."""
-SECRET_REFERENCE = "$(HF_TOKEN)"
-"""Kubernetes expands `$(VAR)` in variable values: no other variable may copy the model token."""
+SECRET_REFERENCES = tuple(f"$({name})" for name in SECRET_ENV)
+"""Kubernetes expands `$(VAR)` in variable values: no other variable may copy a Secret's."""
 
 _LOOSE_FLAGS = (("privileged", True), ("allowPrivilegeEscalation", True), ("readOnlyRootFilesystem", False),
                 ("runAsNonRoot", False))
@@ -127,8 +130,12 @@ def refusals(spec: SelfGuideJobSpec, settings: OperatorSettings, namespace: str 
     if spec.model.trust_remote_code and not policy.allow_trust_remote_code:
         problems.append("spec.model.trustRemoteCode: true is not allowed (operator setting "
                         "policy.allowTrustRemoteCode)")
-    if (secret := spec.model.hf_token_secret) and not secret_allowed(secret.name, namespace, policy.allowed_secrets):
-        problems.append(_setting(secret.name, "spec.model.hfTokenSecret.name", "allowedSecrets"))
+    # getattr: the generation endpoint (spec.generation.endpoint.apiKeySecret) may not exist in this spec version
+    endpoint = getattr(spec.generation, "endpoint", None)
+    for field, secret in (("spec.model.hfTokenSecret", spec.model.hf_token_secret),
+                          ("spec.generation.endpoint.apiKeySecret", getattr(endpoint, "api_key_secret", None))):
+        if secret and not secret_allowed(secret.name, namespace, policy.allowed_secrets):
+            problems.append(_setting(secret.name, f"{field}.name", "allowedSecrets"))
     claims = [("spec.output.claimName", spec.output.claim_name),
               ("spec.modelCache.claimName", spec.model_cache.claim_name if spec.model_cache else None),
               ("spec.model.name", spec.model.name if is_pvc(spec.model.name) else None),
@@ -176,8 +183,8 @@ def _pod_refusals(where: str, pod: PodSettings, settings: OperatorSettings) -> l
         if "secretKeyRef" in (var.get("valueFrom") or {}):
             problems.append(f"{where}.env[{i}].valueFrom.secretKeyRef: stage pods get a Secret only through "
                             "spec.model.hfTokenSecret (the operator's admission policy allows no other reference)")
-        if SECRET_REFERENCE in str(var.get("value") or ""):
-            problems.append(f"{where}.env[{i}].value: may not copy the model token ({SECRET_REFERENCE})")
+        if copied := [ref for ref in SECRET_REFERENCES if ref in str(var.get("value") or "")]:
+            problems.append(f"{where}.env[{i}].value: may not copy a Secret's variable ({copied[0]})")
     for i, source in enumerate(pod.env_from or []):
         if isinstance(source, Mapping) and "secretRef" in source:
             problems.append(f"{where}.envFrom[{i}].secretRef: stage pods get a Secret only through "

@@ -13,7 +13,13 @@ import selfguide
 from selfguide.spec.runtime import Resources
 from selfguide_operator.builders import stage_job
 from selfguide_operator.observed import Observed
-from selfguide_operator.policy import OPERATOR_ENV, RESTRICTED_ENV, RESTRICTED_ENV_PREFIXES, SAFE_PYTHON_ENV
+from selfguide_operator.policy import (
+    OPERATOR_ENV,
+    RESTRICTED_ENV,
+    RESTRICTED_ENV_PREFIXES,
+    SAFE_PYTHON_ENV,
+    SECRET_ENV,
+)
 from selfguide_operator.settings import ENV_PREFIX, OperatorSettings, Policy
 from tests.chart.conftest import CHART, VALUES, Helm, objects, one, operator_container, operator_env
 from tests.operator.helpers import ROOT, manifest
@@ -285,7 +291,8 @@ def test_the_admission_policy_knows_the_variables_and_values_the_operator_does(h
     rendered = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     fixed = variables["fixedEnv"]
     assert {name: rendered[name] for name in fixed} == fixed
-    assert set(rendered) == set(fixed) | set(variables["operatorEnv"]) | {"HF_TOKEN"}
+    assert set(rendered) == set(fixed) | set(variables["operatorEnv"]) | {"HF_TOKEN", "SELFGUIDE_SECRET_ENV"}
+    assert variables["secretEnv"] == list(SECRET_ENV)
     assert all(name.startswith(ENV_PREFIX) or name in OPERATOR_ENV for name in rendered)
 
 

@@ -90,6 +90,12 @@ FORGED_JOBS: dict[str, Callable[[dict[str, Any]], object]] = {
     "PYTHONPATH to the spec ConfigMap": lambda j: set_env(j, "PYTHONPATH", "/etc/selfguide"),
     "HF_TOKEN from a Secret not allowed": lambda j: set_env(
         j, "HF_TOKEN", value_from={"secretKeyRef": {"name": "any", "key": "k"}}, then=("SELFGUIDE_SECRET_ENV", "HF_TOKEN")),
+    "an allowed Secret's variable left unredacted": lambda j: set_env(
+        j, "HF_TOKEN", value_from={"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}),
+    "a copy of the model token": lambda j: (
+        set_env(j, "HF_TOKEN", value_from={"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}},
+                then=("SELFGUIDE_SECRET_ENV", "HF_TOKEN")),
+        container(j)["env"].insert(2, {"name": "COPY", "value": "$(HF_TOKEN)"})),
     "LD_PRELOAD": lambda j: set_env(j, "LD_PRELOAD", "/data/x.so"),
     "HF_ENDPOINT": lambda j: set_env(j, "HF_ENDPOINT", "https://collector.example"),
     "the operator's own variable replaced": lambda j: set_env(j, "SELFGUIDE_TERMINATION_LOG", "/dev/null"),

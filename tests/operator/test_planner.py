@@ -266,7 +266,18 @@ def test_outcome_parsing():
     parsed = Outcome.parse('{"stage":"train","ok":false,"permanent":true,"error":"boom"}')
     assert (parsed.ok, parsed.error, parsed.message.permanent) == (False, "boom", True)
     assert Outcome.parse("Traceback ...\nRuntimeError: CUDA out of memory\n").error.endswith("out of memory")
-    assert Outcome.parse("x" * 5000).error.startswith("...") and len(Outcome.parse("x" * 5000).error) == 1024
+    long = Outcome.parse("first " + "x" * 5000 + " last").error
+    assert long.startswith("first x") and "x [...] x" in long and long.endswith("x last") and len(long) == 1024
+
+
+def test_a_long_refusal_keeps_its_first_fields():
+    """Issue 30: a failure message over 1,024 characters lost its beginning (the first offending fields)."""
+    env = [{"name": f"LD_{i}", "value": "x"} for i in range(40)]
+    result = plan(observed(pod={"securityContext": {"privileged": True}, "env": env}), {}, SETTINGS, NOW)
+    failed = next(c for c in result.status.conditions if c.type == "Failed")
+    assert len(failed.message) == 1024
+    assert failed.message.startswith("spec.pod.securityContext.privileged: true is not allowed")
+    assert "spec.pod.env[39].name" in failed.message
 
 
 def waiting_child(stage: str, reason: str = "Unschedulable", message: str = "0/1 nodes: Insufficient nvidia.com/gpu",

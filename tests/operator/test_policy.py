@@ -98,7 +98,7 @@ def test_secrets_reach_pods_only_through_the_model_token():
 
 
 @pytest.mark.parametrize("name", ["SELFGUIDE_TERMINATION_LOG", "SELFGUIDE_SECRET_ENV", "SELFGUIDE_ANYTHING", "HOME",
-                                  "HF_HOME", "HF_TOKEN"])
+                                  "HF_HOME", "HF_TOKEN", "OPENAI_API_KEY"])
 def test_a_job_may_not_set_the_operators_own_variables_even_if_allowed(name):
     settings = OperatorSettings(policy=Policy(allowed_env=[name]))
     [problem] = refused(settings, pod={"env": [{"name": name, "value": "x"}]})
