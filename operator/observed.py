@@ -16,7 +16,6 @@ from selfguide.manifest import TOO_LARGE, ManifestError, validate_object
 from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
 from selfguide_operator.names import ANNOTATION_CONFIG_HASH, ANNOTATION_GENERATION, LABEL_STAGE
 
-
 CLIPPED = " [...] "
 
 

@@ -92,10 +92,9 @@ FORGED_JOBS: dict[str, Callable[[dict[str, Any]], object]] = {
         j, "HF_TOKEN", value_from={"secretKeyRef": {"name": "any", "key": "k"}}, then=("SELFGUIDE_SECRET_ENV", "HF_TOKEN")),
     "an allowed Secret's variable left unredacted": lambda j: set_env(
         j, "HF_TOKEN", value_from={"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}),
-    "a copy of the model token": lambda j: (
-        set_env(j, "HF_TOKEN", value_from={"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}},
-                then=("SELFGUIDE_SECRET_ENV", "HF_TOKEN")),
-        container(j)["env"].insert(2, {"name": "COPY", "value": "$(HF_TOKEN)"})),
+    "a copy of the model token": lambda j: set_env(
+        j, "HF_TOKEN", value_from={"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}},
+        then=("SELFGUIDE_SECRET_ENV", "HF_TOKEN"), copy="$(HF_TOKEN)"),
     "LD_PRELOAD": lambda j: set_env(j, "LD_PRELOAD", "/data/x.so"),
     "HF_ENDPOINT": lambda j: set_env(j, "HF_ENDPOINT", "https://collector.example"),
     "the operator's own variable replaced": lambda j: set_env(j, "SELFGUIDE_TERMINATION_LOG", "/dev/null"),
@@ -120,12 +119,13 @@ FORGED_JOBS: dict[str, Callable[[dict[str, Any]], object]] = {
 
 
 def set_env(job: dict[str, Any], name: str, value: str | None = None, value_from: dict[str, Any] | None = None,
-            then: tuple[str, str] | None = None) -> None:
-    """Put the variable first (the operator's own come after it, so only the policy can refuse it)."""
+            then: tuple[str, str] | None = None, copy: str | None = None) -> None:
+    """Put the variable first (the operator's own come after it, so only the policy can refuse it), then the
+    variable `then`, then a variable COPY with the value `copy`."""
     var: dict[str, Any] = {"name": name} | ({"value": value} if value is not None else {"valueFrom": value_from})
-    container(job)["env"].insert(0, var)
-    if then:
-        container(job)["env"].insert(1, {"name": then[0], "value": then[1]})
+    added = [var] + ([{"name": then[0], "value": then[1]}] if then else []) + (
+        [{"name": "COPY", "value": copy}] if copy else [])
+    container(job)["env"][:0] = added
 
 
 def volume(job: dict[str, Any], name: str) -> dict[str, Any]:
