@@ -243,12 +243,15 @@ def test_the_admission_policies_are_bound_to_the_operators_service_account_and_t
     docs = objects(helm.template(tmp_path / "policy.yaml"))
     policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}
     bindings = {d["spec"]["policyName"]: d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"}
-    assert set(policies) == set(bindings) == {"selfguide-stage-jobs", "selfguide-spec-configmaps"}
+    assert set(policies) == set(bindings) == {"selfguide-stage-jobs", "selfguide-spec-configmaps",
+                                              "selfguide-foreign-children"}
     assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings.values())
-    for policy in policies.values():
+    for name, policy in policies.items():
         assert policy["spec"]["failurePolicy"] == "Fail"
+        # the operator's own requests; foreign children: everyone else's
         assert policy["spec"]["matchConditions"][0]["expression"] == (
-            'request.userInfo.username == "system:serviceaccount:selfguide-system:selfguide"')
+            f'request.userInfo.username {"!=" if name.endswith("foreign-children") else "=="} '
+            '"system:serviceaccount:selfguide-system:selfguide"')
     jobs = policies["selfguide-stage-jobs"]["spec"]
     variables = {v["name"]: v["expression"] for v in jobs["variables"]}
     assert json.loads(variables["images"]) == [f"ghcr.io/selfguide/selfguide:{selfguide.__version__}",

@@ -204,6 +204,35 @@ def test_forged_requests_with_the_operators_token_are_denied(install: Install, k
         "extension-apiserver-authentication", "kube-system", {"data": {"forged": "yes"}})))
 
 
+@pytest.mark.parametrize("install", ["namespaced"], indirect=True)
+def test_a_namespace_editor_cannot_plant_a_stage_job_for_the_operator_to_adopt(install: Install, kubectl: Kubectl):
+    """Issue 30: an `edit` user of the jobs' namespace created `<job>-train` with an owner reference to the
+    job, and the operator took it as the train stage and published its forged result. Only the operator may
+    now create a Job or ConfigMap owned by a SelfGuideJob, or add such an owner reference."""
+    kubectl("create", "rolebinding", "editor", "--clusterrole=edit", "--user=editor", "-n", install.jobs)
+    kubectl("apply", "-n", install.jobs, "-f", "-", input=yaml.safe_dump(manifest("victim", suspend=True)))
+    uid = sgj(kubectl, install.jobs, "victim")["metadata"]["uid"]
+    job, config_map = legit(install, "victim")
+    for child in (job, config_map):
+        child["metadata"]["ownerReferences"][0]["uid"] = uid
+    planted = forge(job, lambda j: j["metadata"].update(name="victim-train"))
+    as_editor = ("--as=editor", "-n", install.jobs)
+
+    def editor_create(body: dict[str, Any]) -> tuple[bool, str]:
+        result = kubectl("create", "--dry-run=server", *as_editor, "-f", "-", input=json.dumps(body), check=False)
+        return result.returncode == 0, result.stderr
+
+    wait_for(lambda: denied_by_policy(editor_create(planted)), "the admission policy to be in force", timeout=30)
+    assert denied_by_policy(editor_create(config_map))
+    # Not by adding the owner reference afterwards either (a Job it may create, patched into a child).
+    unowned = forge(planted, lambda j: j["metadata"].pop("ownerReferences"))
+    assert editor_create(unowned) == (True, "")
+    kubectl("create", *as_editor, "-f", "-", input=json.dumps(unowned))
+    patch = json.dumps({"metadata": {"ownerReferences": job["metadata"]["ownerReferences"]}})
+    patched = kubectl("patch", "job", "victim-train", *as_editor, "--type=merge", "-p", patch, check=False)
+    assert denied_by_policy((patched.returncode == 0, patched.stderr))
+
+
 def events(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
     return json.loads(kubectl("get", "events", "-n", namespace, "--field-selector",
                               f"involvedObject.name={name}", "-o", "json").stdout)["items"]
