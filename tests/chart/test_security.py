@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import secrets
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from kubernetes.config import new_client_from_config
 from selfguide_operator.builders import spec_config_map, stage_job
 from selfguide_operator.observed import Observed
 from selfguide_operator.settings import OperatorSettings
-from tests.chart.conftest import Install, operator_env, write_operator_kubeconfig
+from tests.chart.conftest import Helm, Install, operator_env, write_operator_kubeconfig
 from tests.harness.fixtures import Cluster, Kubectl
 from tests.harness.waiting import wait_for
 from tests.operator.helpers import manifest, stage_env
@@ -231,6 +232,20 @@ def test_a_namespace_editor_cannot_plant_a_stage_job_for_the_operator_to_adopt(i
     patch = json.dumps({"metadata": {"ownerReferences": job["metadata"]["ownerReferences"]}})
     patched = kubectl("patch", "job", "victim-train", *as_editor, "--type=merge", "-p", patch, check=False)
     assert denied_by_policy((patched.returncode == 0, patched.stderr))
+
+
+@pytest.mark.parametrize("install", ["namespaced", "cluster-wide"], indirect=True)
+def test_the_notes_say_how_to_wait_for_the_policy(install: Install, helm: Helm, kubectl: Kubectl, kubeconfig: Path):
+    """Issue 30: a forged Job was admitted in the moment after `helm install` returned. The chart's notes give
+    a loop that ends once the operator's identity is refused a Job that is not a stage Job."""
+    release = install.jobs.removesuffix("-jobs")
+    notes = helm("get", "notes", release, "--namespace", install.namespace, "--kubeconfig", str(kubeconfig)).stdout
+    loop = notes[notes.index("until kubectl"):notes.index("done", notes.index("until kubectl")) + 4]
+    loop = loop.replace("kubectl ", f"{kubectl.binary} --kubeconfig={kubeconfig} ", 1)
+    subprocess.run(["bash", "-c", loop], check=True, timeout=30)
+    probe = kubectl("create", "job", "selfguide-probe", "--image=probe", "-n", install.jobs, "--dry-run=server",
+                    f"--as={install.user}", check=False)
+    assert denied_by_policy((probe.returncode == 0, probe.stderr))
 
 
 def events(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
