@@ -12,6 +12,7 @@ from selfguide.contract.errors import ExitCode
 from selfguide.contract.progress import PROGRESS_SECONDS_ENV, PROGRESS_TOKEN_ENV, PROGRESS_URL_ENV
 from selfguide.contract.registry import stage as stage_definition
 from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
+from selfguide.spec.endpoint import API_KEY_ENV
 from selfguide.spec.runtime import StageSettings
 from selfguide.spec.uris import PvcUri, is_pvc
 from selfguide_operator.names import (
@@ -164,10 +165,14 @@ def _env(spec: SelfGuideJobSpec, stage: StageSettings, settings: OperatorSetting
         env += [{"name": PROGRESS_URL_ENV, "value": settings.progress_url},
                 {"name": PROGRESS_TOKEN_ENV, "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
                 {"name": PROGRESS_SECONDS_ENV, "value": f"{settings.progress_seconds:g}"}]
-    secret_env: list[dict[str, Any]] = []
-    if secret := spec.model.hf_token_secret:
-        secret_env = [{"name": HF_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}},
-                      {"name": SECRET_ENV_ENV, "value": HF_TOKEN_ENV}]
+    endpoint = spec.generation.endpoint
+    secrets = {name: ref for name, ref in ((HF_TOKEN_ENV, spec.model.hf_token_secret),
+                                           (API_KEY_ENV, endpoint.api_key_secret if endpoint else None)) if ref}
+    secret_env: list[dict[str, Any]] = [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}} for name, ref in secrets.items()
+    ]
+    if secrets:
+        secret_env.append({"name": SECRET_ENV_ENV, "value": ",".join(secrets)})
     # Last, so that a job's own variables cannot replace them (the last of duplicate names wins).
     return env + (stage.env or []) + secret_env
 

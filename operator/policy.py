@@ -108,6 +108,12 @@ def secret_allowed(name: str, namespace: str | None, allowed: list[str]) -> bool
     return name in allowed or (namespace is not None and f"{namespace}/{name}" in allowed)
 
 
+def endpoint_allowed(url: str, prefixes: list[str]) -> bool:
+    """`url` starts with one of `prefixes` at a path boundary (`http://a:8000` allows `http://a:8000/v1`, not
+    `http://a:8000.evil.example/v1`)."""
+    return any(url.startswith(p) and (p.endswith("/") or url[len(p):][:1] in ("", "/")) for p in prefixes)
+
+
 def claim_allowed(claim: str, settings: OperatorSettings) -> bool:
     return claim == settings.output_claim or name_allowed(claim, settings.policy.allowed_claims)
 
@@ -130,12 +136,14 @@ def refusals(spec: SelfGuideJobSpec, settings: OperatorSettings, namespace: str 
     if spec.model.trust_remote_code and not policy.allow_trust_remote_code:
         problems.append("spec.model.trustRemoteCode: true is not allowed (operator setting "
                         "policy.allowTrustRemoteCode)")
-    # getattr: the generation endpoint (spec.generation.endpoint.apiKeySecret) may not exist in this spec version
-    endpoint = getattr(spec.generation, "endpoint", None)
+    endpoint = spec.generation.endpoint
     for field, secret in (("spec.model.hfTokenSecret", spec.model.hf_token_secret),
-                          ("spec.generation.endpoint.apiKeySecret", getattr(endpoint, "api_key_secret", None))):
+                          ("spec.generation.endpoint.apiKeySecret", endpoint.api_key_secret if endpoint else None)):
         if secret and not secret_allowed(secret.name, namespace, policy.allowed_secrets):
             problems.append(_setting(secret.name, f"{field}.name", "allowedSecrets"))
+    if endpoint and endpoint.api_key_secret and not endpoint_allowed(endpoint.url, policy.allowed_endpoints):
+        problems.append(_setting(endpoint.url, "spec.generation.endpoint.url", "allowedEndpoints")
+                        + ": the API key would be sent there")
     claims = [("spec.output.claimName", spec.output.claim_name),
               ("spec.modelCache.claimName", spec.model_cache.claim_name if spec.model_cache else None),
               ("spec.model.name", spec.model.name if is_pvc(spec.model.name) else None),

@@ -45,8 +45,11 @@ class Policy(BaseModel):
     allowed_capabilities: list[Annotated[str, Field(min_length=1, pattern=r"^[A-Z_]+$")]] = []
     """Linux capabilities a container may add (`securityContext.capabilities.add`); `ALL` stays dropped."""
     allowed_secrets: list[Annotated[str, Field(min_length=1, pattern=r"^([a-z0-9-]+/)?[a-z0-9.-]+$")]] = []
-    """Secrets `spec.model.hfTokenSecret` may name: `name` (in any namespace) or `namespace/name`; none by
+    """Secrets `spec.model.hfTokenSecret` and `spec.generation.endpoint.apiKeySecret` may name: `name` (in any namespace) or `namespace/name`; none by
     default (a job with a model token then fails with `InvalidSpec`)."""
+    allowed_endpoints: list[Annotated[str, Field(min_length=8, pattern=r"^https?://[^\t\n\f\r ]+$")]] = []
+    """URL prefixes a `spec.generation.endpoint.url` with an `apiKeySecret` may start with (the key is sent to that
+    server); none by default. An endpoint without a key may be any server."""
     allowed_env: list[Annotated[str, Field(min_length=1)]] = []
     """Variables of `policy.RESTRICTED_ENV` (code-loading or endpoint-redirecting: `PYTHONPATH`, `LD_PRELOAD`,
     `HF_ENDPOINT`, proxies, ...) that `env` may set nonetheless; the operator's own (`SELFGUIDE_*`, `HOME`,

@@ -25,7 +25,7 @@ from filelock import FileLock, Timeout
 
 from selfguide import __version__
 from selfguide.artifacts import atomic_dir, atomic_write_json, config_hash
-from selfguide.contract.confighash import EXCLUDED_FROM_HASH
+from selfguide.contract.confighash import hashed_document
 from selfguide.contract.errors import PermanentError, RetryableError
 from selfguide.contract.layout import CHECKPOINTS_DIR, LOCK_FILE, RECORD_FILE, SPEC_FILE
 from selfguide.contract.progress import ProgressTracker, Sink, tracking
@@ -42,10 +42,7 @@ StageFunction = Callable[[StageContext], StageResult]
 
 def stage_config(spec: SelfGuideJobSpec, definition: StageDefinition) -> dict[str, Any]:
     """The parts of the spec a stage's output depends on (cluster settings never count)."""
-    document = spec.to_camel_dict()
-    for section, fields in EXCLUDED_FROM_HASH.items():
-        for name in fields:
-            document.get(section, {}).pop(name, None)
+    document = hashed_document(spec)
     return {part: document.get(part) for part in definition.reads}
 
 

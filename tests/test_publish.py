@@ -81,7 +81,9 @@ def test_run_publishes_serving_files_when_the_model_wins(tmp_path):
     serving = workdir / "serving"
     adapter = str((workdir / "train" / "adapter").absolute())
     command = shlex.split((serving / "vllm-serve.sh").read_text().splitlines()[-1])
-    assert command[:4] == ["exec", "vllm", "serve", "HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert command[:6] == ["exec", "python3", "-m", "vllm.entrypoints.openai.api_server", "--model",
+                           "HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert command[-1] == "$@"  # the script's own arguments go to the server
     assert "--enable-lora" in command and command[command.index("--lora-modules") + 1] == f"reverse-words={adapter}"
     assert command[command.index("--max-lora-rank") + 1] == "32"
     adapter_manifest = yaml.safe_load((serving / "modeladapter.yaml").read_text())

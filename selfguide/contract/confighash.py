@@ -13,17 +13,29 @@ from selfguide.artifacts import config_hash
 from selfguide.contract.registry import stage
 from selfguide.spec import SelfGuideJobSpec
 
-EXCLUDED_FROM_HASH = {"model": ("hfTokenSecret",), "generation": ("tensorParallelSize", "kvCacheGib"),
+EXCLUDED_FROM_HASH = {"model": ("hfTokenSecret",),
+                      "generation": ("tensorParallelSize", "kvCacheGib", "endpoint.apiKeySecret",
+                                     "endpoint.timeoutSeconds", "endpoint.maxRetries", "endpoint.concurrency"),
                       "training": ("gradientCheckpointing",)}
-"""Fields that change how a stage runs but not what it produces (where a token comes from; how many GPUs
-share the model; memory for the KV cache or for compute). The runner's stage hash leaves out the same."""
+"""Fields (dotted below their section) that change how a stage runs but not what it produces (where a token
+comes from; how many GPUs share the model; memory for the KV cache or for compute; how requests reach a server)."""
 
 
-def spec_sections(spec: SelfGuideJobSpec, name: str) -> dict[str, Any]:
+def hashed_document(spec: SelfGuideJobSpec) -> dict[str, Any]:
+    """The spec's document form without `EXCLUDED_FROM_HASH`: what stage hashes are computed from."""
     document = spec.to_camel_dict()
     for section, fields in EXCLUDED_FROM_HASH.items():
         for field in fields:
-            document.get(section, {}).pop(field, None)
+            *parents, name = field.split(".")
+            part = document.get(section, {})
+            for parent in parents:
+                part = part.get(parent, {})
+            part.pop(name, None)
+    return document
+
+
+def spec_sections(spec: SelfGuideJobSpec, name: str) -> dict[str, Any]:
+    document = hashed_document(spec)
     return {part: document.get(part) for part in stage(name).reads}
 
 

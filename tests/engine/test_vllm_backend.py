@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from selfguide.contract.errors import PermanentError
 from selfguide.engine.backends.base import EXCEEDS_CONTEXT, Completion, SamplingParams
 from selfguide.engine.backends.chat import count_tokens, load_tokenizer, render_chat
+from selfguide.engine.backends.token_prompts import plan_requests, prompt_seed
 from selfguide.engine.backends.vllm_backend import (
     ADAPTER_ID,
     ADAPTER_NAME,
@@ -33,8 +34,6 @@ from selfguide.engine.backends.vllm_backend import (
     engine_args,
     lora_rank_for,
     model_heads,
-    plan_requests,
-    prompt_seed,
     to_vllm_sampling,
 )
 from selfguide.engine.models import ModelLocation, locate

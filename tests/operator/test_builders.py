@@ -192,3 +192,11 @@ def test_the_variables_that_come_from_secrets_are_named_for_redaction_and_come_l
     names = [e["name"] for e in container(job)["env"]]
     assert names[-2:] == ["HF_TOKEN", "SELFGUIDE_SECRET_ENV"] and env(job)["SELFGUIDE_SECRET_ENV"] == "HF_TOKEN"
     assert "SELFGUIDE_SECRET_ENV" not in env(build())
+
+
+def test_an_endpoints_api_key_comes_from_its_secret_reference_and_is_named_for_redaction():
+    endpoint = {"url": "http://qwen.models:8000/v1", "model": "qwen", "apiKeySecret": {"name": "qwen-api"}}
+    job = build(model={"name": "org/m", "hfTokenSecret": {"name": "hf"}},
+                generation={"backend": "openai", "endpoint": endpoint})
+    assert env(job)["OPENAI_API_KEY"] == {"secretKeyRef": {"name": "qwen-api", "key": "apiKey"}}
+    assert env(job)["SELFGUIDE_SECRET_ENV"] == "HF_TOKEN,OPENAI_API_KEY"

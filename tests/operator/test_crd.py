@@ -124,6 +124,13 @@ def delete(path: str) -> Callable[[dict], None]:
 
 
 EVAL = [{"input": "x", "output": "positive"}]
+ENDPOINT = {"url": "http://qwen.models:8000/v1", "model": "qwen"}
+
+
+def full_with_server_adapter() -> dict:
+    document = generation()
+    document["spec"]["generation"] = {"backend": "openai", "endpoint": {**ENDPOINT, "adapter": "server"}}
+    return document
 INVALID: list[tuple[Callable[[], dict], Callable[[dict], None], str]] = [
     (classification, delete("spec.task.labels"), "classification needs a list of at least two labels"),
     (classification, labels, "classification needs"),
@@ -150,6 +157,13 @@ INVALID: list[tuple[Callable[[], dict], Callable[[dict], None], str]] = [
     (generation, set_("spec.generation.inputs.maxRound", 3), 'unknown field "spec.generation.inputs.maxRound"'),
     (generation, set_("spec.pod.tolerations", [{}] * 65), "spec.pod.tolerations"),
     (generation, set_("spec.activeDeadlineSeconds", 0), "spec.activeDeadlineSeconds"),
+    (generation, set_("spec.generation.backend", "openai"), "set exactly when backend is openai"),
+    (generation, set_("spec.generation.endpoint", ENDPOINT), "set exactly when backend is openai"),
+    (generation, set_("spec.generation", {"backend": "openai", "endpoint": {**ENDPOINT, "url": "ftp://x/v1"}}),
+     "spec.generation.endpoint.url"),
+    (generation, set_("spec.generation", {"backend": "openai", "endpoint": {**ENDPOINT, "concurrency": 0}}),
+     "spec.generation.endpoint.concurrency"),
+    (full_with_server_adapter, set_("spec.training.method", "full"), "a server loads LoRA adapters only"),
 ]
 
 
@@ -173,10 +187,10 @@ def test_kubectl_apply_rejects_what_selfguide_validate_rejects(selfguide_crd, ku
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("document", [classification(), generation(),
+@pytest.mark.parametrize("document", [classification(), generation(), full_with_server_adapter(),
                                       load_example("examples/sentiment-classification.yaml"),
                                       load_example("examples/fact-generation.yaml")],
-                         ids=["classification", "generation", "sentiment-example", "facts-example"])
+                         ids=["classification", "generation", "endpoint", "sentiment-example", "facts-example"])
 def test_valid_manifests_are_accepted_and_defaulted_as_pydantic_defaults_them(selfguide_crd, kubectl, namespace,
                                                                                document):
     created = json.loads(kubectl("create", "-n", namespace, "-o", "json", "-f", "-",

@@ -97,6 +97,19 @@ def test_secrets_reach_pods_only_through_the_model_token():
     assert not refusals(job.spec, allowed, "team-a") and refusals(job.spec, allowed, "team-b")
 
 
+def test_an_endpoints_api_key_goes_only_to_an_allowed_secret_and_server():
+    endpoint = {"url": "http://qwen.models:8000/v1", "model": "qwen", "apiKeySecret": {"name": "qwen-api"}}
+    generation = {"backend": "openai", "endpoint": endpoint}
+    assert [p.split(":")[0] for p in refused(generation=generation)] == [
+        "spec.generation.endpoint.apiKeySecret.name", "spec.generation.endpoint.url"]
+    allowed = OperatorSettings(policy=Policy(allowed_secrets=["qwen-api"], allowed_endpoints=["http://qwen.models:8000"]))
+    assert not refused(allowed, generation=generation)
+    elsewhere = {**generation, "endpoint": {**endpoint, "url": "http://qwen.models:8000.evil.example/v1"}}
+    [problem] = refused(allowed, generation=elsewhere)
+    assert "(operator setting policy.allowedEndpoints): the API key would be sent there" in problem
+    assert not refused(generation={**generation, "endpoint": {"url": "http://any.example/v1", "model": "m"}})
+
+
 @pytest.mark.parametrize("name", ["SELFGUIDE_TERMINATION_LOG", "SELFGUIDE_SECRET_ENV", "SELFGUIDE_ANYTHING", "HOME",
                                   "HF_HOME", "HF_TOKEN", "OPENAI_API_KEY"])
 def test_a_job_may_not_set_the_operators_own_variables_even_if_allowed(name):

@@ -8,6 +8,7 @@ import importlib.util
 from selfguide.contract.errors import PermanentError
 from selfguide.engine.backends.base import Completion, GenerationBackend, SamplingParams, Throughput
 from selfguide.engine.models import locate
+from selfguide.spec.endpoint import AdapterPlacement
 from selfguide.spec.generation import Backend, GenerationSpec
 from selfguide.spec.model import ModelSpec
 
@@ -46,6 +47,8 @@ def choose_backend(requested: Backend, sequences: int | None = None) -> Backend:
 
     `auto` is vLLM where it can run: always with a GPU; on a CPU when the stage is large enough to amortise the
     engine's start-up (`AUTO_VLLM_MIN_SEQUENCES_ON_CPU`). Otherwise transformers."""
+    if requested is Backend.OPENAI:
+        return requested
     platform = vllm_platform()
     if requested is Backend.AUTO:
         if platform == "cuda" or (platform == "cpu" and (sequences is None
@@ -66,8 +69,16 @@ def open_backend(
     sequences: int | None = None,
 ) -> GenerationBackend:
     """Load the model once into the backend `choose_backend` picks; vLLM spans `generation.tensorParallelSize`
-    GPUs (one engine process on a CPU)."""
+    GPUs (one engine process on a CPU). On `backend: openai` the endpoint answers for the base model, and for
+    the adapter where `endpoint.adapter` is `server`; a `local` adapter runs in a backend of this process."""
     location = locate(model)
+    if generation.endpoint is not None:
+        from selfguide.engine.backends.openai_backend import connect
+
+        local = None
+        if adapter is not None and generation.endpoint.adapter is AdapterPlacement.LOCAL:
+            local = open_backend(model, generation.served_locally(), batch_size, adapter, sequences)
+        return connect(location, model.trust_remote_code, generation.endpoint, adapter, local)
     if choose_backend(generation.backend, sequences) is Backend.VLLM:
         import torch
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,8 @@ from selfguide.engine.backends.base import (
     cut_at_stop,
     keep_n,
 )
-from selfguide.engine.backends.chat import ChatRendering, answer_ids, encode, end_of_turn, load_tokenizer
+from selfguide.engine.backends.chat import ChatRendering, answer_ids, end_of_turn, load_tokenizer
+from selfguide.engine.backends.token_prompts import Request, plan_requests
 from selfguide.engine.models import ModelLocation
 from selfguide.spec.model import Dtype
 from selfguide.spec.training import VLLM_LORA_RANKS
@@ -60,16 +60,6 @@ def to_vllm_sampling(params: SamplingParams) -> dict[str, Any]:
         "seed": params.seed,
         "logprobs": 0 if params.best_of and params.best_of > params.n else None,
     }
-
-
-def prompt_seed(seed: int, index: int) -> int:
-    """The seed of prompt `index` in a batch drawn with `seed`.
-
-    vLLM seeds each request, so one seed for the whole batch would give identical prompts identical samples.
-    A hash rather than `seed + index`, so the next batch (`seed + 1`) shares no seeds with this one; 62 bits,
-    because vLLM seeds the n samples of a request with `seed + i` in an int64."""
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 2
 
 
 def lora_rank_for(rank: int) -> int:
@@ -217,35 +207,6 @@ def vllm_api() -> VllmApi:
     from vllm.lora.request import LoRARequest
 
     return VllmApi(VllmSamplingParams, TokensPrompt, LoRARequest)
-
-
-@dataclass(frozen=True)
-class Request:
-    """One prompt as vLLM receives it."""
-
-    index: int
-    """Position in the caller's prompt list."""
-    token_ids: list[int]
-    seed: int | None
-
-
-def plan_requests(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], params: SamplingParams, max_model_len: int
-) -> tuple[list[Request], list[int]]:
-    """Requests for the prompts that fit the context window, and the indices of those that do not.
-
-    The token ids come from the tokenizer call the prompt budget counted with (no special tokens added: the
-    chat template wrote its own BOS). vLLM rejects a prompt that leaves no room for one generated token."""
-    requests: list[Request] = []
-    skipped: list[int] = []
-    for index, prompt in enumerate(prompts):
-        ids = encode(tokenizer, prompt)
-        if not ids or len(ids) >= max_model_len:
-            skipped.append(index)
-            continue
-        seed = None if params.seed is None else prompt_seed(params.seed, index)
-        requests.append(Request(index, ids, seed))
-    return requests, skipped
 
 
 class VllmBackend(ChatRendering):

@@ -112,7 +112,9 @@ def _open(spec: SelfGuideJobSpec, items: int, adapter: Path | None = None,
     assert spec.evaluation is not None
     model = spec.model if model_dir is None else spec.model.model_copy(
         update={"name": str(model_dir.resolve()), "revision": None})
-    return open_backend(model, spec.generation, spec.evaluation.batch_size,
+    # a fully fine-tuned model is served by no endpoint: it runs here
+    generation = spec.generation if model_dir is None else spec.generation.served_locally()
+    return open_backend(model, generation, spec.evaluation.batch_size,
                         adapter=str(adapter) if adapter else None, sequences=items * systems(spec))
 
 
