@@ -96,7 +96,7 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
     start = old.start_time or min((e.start_time for e in entries if e.start_time), default=None)
     actions: list[Action] = []
     deadline = spec.active_deadline_seconds if spec else None
-    waiting = _pending_too_long(spec, entries, children, now) if spec else None
+    waiting = _pending_too_long(spec, entries, children, now, settings.pending_timeout_seconds) if spec else None
 
     if failure is not None:
         verdict = failure
@@ -142,9 +142,10 @@ def _stop_unfinished(children: Mapping[str, ChildJob]) -> list[Action]:
 
 
 def _pending_too_long(spec: SelfGuideJobSpec, entries: list[StageStatus], children: Mapping[str, ChildJob],
-                      now: datetime) -> Verdict | None:
-    """`spec.pendingTimeoutSeconds` passed while the current stage's pod could not start."""
-    timeout = spec.pending_timeout_seconds
+                      now: datetime, default: int | None) -> Verdict | None:
+    """`spec.pendingTimeoutSeconds` (else the operator's `default`) passed while the current stage's pod could not
+    start."""
+    timeout = spec.pending_timeout_seconds or default
     current = next((e for e in entries if e.phase is not Phase.SUCCEEDED), None)
     child = children.get(current.name) if current else None
     if timeout is None or current is None or child is None or child.waiting is None or child.suspended:

@@ -90,6 +90,10 @@ class OperatorSettings(BaseModel):
     """Tolerations of stage pods (e.g. for tainted GPU nodes), unless a job sets its own `tolerations`."""
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = 2
     """Retries of a stage's Job after a retryable failure (exit code 1), unless the stage sets its own."""
+    pending_timeout_seconds: Annotated[int | None, Field(ge=1, le=31_536_000)] = 21_600
+    """How long a stage's pod may wait to start (unschedulable, a missing claim, refused by admission) before the job
+    fails with PendingTimeout, unless the job sets `pendingTimeoutSeconds`; None: forever. Kueue-suspended stage
+    Jobs are not waiting."""
     shm_size: Quantity | None = "1Gi"
     """Default size of the memory-backed /dev/shm of stage pods (unset: the runtime's 64Mi)."""
     watch_namespaces: list[str] = []
@@ -120,7 +124,8 @@ class OperatorSettings(BaseModel):
     def _comma_separated(cls, value: Any) -> Any:
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
-    @field_validator("stage_resources", "stage_node_selector", "stage_tolerations", "policy", mode="before")
+    @field_validator("stage_resources", "stage_node_selector", "stage_tolerations", "policy",
+                     "pending_timeout_seconds", mode="before")
     @classmethod
     def _json(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value

@@ -75,7 +75,10 @@ def validate_object(obj: Any) -> SelfGuideJob:
     # Python callers may omit apiVersion and kind; a manifest file must name them, as kubectl requires.
     problems = [Problem(key, "required field is missing") for key in ("apiVersion", "kind") if key not in obj]
     try:
-        job = SelfGuideJob.model_validate(obj, by_alias=True, by_name=False)
+        # Strict, on the document's JSON form: types as the API server checks them (no "3600" for an integer, no
+        # "yes" for a boolean), while enums and numbers keep their JSON spellings. YAML timestamps become strings.
+        job = SelfGuideJob.model_validate_json(json.dumps(obj, default=str), strict=True, by_alias=True,
+                                               by_name=False)
     except ValidationError as error:
         problems.extend(problems_from(error))
     else:

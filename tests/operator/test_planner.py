@@ -306,6 +306,16 @@ def test_the_pending_timeout_fails_the_job_and_deletes_the_waiting_stage_job():
     assert result.actions == [DeleteObject("Job", "demo-generate")]
 
 
+def test_without_its_own_timeout_a_job_gets_the_operators_default_pending_timeout():
+    pending = {"generate": waiting_child("generate", since=NOW - timedelta(hours=7))}
+    result = plan(observed(), pending, SETTINGS, NOW)
+    failed = next(c for c in result.status.conditions if c.type == "Failed")
+    assert failed.reason == "PendingTimeout" and "pendingTimeoutSeconds=21600" in failed.message
+    waits_forever = OperatorSettings(pending_timeout_seconds=None)
+    assert plan(observed(), pending, waits_forever, NOW).status.phase is Phase.PENDING
+    assert plan(observed(pendingTimeoutSeconds=86_400), pending, SETTINGS, NOW).status.phase is Phase.PENDING
+
+
 def test_a_refused_child_fails_the_job_with_its_reason_and_stops_what_runs():
     children = {"generate": done("generate"), "train": child("train")}
     refused = Verdict(Phase.FAILED, "NameConflict", "ConfigMap demo-spec exists and does not belong to it")

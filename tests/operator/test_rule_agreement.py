@@ -58,6 +58,20 @@ CASES: list[tuple[str, Callable[[], dict], Callable[[dict], None], bool]] = [
       for base in (classification, generation)),
     ("instruction-and-examples-over-bound", generation, set_("spec.task.examples", [
         {"input": "i" * 16_384, "output": "o" * 16_384}] * 2), False),
+    # types as the API server checks them: no lax coercion of strings, booleans or numbers
+    ("suspend-string", generation, set_("spec.suspend", "yes"), False),
+    ("suspend-number", generation, set_("spec.suspend", 1), False),
+    ("deadline-string", generation, set_("spec.activeDeadlineSeconds", "3600"), False),
+    ("epochs-boolean", generation, set_("spec.training.epochs", True), False),
+    ("epochs-float", generation, set_("spec.training.epochs", 2.5), False),
+    ("learning-rate-string", generation, set_("spec.training.learningRate", "0.001"), False),
+    ("learning-rate-integer", generation, set_("spec.training.learningRate", 1), True),
+    ("trust-remote-code-string", generation, set_("spec.model.trustRemoteCode", "true"), False),
+    ("temperature-string", generation, set_("spec.generation.inputs.temperature", "0.7"), False),
+    ("label-number", classification, set_("spec.task.labels", ["positive", "negative", 3]), False),
+    ("example-output-number", generation, set_("spec.task.examples", [{"input": "a", "output": 5}]), False),
+    ("backend-enum", generation, set_("spec.generation.backend", "transformers"), True),
+    ("backend-unknown", generation, set_("spec.generation.backend", "tgi"), False),
 ]
 
 
