@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 
 from selfguide.spec import GROUP, PLURAL, VERSION
+from selfguide_operator.kopf_storage import TolerantDiffBaseStorage, TolerantProgressStorage
 from selfguide_operator.names import LABEL_JOB, MANAGED_BY
 from selfguide_operator.reconciler import Reconciler
 from selfguide_operator.settings import OperatorSettings
@@ -62,12 +63,12 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, operator_s
     @kopf.on.startup(id="configure", registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = f"{GROUP}/finalizer"
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.progress_storage = TolerantProgressStorage(prefix=GROUP)
         # The last handled spec is kept in an annotation (256 KiB for all of them): leave out the fields that
         # may be large and need no update handling (the task is immutable; stages read the evaluation set from
         # the spec ConfigMap, which is applied again before every stage; pod settings, passed through to
         # Kubernetes unbounded, count when the next stage Job is built).
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        settings.persistence.diffbase_storage = TolerantDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration",
             ignored_fields=["spec.task", "spec.evaluation", "spec.pod", "spec.stages"])
         settings.posting.reporting_component = MANAGED_BY

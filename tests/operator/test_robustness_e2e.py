@@ -128,3 +128,20 @@ def test_a_spec_too_large_for_its_config_map_fails_the_job_as_spec_too_large(sta
     status = failed_with(sgjs, "huge", "SpecTooLarge")
     assert "bytes" in condition(status, "Failed")["message"]
     assert not children(kubectl, namespace, "huge", "jobs")
+
+
+@pytest.mark.parametrize("garbage", ["not json {", "[1, 2]"], ids=["not-json", "not-an-object"])
+def test_kopfs_annotations_set_to_garbage_by_the_jobs_owner_cannot_wedge_it(
+        start_operator, sgjs, output_claim, kubectl, namespace, garbage):
+    """Whoever may edit a SelfGuideJob may edit kopf's annotations on it: the job still runs to its end, and
+    `kubectl delete` still completes (the finalizer is removed), with a warning instead of a traceback per event."""
+    operator = start_operator(namespace)
+    sgjs.create(manifest("wedge"))
+    wait_for(lambda: "selfguide.dev/last-handled-configuration" in (
+        sgjs.get("wedge")["metadata"].get("annotations") or {}), "kopf's annotations", timeout=60)
+    kubectl("annotate", "--overwrite", "-n", namespace, "sgj/wedge",
+            f"selfguide.dev/last-handled-configuration={garbage}", f"selfguide.dev/reconcile={garbage}")
+    assert sgjs.wait_phase("wedge", "Succeeded", "Failed", timeout=120)["phase"] == "Succeeded"
+    kubectl("delete", "sgj/wedge", "-n", namespace, "--timeout=60s")
+    assert "is not a JSON object; ignored" in operator.logs()
+    assert "Traceback" not in operator.logs()
