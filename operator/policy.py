@@ -28,10 +28,6 @@ PROJECTED_SOURCES = ("configMap", "downwardAPI", "clusterTrustBundle")
 SECRET_ENV = ("HF_TOKEN", "OPENAI_API_KEY")
 """The variables through which a Secret reaches a stage pod: `spec.model.hfTokenSecret`, and the API key of an
 OpenAI-compatible generation endpoint; each only from a Secret of `policy.allowedSecrets`."""
-OPERATOR_ENV = ("HOME", "HF_HOME", *SECRET_ENV)
-"""Variables the operator sets (with every `SELFGUIDE_*`): a job's `env` may not set them, so that it can
-neither replace them (the last of duplicate names wins) nor hide a stage's failure reason."""
-OPERATOR_ENV_PREFIX = "SELFGUIDE_"
 RESTRICTED_ENV = (
     "HF_ENDPOINT", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
     "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "GCONV_PATH", "BASH_ENV", "ENV",
@@ -119,9 +115,8 @@ def claim_allowed(claim: str, settings: OperatorSettings) -> bool:
 
 
 def env_refusal(name: str, policy: Policy) -> str | None:
-    """Why a job's `env` may not set `name` under `policy` (None: it may)."""
-    if name.startswith(OPERATOR_ENV_PREFIX) or name in OPERATOR_ENV:
-        return "the operator sets this variable itself"
+    """Why a job's `env` may not set `name` under `policy` (None: it may). The operator's own variables never reach
+    here: the spec refuses them (`selfguide.spec.runtime.RESERVED_ENV`)."""
     restricted = name in RESTRICTED_ENV or (name.startswith(RESTRICTED_ENV_PREFIXES) and name not in SAFE_PYTHON_ENV)
     if restricted and name not in policy.allowed_env:
         return "it loads code into the stage or redirects its requests (operator setting policy.allowedEnv)"

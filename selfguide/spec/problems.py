@@ -41,7 +41,7 @@ class Problem:
 def join_path(base: str, part: str | int) -> str:
     if isinstance(part, int):
         return f"{base}[{part}]"
-    return f"{base}.{part}" if base else part
+    return f"{base}.{part}" if base and not part.startswith("[") else base + part
 
 
 def field_path(loc: Sequence[str | int]) -> str:

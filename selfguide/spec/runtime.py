@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema, field_validator
 
 from selfguide.spec.base import SpecModel
+from selfguide.spec.problems import raise_if_any
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -38,6 +39,28 @@ class Resources(SpecModel):
         default_factory=dict)
 
 
+RESERVED_ENV = ("HOME", "HF_HOME", "HF_TOKEN", "OPENAI_API_KEY")
+"""Variables the operator sets in stage pods (with every `SELFGUIDE_*`): a job's `env` may not set them, so that it
+can neither replace them (the last of duplicate names wins) nor hide a stage's failure reason."""
+RESERVED_ENV_PREFIX = "SELFGUIDE_"
+RESERVED_ENV_MESSAGE = "is set by the operator (SELFGUIDE_*, HOME, HF_HOME, HF_TOKEN, OPENAI_API_KEY)"
+RESERVED_ENV_RULE = {"x-kubernetes-validations": [{
+    "rule": (f"self.all(e, !has(e.name) || !(e.name.startsWith('{RESERVED_ENV_PREFIX}') || "
+             f"e.name in {list(RESERVED_ENV)!r}))").replace('"', "'"),
+    "message": f"an env name {RESERVED_ENV_MESSAGE}"}]}
+
+
+ENV_NAME_LENGTH = 256
+EnvVar = Annotated[KubeObject, WithJsonSchema({
+    "type": "object", "properties": {"name": {"type": "string", "maxLength": ENV_NAME_LENGTH}},
+    "additionalProperties": True})]
+"""A container's environment variable, passed through verbatim; its `name` is typed so that CRD rules can read it."""
+
+
+def reserved_env(name: object) -> bool:
+    return isinstance(name, str) and (name.startswith(RESERVED_ENV_PREFIX) or name in RESERVED_ENV)
+
+
 class PodSettings(SpecModel):
     """Pod settings for stage pods. Unset fields fall back to the operator's defaults."""
 
@@ -48,8 +71,10 @@ class PodSettings(SpecModel):
     priority_class_name: Annotated[str | None, Field(max_length=253, pattern=DNS_SUBDOMAIN)] = None
     image_pull_secrets: Annotated[list[LocalObjectRef] | None, Field(max_length=16)] = None
     service_account_name: Annotated[str | None, Field(max_length=253, pattern=DNS_SUBDOMAIN)] = None
-    env: Annotated[list[KubeObject] | None, Field(max_length=128)] = None
-    """Extra environment variables (use `valueFrom.secretKeyRef` for secrets, never literal values)."""
+    env: Annotated[list[EnvVar] | None, Field(max_length=128, json_schema_extra=RESERVED_ENV_RULE)] = None
+    """Extra environment variables, none of the operator's own (`SELFGUIDE_*`, `HOME`, `HF_HOME`, `HF_TOKEN`,
+    `OPENAI_API_KEY`). Code-loading or endpoint-redirecting ones (`PYTHONPATH`, `LD_PRELOAD`, `HF_ENDPOINT`, ...)
+    and Secret references need the administrator's policy (docs/security.md)."""
     env_from: Annotated[list[KubeObject] | None, Field(max_length=32)] = None
     volumes: Annotated[list[KubeObject] | None, Field(max_length=32)] = None
     volume_mounts: Annotated[list[KubeObject] | None, Field(max_length=32)] = None
@@ -59,6 +84,17 @@ class PodSettings(SpecModel):
     """Container security context."""
     pod_security_context: KubeObject | None = None
     resources: Resources | None = None
+
+
+    @field_validator("env")
+    @classmethod
+    def _no_reserved_env(cls, env: list[KubeObject] | None) -> list[KubeObject] | None:
+        problems = [(f"[{i}].name", f"must be a string of at most {ENV_NAME_LENGTH} characters")
+                    for i, item in enumerate(env or []) if "name" in item
+                    and (not isinstance(item["name"], str) or len(item["name"]) > ENV_NAME_LENGTH)]
+        raise_if_any(problems + [(f"[{i}].name", f"{item['name']} {RESERVED_ENV_MESSAGE}")
+                                 for i, item in enumerate(env or []) if reserved_env(item.get("name"))])
+        return env
 
 
 class StageSettings(PodSettings):

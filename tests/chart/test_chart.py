@@ -10,11 +10,10 @@ import pytest
 import yaml
 
 import selfguide
-from selfguide.spec.runtime import Resources
+from selfguide.spec.runtime import RESERVED_ENV, Resources
 from selfguide_operator.builders import stage_job
 from selfguide_operator.observed import Observed
 from selfguide_operator.policy import (
-    OPERATOR_ENV,
     RESTRICTED_ENV,
     RESTRICTED_ENV_PREFIXES,
     SAFE_PYTHON_ENV,
@@ -296,7 +295,7 @@ def test_the_admission_policy_knows_the_variables_and_values_the_operator_does(h
     assert {name: rendered[name] for name in fixed} == fixed
     assert set(rendered) == set(fixed) | set(variables["operatorEnv"]) | {"HF_TOKEN", "SELFGUIDE_SECRET_ENV"}
     assert variables["secretEnv"] == list(SECRET_ENV)
-    assert all(name.startswith(ENV_PREFIX) or name in OPERATOR_ENV for name in rendered)
+    assert all(name.startswith(ENV_PREFIX) or name in RESERVED_ENV for name in rendered)
 
 
 @pytest.mark.integration

@@ -72,6 +72,17 @@ CASES: list[tuple[str, Callable[[], dict], Callable[[dict], None], bool]] = [
     ("example-output-number", generation, set_("spec.task.examples", [{"input": "a", "output": 5}]), False),
     ("backend-enum", generation, set_("spec.generation.backend", "transformers"), True),
     ("backend-unknown", generation, set_("spec.generation.backend", "tgi"), False),
+    # the operator's own variables are not a job's to set, at any level
+    *((f"env-{name}-in-{where}", generation, set_(f"spec.{where}.env", [{"name": "A", "value": "1"},
+                                                                      {"name": name, "value": "x"}]), False)
+      for name in ("SELFGUIDE_TERMINATION_LOG", "SELFGUIDE_ANYTHING", "HOME", "HF_TOKEN", "OPENAI_API_KEY")
+      for where in ("pod", "stages.train")),
+    ("env-name-number", generation, set_("spec.pod.env", [{"name": 5, "value": "1"}]), False),
+    ("env-name-256", generation, set_("spec.pod.env", [{"name": "N" * 256, "value": "1"}]), True),
+    ("env-name-257", generation, set_("spec.pod.env", [{"name": "N" * 257, "value": "1"}]), False),
+    ("env-selfguide-lowercase", generation, set_("spec.pod.env", [{"name": "selfguide_x", "value": "1"}]), True),
+    ("env-pythonpath-is-the-policys-call", generation, set_("spec.pod.env", [{"name": "PYTHONPATH", "value": "/x"}]),
+     True),
 ]
 
 
