@@ -20,7 +20,7 @@ import typer
 
 from selfguide.contract import termination
 from selfguide.contract.errors import ExitCode, QualityGateFailed, SelfGuideError, exit_code_for, is_permanent
-from selfguide.contract.layout import FILTER_REPORT, TRAIN_DATA
+from selfguide.contract.layout import FILTER_REPORT, REPORT_HTML_FILE, TRAIN_DATA
 from selfguide.contract.progress import Sink, StageProgress, reporter_from_environment
 from selfguide.contract.registry import stage_names, stages_for
 from selfguide.contract.termination import TerminationMessage
@@ -135,7 +135,7 @@ def run(
         gate = getattr(last.result, "gate", None)
         with failures_to_exit_codes():
             raise QualityGateFailed(f"{gate.message() if gate else 'quality gate failed'}; the model is not "
-                                    f"published (report: {workdir}/evaluate/report.html)")
+                                    f"published (report: {workdir}/evaluate/{REPORT_HTML_FILE})")
 
 
 @app.command()

@@ -38,10 +38,15 @@ class BenchTask:
 
     @classmethod
     def load(cls, path: Path) -> BenchTask:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        missing = [k for k in ("name", "task_type", "instruction", "examples", "test") if k not in data]
+        """The task in `path`; InvalidInput (exit code 2) for a file that is not one."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InvalidInput(f"{path}: not a readable JSON task file ({error})") from None
+        missing = [k for k in ("name", "task_type", "instruction", "examples", "test")
+                   if not isinstance(data, dict) or k not in data]
         if missing:
-            raise ValueError(f"{path}: not a task file (missing {', '.join(missing)})")
+            raise InvalidInput(f"{path}: not a task file (missing {', '.join(missing)})")
         return cls(data["name"], data)
 
     @property

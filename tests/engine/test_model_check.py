@@ -36,7 +36,7 @@ def test_a_missing_or_gated_hub_model_is_a_permanent_error(monkeypatch, error, m
 
 def test_a_network_error_is_no_verdict(monkeypatch):
     hub_says(monkeypatch, httpx.ConnectError("no route to host"))
-    check_model(ModelSpec(name="org/model"))  # loading the model will retry
+    assert check_model(ModelSpec(name="org/model")) is None  # no verdict: loading the model will retry
 
 
 def test_a_missing_local_model_is_a_permanent_error():

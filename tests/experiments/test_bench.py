@@ -1,10 +1,9 @@
-"""`selfguide bench` and `selfguide sweep` on a real SNI development task (../shared/benchmarks/sni)."""
+"""`selfguide bench` and `selfguide sweep` on a small task in the SNI task-file format (tests/fixtures/sni)."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -16,19 +15,12 @@ from tests.stage_runs import REPO, read_jsonl, run_cli
 
 pytestmark = pytest.mark.slow
 
-SHARED = REPO.parent / "shared"
-TASK_NAME = "task738_perspectrum_classification"  # 2 labels, 2 short demos: the cheapest classification task
-TASK = SHARED / "benchmarks" / "sni" / f"{TASK_NAME}.json"
+FIXTURES = REPO / "tests" / "fixtures" / "sni"
+"""Tasks in the SNI task-file format written for these tests (the development tasks live in ../shared)."""
+TASK_NAME = "task900_selfguide_review_polarity"
+TASK = FIXTURES / f"{TASK_NAME}.json"
+GENERATION_TASK = FIXTURES / "task901_selfguide_reverse_words.json"
 TINY = REPO / "benchmarks" / "configs" / "tiny.yaml"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def shared_tasks():
-    if not TASK.is_file():
-        message = f"{TASK} is missing: the SNI development tasks live in <repo>/../shared/benchmarks/sni"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def manifests(task_dir: Path) -> dict[str, int]:
@@ -228,3 +220,12 @@ def test_sweep_shares_one_generate_stage_between_configurations(tmp_path):
     label = f"{sweep['best']['recipe']} T=1.0 length-filters=off epochs={sweep['best']['epochs']}"
     assert f"best: {label}" in result.stdout
     assert f"| {label} **(best)** |" in (workdir / "sweep.md").read_text()
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"name": "x"}', "[1, 2]"], ids=["not-json", "fields", "a-list"])
+def test_a_file_that_is_not_a_task_is_invalid_input_with_its_name(tmp_path, content):
+    task = tmp_path / "task.json"
+    task.write_text(content)
+    result = run_cli("bench", task, "--workdir", tmp_path / "runs", "--config", TINY)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{task}: not a" in result.stderr and "Traceback" not in result.stderr

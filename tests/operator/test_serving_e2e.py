@@ -5,6 +5,7 @@ given and the real gate's verdict on them, and publishes with the real `selfguid
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,13 @@ from tests.operator.helpers import ROOT, SelfGuideJobs, manifest, stage_env
 
 pytestmark = pytest.mark.e2e
 
-AIBRIX_CRD = ROOT.parent / "shared" / "third-party" / "aibrix" / "model.aibrix.ai_modeladapters.yaml"
+UPSTREAM_AIBRIX_CRD = Path(os.environ.get("SELFGUIDE_SHARED_DIR", ROOT.parent / "shared")) / "third-party" / "aibrix" / \
+    "model.aibrix.ai_modeladapters.yaml"
+"""AIBrix's own CRD, where the workplace's shared files sit beside the repository (`SELFGUIDE_SHARED_DIR` moves
+them: CI points it at a missing directory once, to run as a bare clone would)."""
+AIBRIX_CRD = UPSTREAM_AIBRIX_CRD if UPSTREAM_AIBRIX_CRD.is_file() else (
+    ROOT / "tests" / "fixtures" / "crds" / "modeladapters.model.aibrix.ai.yaml")
+"""AIBrix's CRD, else the project's stand-in with the fields selfguide writes (a bare clone)."""
 GATE = {"examples": [{"input": "c d", "output": "d c"}], "gate": {"minImprovement": 5}}
 
 
@@ -72,8 +79,10 @@ def test_the_gate_fails_a_job_whose_adapter_loses_and_publishes_one_that_wins(
 
 def test_the_model_adapter_manifest_passes_a_server_side_dry_run_against_aibrixs_crd(
         start_operator, sgjs: SelfGuideJobs, output_claim: Path, kubectl: Kubectl, namespace: str):
-    assert AIBRIX_CRD.is_file(), f"{AIBRIX_CRD} is missing (../shared/third-party/aibrix/)"
-    kubectl("apply", "--server-side", "-f", str(AIBRIX_CRD))
+    if not UPSTREAM_AIBRIX_CRD.is_file():
+        pytest.skip(f"needs AIBrix's own CRD: add ../shared/third-party/aibrix/{UPSTREAM_AIBRIX_CRD.name} beside the "
+                    "repository")
+    kubectl("apply", "--server-side", "-f", str(UPSTREAM_AIBRIX_CRD))
     wait_for(lambda: crd_established(kubectl, "modeladapters.model.aibrix.ai"), "AIBrix's CRD", timeout=30)
     start_operator(namespace)
     sgjs.create(manifest("served", training={"lora": {"r": 64}}))

@@ -119,7 +119,8 @@ def test_keep_may_not_exceed_samples():
     ],
 )
 def test_evaluation_with_one_source_is_valid(fields):
-    EvaluationSpec.model_validate(fields)
+    spec = EvaluationSpec.model_validate(fields)
+    assert (spec.examples is not None, spec.path is not None) == ("examples" in fields, "path" in fields)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_text
+from selfguide.contract.layout import REPORT_HTML_FILE
 from selfguide.spec import SelfGuideJobSpec
 
 SYSTEM_NAMES = {
@@ -193,6 +194,6 @@ def render_html(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[
 def write_html_report(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict[str, Any]],
                       funnel: dict[str, Any], candidates: list[dict[str, Any]], out_dir: Path,
                       plots: list[str]) -> Path:
-    path = out_dir / "report.html"
+    path = out_dir / REPORT_HTML_FILE
     atomic_write_text(path, render_html(spec, report, generated, funnel, candidates, [out_dir / p for p in plots]))
     return path
