@@ -18,7 +18,7 @@ FROM base AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY selfguide/ selfguide/
-COPY operator/ operator/
+COPY selfguide_operator/ selfguide_operator/
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM base AS operator

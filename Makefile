@@ -55,8 +55,8 @@ chart-crds:
 
 # Style (ruff), the one-way import layers (import-linter, pyproject.toml) and types (mypy).
 lint: setup
-	$(BIN)/ruff check selfguide operator tests benchmarks
-	bash hack/lint-imports.sh $(abspath $(BIN))
+	$(BIN)/ruff check selfguide selfguide_operator tests benchmarks
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 
 clean:

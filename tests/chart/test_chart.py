@@ -33,7 +33,7 @@ OPERATOR_RULES = {
     ("", "pods"): {"list", "get"},
     ("", "events"): {"create", "list"},
 }
-"""What the operator does (operator/kube.py) and what kopf does (watch, patch finalizers and annotations)."""
+"""What the operator does (selfguide_operator/kube.py) and what kopf does (watch, patch finalizers and annotations)."""
 REVIEW_TOKENS = {("authentication.k8s.io", "tokenreviews"): {"create"}}
 """Progress reports: the stage pod's audience-bound token is checked with a TokenReview (cluster-scoped)."""
 OBSERVE_CRDS = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
@@ -270,7 +270,7 @@ def test_the_admission_policies_are_bound_to_the_operators_service_account_and_t
 
 @pytest.mark.integration
 def test_the_admission_policy_knows_the_variables_and_values_the_operator_does(helm: Helm, tmp_path: Path):
-    """The policy's copies of operator/policy.py's variable lists and of the operator's fixed variables agree,
+    """The policy's copies of selfguide_operator/policy.py's variable lists and of the operator's fixed variables agree,
     and its allow-lists are the policy values (the output claim always among the claims)."""
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump({"policy": {
         "allowedSecrets": ["hf", "team-a/token"], "allowedClaims": ["weights"], "allowedConfigMaps": ["vars"],

@@ -61,7 +61,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-What the operator does with namespaced objects (operator/kube.py and kopf, see docs/install.md):
+What the operator does with namespaced objects (selfguide_operator/kube.py and kopf, see docs/install.md):
 - SelfGuideJobs: kopf lists and watches them and patches metadata (finalizer, annotations); the operator
   patches status. Updating finalizers lets children carry blockOwnerDeletion where the
   OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift).
