@@ -25,7 +25,7 @@ from filelock import FileLock, Timeout
 
 from selfguide import __version__
 from selfguide.artifacts import atomic_dir, atomic_write_json, config_hash
-from selfguide.contract.confighash import hashed_document
+from selfguide.contract.confighash import sections
 from selfguide.contract.errors import PermanentError, RetryableError
 from selfguide.contract.layout import CHECKPOINTS_DIR, LOCK_FILE, RECORD_FILE, SPEC_FILE
 from selfguide.contract.progress import ProgressTracker, Sink, tracking
@@ -42,8 +42,7 @@ StageFunction = Callable[[StageContext], StageResult]
 
 def stage_config(spec: SelfGuideJobSpec, definition: StageDefinition) -> dict[str, Any]:
     """The parts of the spec a stage's output depends on (cluster settings never count)."""
-    document = hashed_document(spec)
-    return {part: document.get(part) for part in definition.reads}
+    return sections(spec, definition.reads)
 
 
 def stage_hash(spec: SelfGuideJobSpec, name: str, upstream: Mapping[str, str]) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from selfguide.artifacts import config_hash
 from selfguide.contract.registry import stage
 from selfguide.spec import SelfGuideJobSpec
@@ -34,9 +36,15 @@ def hashed_document(spec: SelfGuideJobSpec) -> dict[str, Any]:
     return document
 
 
-def spec_sections(spec: SelfGuideJobSpec, name: str) -> dict[str, Any]:
+def sections(spec: SelfGuideJobSpec, reads: tuple[str, ...]) -> dict[str, Any]:
+    """The hashed parts of `spec` a stage reads, by their field names (snake_case, as the registry declares them;
+    the document spells them in camelCase)."""
     document = hashed_document(spec)
-    return {part: document.get(part) for part in stage(name).reads}
+    return {part: document.get(to_camel(part)) for part in reads}
+
+
+def spec_sections(spec: SelfGuideJobSpec, name: str) -> dict[str, Any]:
+    return sections(spec, stage(name).reads)
 
 
 def spec_hash(spec: SelfGuideJobSpec, name: str) -> str:
