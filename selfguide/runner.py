@@ -69,17 +69,17 @@ def record_hashes(records: Mapping[str, StageRecord]) -> dict[str, str]:
 def current_hash(spec: SelfGuideJobSpec, workdir: Path, name: str) -> str | None:
     """The hash stage `name` would run with now, or None while an upstream stage has no record."""
     try:
-        upstream = upstream_records(workdir, stage(name))
+        return _stage_state(spec, workdir, stage(name))[1]
     except PermanentError:
         return None
-    return stage_hash(spec, name, record_hashes(upstream))
 
 
 def completed_record(spec: SelfGuideJobSpec, workdir: Path, name: str) -> StageRecord | None:
     """The stage's record when it already ran to completion with this spec and the current upstream records."""
-    record = read_record(workdir / name)
-    expected = current_hash(spec, workdir, name)
-    return record if record is not None and expected is not None and record.config_hash == expected else None
+    try:
+        return _stage_state(spec, workdir, stage(name))[2]
+    except PermanentError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def preflight(spec: SelfGuideJobSpec) -> None:
 def _stage_state(spec: SelfGuideJobSpec, workdir: Path,
                 definition: StageDefinition) -> tuple[dict[str, StageRecord], str, StageRecord | None]:
     """The stage's upstream records, its hash in `workdir`, and its record if it already completed with that
-    hash."""
+    hash: the one definition of a current stage. Raises PermanentError while an upstream stage has no record."""
     upstream = upstream_records(workdir, definition)
     config = stage_hash(spec, definition.name, record_hashes(upstream))
     done = read_record(workdir / definition.name)
