@@ -20,6 +20,7 @@ import typer
 
 from selfguide.contract import termination
 from selfguide.contract.errors import ExitCode, QualityGateFailed, SelfGuideError, exit_code_for, is_permanent
+from selfguide.contract.intervals import gate_sample_note
 from selfguide.contract.layout import FILTER_REPORT, REPORT_HTML_FILE, TRAIN_DATA
 from selfguide.contract.progress import Sink, StageProgress, reporter_from_environment
 from selfguide.contract.registry import stage_names, stages_for
@@ -85,6 +86,8 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Manifest files ('
             continue
         for job in jobs:
             typer.echo(f"{file}: SelfGuideJob {job.metadata.name} is valid")
+            if note := gate_sample_note(job.spec):
+                typer.echo(f"{file}: warning: spec.evaluation.gate: {note}")
     if bad:
         raise typer.Exit(EXIT_INVALID)
 

@@ -40,7 +40,7 @@ def complete(job: SelfGuideJob, workdir: Path, baseline: float, finetuned: float
             assert spec.evaluation is not None and spec.evaluation.gate is not None
             result = EvaluateResult(metric=Metric.ROUGE_L, examples=1, baseline=baseline, finetuned=finetuned,
                                     delta=finetuned - baseline,
-                                    gate=judge(spec.evaluation.gate.min_improvement, baseline, finetuned))
+                                    gate=judge(spec.evaluation.gate.min_improvement, [baseline], [finetuned]))
         upstream = {name: records[name] for name in definition.after}
         record = StageRecord(stage=definition.name, config_hash=stage_hash(spec, definition.name, upstream),
                              upstream=upstream, selfguide_version=__import__("selfguide").__version__,

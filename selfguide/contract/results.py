@@ -6,11 +6,14 @@ back with the same model and embeds it in the SelfGuideJob's status, and `selfgu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
+from statistics import mean
 from typing import Annotated
 
 from pydantic import Field
 
+from selfguide.contract.intervals import paired_interval, too_few_items
 from selfguide.spec.base import SpecModel
 
 Count = Annotated[int, Field(ge=0, le=2**53)]
@@ -97,7 +100,7 @@ class TrainResult(StageResult):
 
 
 class GateResult(SpecModel):
-    """The quality gate's verdict: SELF-GUIDE against few-shot prompting of the base model."""
+    """The quality gate's verdict: SELF-GUIDE against few-shot prompting of the base model, on the same items."""
 
     passed: bool
     min_improvement: Score
@@ -108,19 +111,35 @@ class GateResult(SpecModel):
     """The fine-tuned model."""
     improvement: Score
     """finetuned - baseline."""
+    lower: Score
+    """The lower end of the paired interval of the improvement (bootstrap over the items): the gate's test."""
+    upper: Score
+    confidence: Annotated[float, Field(ge=0.5, le=0.999)]
+    items: Count
+    """Evaluation items both systems answered."""
+    note: Annotated[str | None, Field(max_length=512)] = None
+    """Set when the evaluation set is too small to show the required improvement (`too_few_items`)."""
 
     def message(self) -> str:
         verdict = "passed" if self.passed else "failed"
         relation = ">=" if self.passed else "<"
         return (f"quality gate {verdict}: SELF-GUIDE {self.finetuned:.2f} vs few-shot prompting {self.baseline:.2f} "
-                f"(improvement {self.improvement:+.2f} {relation} required {self.min_improvement:+.2f})")
+                f"on {self.items} items (improvement {self.improvement:+.2f}, {self.confidence:.0%} interval "
+                f"[{self.lower:+.2f}, {self.upper:+.2f}]; lower end {relation} required {self.min_improvement:+.2f})"
+                + (f"; {self.note}" if self.note and not self.passed else ""))
 
 
-def judge(min_improvement: float, baseline: float, finetuned: float) -> GateResult:
-    """The gate's verdict on two scores (rounded as the report rounds them)."""
-    improvement = round(finetuned - baseline, 2)
-    return GateResult(passed=improvement >= min_improvement, min_improvement=min_improvement,
-                      baseline=baseline, finetuned=finetuned, improvement=improvement)
+def judge(min_improvement: float, baseline: Sequence[float], finetuned: Sequence[float],
+          confidence: float = 0.95) -> GateResult:
+    """The gate's verdict on the per-item scores of both systems (same items, same order): it passes when the
+    lower end of the paired `confidence` interval of the improvement reaches `min_improvement`."""
+    assert len(baseline) == len(finetuned), "the systems must answer the same items"
+    low, high = paired_interval([f - b for b, f in zip(baseline, finetuned, strict=True)], confidence)
+    base, tuned = (mean(baseline), mean(finetuned)) if baseline else (0.0, 0.0)
+    return GateResult(passed=round(low, 2) >= min_improvement, min_improvement=min_improvement,
+                      baseline=round(base, 2), finetuned=round(tuned, 2), improvement=round(tuned - base, 2),
+                      lower=round(low, 2), upper=round(high, 2), confidence=confidence, items=len(baseline),
+                      note=too_few_items(len(baseline), min_improvement, confidence))
 
 
 class EvaluateResult(StageResult):

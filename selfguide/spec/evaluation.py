@@ -27,8 +27,11 @@ class GateSpec(SpecModel):
     """The quality gate: publish the fine-tuned model only when it beats few-shot prompting of its base model."""
 
     min_improvement: Annotated[float, Field(ge=-100.0, le=100.0)] = 0.0
-    """Points of the task's metric (0-100) by which SELF-GUIDE must at least beat few-shot prompting of the
-    base model (`delta >= minImprovement`); 0 refuses only a model that is worse than its base."""
+    """Points of the task's metric (0-100) by which SELF-GUIDE must beat few-shot prompting of the base model, with
+    the evidence of the evaluation set: the lower end of the paired `confidence` interval of the improvement
+    (bootstrap over the items) must reach it. 0 publishes only a model shown not to be worse than its base."""
+    confidence: Annotated[float, Field(ge=0.5, le=0.999)] = 0.95
+    """Two-sided confidence of that interval."""
 
 
 class EvaluationSpec(SpecModel):

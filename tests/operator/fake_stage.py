@@ -70,7 +70,7 @@ def result(stage_name: str, spec: SelfGuideJobSpec) -> StageResult:
     return EvaluateResult(metric=Metric.EXACT_MATCH, examples=2, baseline=baseline, finetuned=finetuned,
                           delta=round(finetuned - baseline, 2),
                           scores={"fewShotPrompting": baseline, "selfGuide": finetuned},
-                          gate=judge(gate.min_improvement, baseline, finetuned) if gate else None)
+                          gate=judge(gate.min_improvement, [baseline], [finetuned]) if gate else None)
 
 
 def main() -> int:

@@ -23,7 +23,7 @@ GATE = {"examples": [{"input": "c d", "output": "d c"}], "gate": {"minImprovemen
 
 def evaluated(baseline: float, finetuned: float, min_improvement: float = 5):
     result = EvaluateResult(metric=Metric.ROUGE_L, examples=1, baseline=baseline, finetuned=finetuned,
-                            delta=finetuned - baseline, gate=judge(min_improvement, baseline, finetuned))
+                            delta=finetuned - baseline, gate=judge(min_improvement, [baseline], [finetuned]))
     return child("evaluate", "complete", outcome=Outcome.parse(TerminationMessage(
         stage="evaluate", ok=True, summary=result.model_dump(mode="json", by_alias=True)).render()))
 
@@ -38,8 +38,21 @@ def finish(evaluate_child, **spec):
 
 
 def test_judge_compares_the_improvement_with_the_minimum():
-    assert judge(5, 50, 55).passed and not judge(5, 50, 54.99).passed and judge(-10, 50, 41).passed
-    assert "SELF-GUIDE 40.00 vs few-shot prompting 50.00" in judge(0, 50, 40).message()
+    assert judge(5, [50], [55]).passed and not judge(5, [50], [54.99]).passed and judge(-10, [50], [41]).passed
+    assert "SELF-GUIDE 40.00 vs few-shot prompting 50.00 on 1 items" in judge(0, [50], [40]).message()
+
+
+def test_the_gate_asks_for_evidence_not_a_point_estimate():
+    """+5 points from one lucky item of 20 is no evidence: its interval reaches 0. +50 from ten is."""
+    lucky = judge(5, [0.0] * 20, [100.0] + [0.0] * 19)
+    assert lucky.improvement == 5.0 and lucky.lower == 0.0 and not lucky.passed
+    assert "on 20 items (improvement +5.00, 95% interval [+0.00, +" in lucky.message()
+    assert "lower end < required +5.00" in lucky.message()
+    solid = judge(5, [0.0] * 20, [100.0] * 10 + [0.0] * 10)
+    assert solid.passed and 5 <= solid.lower < solid.improvement == 50.0 < solid.upper
+    assert judge(5, [0.0] * 20, [100.0] * 10 + [0.0] * 10, confidence=0.999).lower < solid.lower
+    mixed = [100.0] * 6 + [-100.0] * 4 + [0.0] * 10  # six wins, four losses: +10 on average, interval spans 0
+    assert not judge(0, [0.0] * 20, mixed).passed
 
 
 def test_a_model_that_misses_the_gate_fails_the_job_and_is_not_published():
@@ -48,7 +61,7 @@ def test_a_model_that_misses_the_gate_fails_the_job_and_is_not_published():
     assert status.phase is Phase.FAILED
     failed = next(c for c in status.conditions if c.type == "Failed")
     assert failed.status.value == "True" and failed.reason == QUALITY_GATE_FAILED
-    assert "SELF-GUIDE 52.00 vs few-shot prompting 50.00" in failed.message and "+2.00 < required +5.00" in failed.message
+    assert "SELF-GUIDE 52.00 vs few-shot prompting 50.00" in failed.message and "lower end < required +5.00" in failed.message
     assert [(e.type, e.reason) for e in result.events][-1] == ("Warning", QUALITY_GATE_FAILED)
     assert status.outputs is not None and status.outputs.adapter is None and status.outputs.serving is None
     assert status.outputs.dataset and status.outputs.report  # the data and the report stay for inspection

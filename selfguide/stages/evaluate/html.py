@@ -75,7 +75,9 @@ def _scores(report: dict[str, Any]) -> str:
     if gate is not None:
         css, word = ("pass", "passed") if gate["passed"] else ("fail", "failed")
         verdict = (f'<p id="gate"><span class="verdict {css}">Quality gate {word}</span> improvement '
-                   f'{gate["improvement"]:+.2f} (required {gate["minImprovement"]:+.2f}): '
+                   f'{gate["improvement"]:+.2f} on {gate["items"]} items, {gate["confidence"]:.0%} interval '
+                   f'[{gate["lower"]:+.2f}, {gate["upper"]:+.2f}] (its lower end must reach '
+                   f'{gate["minImprovement"]:+.2f}): '
                    f'{"the adapter is published" if gate["passed"] else "the adapter is not published"}.</p>')
     return (f'<section id="scores"><h2>Scores</h2>{verdict}'
             f'<p>Metric <b>{escape(str(report["metric"]))}</b> ({escape(report.get("metricVariant", ""))}) on '

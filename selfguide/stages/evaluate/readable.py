@@ -82,7 +82,9 @@ def write_readable_report(spec: SelfGuideJobSpec, report: dict[str, Any], genera
         *(f"| {SYSTEM_NAMES.get(n, n)} | {s:.2f} |" for n, s in report["scores"].items()),
         "", f"Delta (SELF-GUIDE - few-shot prompting): **{report['delta']:+.2f}**", "",
         *([(f"Quality gate: **{'passed' if report['gate']['passed'] else 'failed'}** (improvement "
-            f"{report['gate']['improvement']:+.2f}, required {report['gate']['minImprovement']:+.2f})"), ""]
+            f"{report['gate']['improvement']:+.2f}, {report['gate']['confidence']:.0%} interval "
+            f"[{report['gate']['lower']:+.2f}, {report['gate']['upper']:+.2f}] on {report['gate']['items']} items; "
+            f"its lower end must reach {report['gate']['minImprovement']:+.2f})"), ""]
           if report.get("gate") else []),
         "The whole report, with every example and dropped candidate: [report.html](report.html)", "",
         "## Generated data", "",

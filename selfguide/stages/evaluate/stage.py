@@ -211,7 +211,9 @@ def run(ctx: StageContext) -> EvaluateResult:
     predictions, baselines = run_models(ctx, examples)
     report = score_report(spec, examples, predictions) | ({"baselines": baselines} if baselines else {})
     if spec.evaluation.gate is not None:
-        gate = judge(spec.evaluation.gate.min_improvement, report["baseline"], report["finetuned"])
+        rows, gate_spec = report["predictions"], spec.evaluation.gate
+        gate = judge(gate_spec.min_improvement, [r["fewShotPrompting"]["score"] for r in rows],
+                     [r["selfGuide"]["score"] for r in rows], gate_spec.confidence)
         report["gate"] = gate.model_dump(mode="json", by_alias=True)
     atomic_write_json(ctx.output / REPORT_FILE, report)
     generated = read_jsonl(ctx.artifact(TRAIN_DATA))

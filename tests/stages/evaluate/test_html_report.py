@@ -19,7 +19,8 @@ REPORT = {
     "metric": "exact_match", "metricVariant": "exact match after SNI normalisation", "examples": 3,
     "scores": {"fewShotPrompting": 33.33, "selfGuide": 66.67, "fewShotFinetuning": 0.0},
     "baseline": 33.33, "finetuned": 66.67, "delta": 33.34,
-    "gate": {"passed": True, "minImprovement": 5.0, "baseline": 33.33, "finetuned": 66.67, "improvement": 33.34},
+    "gate": {"passed": True, "minImprovement": 5.0, "baseline": 33.33, "finetuned": 66.67, "improvement": 33.34,
+             "lower": 10.0, "upper": 60.0, "confidence": 0.95, "items": 3},
     "predictions": [
         {"input": "Love it.", "gold": "positive", "fewShotPrompting": {"answer": "negative", "score": 0.0},
          "selfGuide": {"answer": "positive", "score": 100.0}, "fewShotFinetuning": {"answer": "", "score": 0.0}},
@@ -93,6 +94,7 @@ def test_the_html_report_renders_every_section_in_a_real_browser(browser, tmp_pa
     scores = sections["scores"]
     assert scores["rows"] == 3 and "Few-shot prompting (base model)" in scores["text"] and "66.67" in scores["text"]
     assert "Quality gate passed" in page["gate"] and "+33.34" in page["gate"]
+    assert "95% interval [+10.00, +60.00]" in page["gate"]
     base, self_guide, finetune = page["bars"]
     assert self_guide == pytest.approx(2 * base, rel=0.05) and finetune <= 1.5  # bars drawn to scale
     assert sections["funnel"]["rows"] == 3 and "duplicate 2" in sections["funnel"]["text"]
