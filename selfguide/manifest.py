@@ -67,6 +67,18 @@ def _expanded(node: yaml.Node, sizes: dict[int, int]) -> int:
     return size
 
 
+def json_numbers(value: Any) -> Any:
+    """`value` with whole floats as integers: JSON has one number type, and the API server takes `2.0` for an
+    integer field (a float field takes `2` either way)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: json_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_numbers(item) for item in value]
+    return value
+
+
 def validate_object(obj: Any) -> SelfGuideJob:
     """Validate one decoded document. Raises ManifestError listing every problem."""
     if not isinstance(obj, dict):
@@ -77,8 +89,8 @@ def validate_object(obj: Any) -> SelfGuideJob:
     try:
         # Strict, on the document's JSON form: types as the API server checks them (no "3600" for an integer, no
         # "yes" for a boolean), while enums and numbers keep their JSON spellings. YAML timestamps become strings.
-        job = SelfGuideJob.model_validate_json(json.dumps(obj, default=str), strict=True, by_alias=True,
-                                               by_name=False)
+        job = SelfGuideJob.model_validate_json(json.dumps(json_numbers(obj), default=str), strict=True,
+                                               by_alias=True, by_name=False)
     except ValidationError as error:
         problems.extend(problems_from(error))
     else:

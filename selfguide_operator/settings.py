@@ -53,7 +53,7 @@ class Policy(BaseModel):
     allowed_env: list[Annotated[str, Field(min_length=1)]] = []
     """Variables of `policy.RESTRICTED_ENV` (code-loading or endpoint-redirecting: `PYTHONPATH`, `LD_PRELOAD`,
     `HF_ENDPOINT`, proxies, ...) that `env` may set nonetheless; the operator's own (`SELFGUIDE_*`, `HOME`,
-    `HF_HOME`, `HF_TOKEN`) never."""
+    `HF_HOME`, `HF_TOKEN`, `OPENAI_API_KEY`) never: the spec refuses them."""
     allowed_claims: list[Annotated[str, Field(min_length=1)]] = []
     """PersistentVolumeClaims besides the operator's output claim that stage pods may mount
     (`spec.output.claimName`, `spec.modelCache.claimName`, `pvc://` inputs, volumes); `*` allows any."""

@@ -22,7 +22,8 @@ class AdapterPlacement(StrEnum):
     SERVER = "server"
     """The evaluate stage loads the adapter into the server (vLLM's `/v1/load_lora_adapter`, which needs
     `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`, `--enable-lora`, and the output claim mounted at /data as in stage
-    pods) and unloads it when done. LoRA only."""
+    pods, so a server in the job's own namespace: a claim mounts only there) and unloads it when done. LoRA
+    only."""
 
 
 class ApiKeySecret(SecretKeyRef):

@@ -148,7 +148,8 @@ class SelfGuideJobSpec(SpecModel):
     """Fail the whole job (reason DeadlineExceeded) when it runs longer than this."""
     pending_timeout_seconds: Annotated[int | None, Field(ge=1, le=31_536_000)] = None
     """Fail the job (reason PendingTimeout) when a stage's pod has not started running this long after its Job
-    started or its last pod was created (unschedulable, a missing claim, refused by admission)."""
+    started or its last pod was created (unschedulable, a missing claim, refused by admission). Unset: the
+    operator's default (the chart's `stages.pendingTimeoutSeconds`, 6 hours)."""
     ttl_seconds_after_finished: Annotated[int | None, Field(ge=0, le=31_536_000)] = None
     """Delete the stage Jobs and pods this long after the job finished; the SelfGuideJob stays."""
     output: OutputSpec = OutputSpec()

@@ -130,7 +130,8 @@ def test_a_spec_too_large_for_its_config_map_fails_the_job_as_spec_too_large(sta
     assert not children(kubectl, namespace, "huge", "jobs")
 
 
-@pytest.mark.parametrize("garbage", ["not json {", "[1, 2]"], ids=["not-json", "not-an-object"])
+@pytest.mark.parametrize("garbage", ["not json {", "[1, 2]", '{"started": "garbage"}', '{"started": 5, "retries": "x"}'],
+                         ids=["not-json", "not-an-object", "bad-time", "bad-kinds"])
 def test_kopfs_annotations_set_to_garbage_by_the_jobs_owner_cannot_wedge_it(
         start_operator, sgjs, output_claim, kubectl, namespace, garbage):
     """Whoever may edit a SelfGuideJob may edit kopf's annotations on it: the job still runs to its end, and
@@ -143,5 +144,5 @@ def test_kopfs_annotations_set_to_garbage_by_the_jobs_owner_cannot_wedge_it(
             f"selfguide.dev/last-handled-configuration={garbage}", f"selfguide.dev/reconcile={garbage}")
     assert sgjs.wait_phase("wedge", "Succeeded", "Failed", timeout=120)["phase"] == "Succeeded"
     kubectl("delete", "sgj/wedge", "-n", namespace, "--timeout=60s")
-    assert "is not a JSON object; ignored" in operator.logs()
+    assert "is not one kopf can read; ignored" in operator.logs()
     assert "Traceback" not in operator.logs()

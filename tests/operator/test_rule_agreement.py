@@ -64,6 +64,7 @@ CASES: list[tuple[str, Callable[[], dict], Callable[[dict], None], bool]] = [
     ("deadline-string", generation, set_("spec.activeDeadlineSeconds", "3600"), False),
     ("epochs-boolean", generation, set_("spec.training.epochs", True), False),
     ("epochs-float", generation, set_("spec.training.epochs", 2.5), False),
+    ("epochs-whole-float", generation, set_("spec.training.epochs", 2.0), True),  # JSON has one number type
     ("learning-rate-string", generation, set_("spec.training.learningRate", "0.001"), False),
     ("learning-rate-integer", generation, set_("spec.training.learningRate", 1), True),
     ("trust-remote-code-string", generation, set_("spec.model.trustRemoteCode", "true"), False),

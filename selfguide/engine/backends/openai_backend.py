@@ -133,14 +133,8 @@ class OpenAIBackend(ChatRendering):
         send the requests outside `adapter_disabled` to it."""
         name = adapter_name(adapter)
         body = {"lora_name": name, "lora_path": str(adapter.resolve()), "load_inplace": True}
-        try:
-            call(self.endpoint, "loading the adapter",
-                 lambda: self.client.post("/load_lora_adapter", body=body, cast_to=str))
-        except EndpointRefused as error:
-            raise EndpointRefused(
-                f"{error}. generation.endpoint.adapter server needs a vLLM server started with --enable-lora and "
-                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True that sees the output claim at /data (or use adapter: local)"
-            ) from None
+        call(self.endpoint, "loading the adapter",
+             lambda: self.client.post("/load_lora_adapter", body=body, cast_to=str))
         self.adapter = self.model = name
 
     @contextlib.contextmanager
@@ -170,8 +164,9 @@ class OpenAIBackend(ChatRendering):
 
     def score_answers(self, prompts: Sequence[str], answers: Sequence[str], desc: str = "") -> list[list[float]]:
         """Each answer's log-probability after each prompt: the prompt log-probabilities (`echo` with `logprobs`)
-        of the prompt followed by the answer, one request per pair (the server's prefix cache shares the prompt;
-        one sequence per request, because a CPU vLLM server with `--enable-lora` dies on prompt log-probabilities
+        of the prompt followed by the answer, one request per pair (vLLM computes the whole prompt again for each:
+        it does not read its prefix cache for a request that asks prompt log-probabilities; one sequence per
+        request, because a CPU vLLM server with `--enable-lora` dies on prompt log-probabilities
         for several sequences of one request: docs/performance.md)."""
         started = time.perf_counter()
         end = end_of_turn(self.tokenizer, None)
@@ -232,17 +227,27 @@ class OpenAIBackend(ChatRendering):
         return float(sum(p for p in answer if p is not None))
 
     def _each(self, items: list[I], send: Callable[[I], T]) -> list[T]:
-        """`send` for every item, `endpoint.concurrency` at a time, results in item order."""
+        """`send` for every item, `endpoint.concurrency` at a time, results in item order. The first failure
+        cancels the requests not yet sent (a refused request fails the stage now, not after every other one)."""
         if len(items) <= 1 or self.endpoint.concurrency == 1:
             return [send(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(self.endpoint.concurrency, len(items))) as pool:
-            return list(pool.map(send, items))
+        pool = ThreadPoolExecutor(max_workers=min(self.endpoint.concurrency, len(items)))
+        futures = [pool.submit(send, item) for item in items]
+        try:
+            return [future.result() for future in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _count(self, requests: list[Request], prompt_tokens: int, skipped: list[int], started: float) -> None:
         self.throughput.prompts += len(requests)
         self.throughput.prompt_tokens += prompt_tokens
         self.throughput.skipped_prompts += len(skipped)
         self.throughput.seconds += time.perf_counter() - started
+
+
+ADAPTER_LOADING_HINT = (
+    "; generation.endpoint.adapter server needs a vLLM server started with --enable-lora and "
+    "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True that sees the output claim at /data (or use adapter: local)")
 
 
 def missing_logprobs(endpoint: EndpointSpec) -> EndpointRefused:
@@ -264,12 +269,17 @@ def call(endpoint: EndpointSpec, doing: str, send: Callable[[], T]) -> T:
                                   f"{endpoint.max_retries} retries") from None
     except openai.APIStatusError as error:
         status, message = error.status_code, server_message(error)
+        if status in (404, 405) and doing == "loading the adapter":
+            message += ADAPTER_LOADING_HINT
         if status in (408, 409, 429) or status >= 500:
             raise EndpointUnreachable(f"{doing}: {endpoint.url} answered {status} ({message}) after "
                                       f"{endpoint.max_retries} retries") from None
         if status in (401, 403):
             message += f"; check generation.endpoint.apiKeySecret ({API_KEY_ENV})"
         raise EndpointRefused(f"{doing}: {endpoint.url} answered {status}: {message}") from None
+    except openai.APIError as error:  # an answer that is not the API's (a proxy's HTML page, a cut body)
+        raise EndpointRefused(f"{doing}: {endpoint.url} did not answer as an OpenAI-compatible server "
+                              f"({type(error).__name__})") from None
 
 
 def server_message(error: openai.APIStatusError) -> str:
@@ -327,6 +337,7 @@ def connect(location: ModelLocation, trust_remote_code: bool, endpoint: Endpoint
             local: GenerationBackend | None) -> GenerationBackend:
     """The endpoint's backend for the model at `location` (its tokenizer), with `adapter` loaded into the server,
     or run by `local` (which this closes if the endpoint cannot be used)."""
+    backend: OpenAIBackend | None = None
     try:
         tokenizer = load_tokenizer(location, trust_remote_code)
         backend = OpenAIBackend.connect(endpoint, tokenizer, lambda: context_length(location, trust_remote_code))
@@ -338,4 +349,6 @@ def connect(location: ModelLocation, trust_remote_code: bool, endpoint: Endpoint
     except BaseException:
         if local is not None:
             local.close()
+        if backend is not None:
+            backend.close()
         raise

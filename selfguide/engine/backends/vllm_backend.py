@@ -286,7 +286,8 @@ class VllmBackend(ChatRendering):
 
     def score_answers(self, prompts: Sequence[str], answers: Sequence[str], desc: str = "") -> list[list[float]]:
         """Each answer's log-probability after each prompt, from vLLM's prompt log-probabilities of the prompt
-        followed by the answer (one request per pair; prefix caching shares the prompt's computation)."""
+        followed by the answer (one request per pair; vLLM computes each pair's whole prompt, since it does not
+        read its prefix cache for a request that asks prompt log-probabilities)."""
         started = time.perf_counter()
         end = end_of_turn(self.tokenizer, None)
         tails = [answer_ids(self.tokenizer, answer, end) for answer in answers]
