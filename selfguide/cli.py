@@ -254,12 +254,16 @@ def bench(
     inputs_from: Annotated[Path | None, typer.Option(
         help="Another bench's workdir whose runs generated the inputs with the same settings (a configuration "
              "that differs in annotation, filtering or training): start from them instead of generating.")] = None,
+    seeds: Annotated[int, typer.Option(
+        min=1, max=100, help="Runs per task, with the generation and training seeds moved together (0, 1, ...); "
+                             "deltas get a paired interval over items and seeds.")] = 1,
 ) -> None:
-    """Few-shot prompting versus SELF-GUIDE on each task's test split (the paper's table)."""
+    """Few-shot prompting versus SELF-GUIDE on each task's test split (the paper's table), with a paired
+    95% interval, a verdict (better, worse, no difference) and, for exact match, McNemar's p per task."""
     from selfguide.experiments.bench import run_bench, table
 
     with failures_to_exit_codes():
-        scores = run_bench(tasks, workdir, _overrides(config), max_eval, annotator_items, inputs_from)
+        scores = run_bench(tasks, workdir, _overrides(config), max_eval, annotator_items, inputs_from, seeds)
     typer.echo(table(scores))
 
 

@@ -15,19 +15,52 @@ RESAMPLES = 4000
 SEED = 0
 
 
+Runs = Sequence[Sequence[float]]
+"""One task's per-item differences (fine-tuned minus prompting), one row per seed, the same items in every row."""
+
+
 def paired_interval(differences: Sequence[float], confidence: float, resamples: int = RESAMPLES,
                     seed: int = SEED) -> tuple[float, float]:
     """The two-sided `confidence` percentile-bootstrap interval of the mean of per-item `differences`
     (fine-tuned minus prompting, on the same items), resampling items with replacement."""
-    n = len(differences)
-    if n == 0:
+    return average_interval([[differences]], confidence, resamples, seed)
+
+
+def average_interval(tasks: Sequence[Runs], confidence: float, resamples: int = RESAMPLES,
+                     seed: int = SEED) -> tuple[float, float]:
+    """The interval of the average over `tasks` of each task's mean difference: every resample draws, per task,
+    seeds with replacement (when there are several) and items with replacement (the same items for every seed
+    drawn, which keeps each item's pairing across seeds)."""
+    tasks = [[run for run in runs if run] for runs in tasks]
+    tasks = [runs for runs in tasks if runs]
+    if not tasks:
         return (0.0, 0.0)
     rng = random.Random(seed)
-    means = sorted(sum(differences[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    means = sorted(sum(_resampled_mean(rng, runs) for runs in tasks) / len(tasks) for _ in range(resamples))
     tail = (1.0 - confidence) / 2
     low = means[max(0, math.floor(tail * resamples))]
     high = means[min(resamples - 1, math.ceil((1.0 - tail) * resamples) - 1)]
     return (low, high)
+
+
+def _resampled_mean(rng: random.Random, runs: Runs) -> float:
+    chosen = [runs[rng.randrange(len(runs))] for _ in runs] if len(runs) > 1 else runs
+    items = len(runs[0])
+    drawn = [rng.randrange(items) for _ in range(items)]
+    return sum(run[i] for run in chosen for i in drawn) / (len(chosen) * items)
+
+
+def mcnemar(baseline: Sequence[Sequence[float]], finetuned: Sequence[Sequence[float]]) -> float:
+    """The exact two-sided McNemar p-value for exact-match scores (0 or 100 per item), pooled over seeds: of the
+    items only one system got right, how unlikely a split this uneven is if both were equally good."""
+    pairs = [(b, f) for bs, fs in zip(baseline, finetuned, strict=True) for b, f in zip(bs, fs, strict=True)]
+    only_base = sum(b > f for b, f in pairs)
+    only_tuned = sum(f > b for b, f in pairs)
+    n = only_base + only_tuned
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, x) for x in range(min(only_base, only_tuned) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def wins_needed(items: int, min_improvement: float, confidence: float, best: float = 100.0) -> int | None:

@@ -10,12 +10,14 @@ import copy
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
 from selfguide.contract.errors import InvalidInput
+from selfguide.contract.intervals import average_interval, mcnemar
 from selfguide.contract.layout import FILTER_REPORT, REPORT, SPEC_FILE
 from selfguide.contract.record import read_record
 from selfguide.contract.registry import stages_for
@@ -103,6 +105,15 @@ def write_eval_split(task: BenchTask, split: str, path: Path) -> Path:
     return path
 
 
+CONFIDENCE = 0.95
+"""Of every interval in the bench table."""
+
+
+def verdict(low: float, high: float) -> str:
+    """What an interval of a delta says: `better` or `worse` when it excludes zero, else `no difference`."""
+    return "better" if low > 0 else "worse" if high < 0 else "no difference"
+
+
 ANNOTATOR_ITEMS = 60
 """Validation inputs the annotator's accuracy is measured on by default (classification tasks)."""
 
@@ -122,14 +133,40 @@ class TaskScore:
     """Wall time of the task's stages."""
     annotator: dict[str, Any] | None = None
     """Classification: the annotator's accuracy on validation inputs and the majority share (percent)."""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per seed: its `seed` offset, `baseline`, `finetuned`, `kept`, and the per-item scores of both
+    systems (`baselineItems`, `finetunedItems`, the same items in every run)."""
+
+    @property
+    def differences(self) -> list[list[float]]:
+        """Per seed, the per-item differences (fine-tuned minus prompting)."""
+        return [[f - b for b, f in zip(r["baselineItems"], r["finetunedItems"], strict=True)] for r in self.runs]
+
+    @cached_property
+    def interval(self) -> tuple[float, float]:
+        """The paired `CONFIDENCE` interval of the delta, over items and seeds."""
+        return average_interval([self.differences], CONFIDENCE)
+
+    @property
+    def p_value(self) -> float | None:
+        """Exact match: McNemar's test on the items, pooled over seeds; None for other metrics."""
+        if self.metric != "exact_match" or not self.runs:
+            return None
+        return mcnemar([r["baselineItems"] for r in self.runs], [r["finetunedItems"] for r in self.runs])
+
+    @property
+    def verdict(self) -> str:
+        return verdict(*self.interval)
 
     @property
     def delta(self) -> float:
         return self.finetuned - self.baseline
 
     def to_row(self) -> dict[str, Any]:
-        """The task's line of `bench.jsonl`: its fields and the delta."""
-        return {**asdict(self), "delta": round(self.delta, 2)}
+        """The task's line of `bench.jsonl`: its fields, the delta, its interval and the verdict."""
+        low, high = self.interval
+        return {**asdict(self), "delta": round(self.delta, 2), "interval": [round(low, 2), round(high, 2)],
+                "verdict": self.verdict, "pValue": self.p_value}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> TaskScore:
@@ -180,8 +217,38 @@ def run_task(task: BenchTask, workdir: Path, overrides: dict[str, Any], split: s
     if annotator_items and task.task_type is TaskType.CLASSIFICATION and task.data.get("validation"):
         items = [EvalExample(input=r["input"], output=r["output"]) for r in task.data["validation"][:annotator_items]]
         annotator = annotator_accuracy(job.spec, items, workdir)
+    rows = report["predictions"]
+    run = {"baseline": report["baseline"], "finetuned": report["finetuned"], "kept": kept,
+           "baselineItems": [r["fewShotPrompting"]["score"] for r in rows],
+           "finetunedItems": [r["selfGuide"]["score"] for r in rows]}
     return TaskScore(task.name, task.task_type.value, report["metric"], report["baseline"], report["finetuned"],
-                     report["examples"], kept, report["scores"], round(seconds, 1), annotator)
+                     report["examples"], kept, report["scores"], round(seconds, 1), annotator, [run])
+
+
+def seeded(overrides: dict[str, Any], task_type: TaskType, offset: int) -> dict[str, Any]:
+    """The configuration for a task of `task_type` with its generation and training seeds moved by `offset`."""
+    resolved = overrides_for(task_type, overrides)
+    seeds = {section: {"seed": (resolved.get(section) or {}).get("seed", 0) + offset}
+             for section in ("generation", "training")}
+    return deep_merge(resolved, seeds)
+
+
+def run_seeds(task: BenchTask, workdir: Path, overrides: dict[str, Any], seeds: int = 1, split: str = "test",
+              max_eval: int | None = None, annotator_items: int = 0,
+              inputs_from: Path | None = None) -> TaskScore:
+    """`run_task` once per seed (generation and training seeds moved together; `workdir/seed-<k>` when there are
+    several), combined: mean scores, and every run kept for the intervals."""
+    if seeds == 1:
+        return run_task(task, workdir, overrides, split, max_eval, annotator_items, inputs_from)
+    runs = [run_task(task, workdir / f"seed-{k}", seeded(overrides, task.task_type, k), split, max_eval,
+                     annotator_items if k == 0 else 0, inputs_from / f"seed-{k}" if inputs_from else None)
+            for k in range(seeds)]
+    first = runs[0]
+    return TaskScore(
+        first.task, first.task_type, first.metric, mean([r.baseline for r in runs]),
+        mean([r.finetuned for r in runs]), first.examples, round(mean([float(r.kept) for r in runs])),
+        {name: mean([r.scores[name] for r in runs]) for name in first.scores}, round(sum(r.seconds for r in runs), 1),
+        first.annotator, [run.runs[0] | {"seed": k} for k, run in enumerate(runs)])
 
 
 BASELINES = {"selfIcl": "Self-ICL", "fewShotFinetuning": "few-shot fine-tuning"}
@@ -192,40 +259,49 @@ def ceiling_cell(annotator: dict[str, Any] | None) -> str:
     return f"{annotator['accuracy']:.1f} / {annotator['majorityShare']:.1f}" if annotator else "-"
 
 
+def delta_cell(delta: float, interval: tuple[float, float]) -> str:
+    return f"{delta:+.1f} [{interval[0]:+.1f}, {interval[1]:+.1f}]"
+
+
 def table(scores: Sequence[TaskScore]) -> str:
     """The paper-style table: per task, then the average per task type; baselines and the annotator's ceiling
     appear when they were measured."""
     extra = [key for key in BASELINES if any(key in s.scores for s in scores)]
     lines = ["| task | metric | few-shot prompting | " + "".join(f"{BASELINES[k]} | " for k in extra)
-             + "SELF-GUIDE | delta | generated examples | annotator accuracy / majority | stage time |",
-             "| --- | --- | ---: | " + "---: | " * len(extra) + "---: | ---: | ---: | ---: | ---: |"]
+             + f"SELF-GUIDE | delta [{CONFIDENCE:.0%} interval] | verdict | McNemar p | seeds | generated examples | "
+               "annotator accuracy / majority | stage time |",
+             "| --- | --- | ---: | " + "---: | " * len(extra) + "---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
 
     def cells(values: dict[str, float]) -> str:
         return "".join(f"{values[k]:.1f} | " if k in values else "- | " for k in extra)
 
     for s in scores:
+        p = "-" if s.p_value is None else f"{s.p_value:.3f}"
         lines.append(f"| {s.task} | {s.metric} | {s.baseline:.1f} | {cells(s.scores)}{s.finetuned:.1f} | "
-                     f"{s.delta:+.1f} | {s.kept} | {ceiling_cell(s.annotator)} | {s.seconds / 60:.0f} min |")
+                     f"{delta_cell(s.delta, s.interval)} | {s.verdict} | {p} | {max(1, len(s.runs))} | "
+                     f"{s.kept} | {ceiling_cell(s.annotator)} | {s.seconds / 60:.0f} min |")
     for task_type in ("classification", "generation"):
         group = [s for s in scores if s.task_type == task_type]
         if group:
             base, tuned = mean([s.baseline for s in group]), mean([s.finetuned for s in group])
             averages = {k: mean([s.scores[k] for s in group if k in s.scores]) for k in extra
                         if all(k in s.scores for s in group)}
+            interval = average_interval([s.differences for s in group], CONFIDENCE)
             lines.append(f"| **average {task_type}** ({len(group)}) | {group[0].metric} | {base:.1f} | "
-                         f"{cells(averages)}{tuned:.1f} | {tuned - base:+.1f} | | | |")
+                         f"{cells(averages)}{tuned:.1f} | {delta_cell(tuned - base, interval)} | "
+                         f"{verdict(*interval)} | | | | | |")
     return "\n".join(lines)
 
 
 def run_bench(task_files: Sequence[Path], workdir: Path, overrides: dict[str, Any],
               max_eval: int | None = None, annotator_items: int = ANNOTATOR_ITEMS,
-              inputs_from: Path | None = None) -> list[TaskScore]:
+              inputs_from: Path | None = None, seeds: int = 1) -> list[TaskScore]:
     """Run the tasks and return the scores of every task benched in `workdir`, the newest run of each (also in
     `bench.jsonl` and `bench.md`), so tasks benched one invocation at a time add up to one table. With
     `inputs_from` (another bench's workdir), each task starts from the inputs that bench generated for it."""
     tasks = [BenchTask.load(path) for path in task_files]
-    scores = [run_task(task, workdir / task.name, overrides, "test", max_eval, annotator_items,
-                       inputs_from / task.name if inputs_from else None) for task in tasks]
+    scores = [run_seeds(task, workdir / task.name, overrides, seeds, "test", max_eval, annotator_items,
+                        inputs_from / task.name if inputs_from else None) for task in tasks]
     merged = read_bench(workdir)
     merged.update((s.task, s) for s in scores)
     atomic_write_text(workdir / "bench.md", table(list(merged.values())) + "\n")

@@ -47,8 +47,8 @@ def bench(tmp_path_factory):
 def test_bench_prints_the_paper_table(bench):
     workdir, _, result = bench
     rows = table_rows(result.stdout)
-    assert rows[0] == ["task", "metric", "few-shot prompting", "SELF-GUIDE", "delta", "generated examples",
-                       "annotator accuracy / majority", "stage time"]
+    assert rows[0] == ["task", "metric", "few-shot prompting", "SELF-GUIDE", "delta [95% interval]", "verdict",
+                       "McNemar p", "seeds", "generated examples", "annotator accuracy / majority", "stage time"]
     task_rows = [r for r in rows if r[0] == TASK_NAME]
     average = [r for r in rows if r[0].startswith("**average classification**")]
     assert len(task_rows) == 1 and len(average) == 1
@@ -56,14 +56,16 @@ def test_bench_prints_the_paper_table(bench):
     task_row, average_row = task_rows[0], average[0]
     assert task_row[1] == average_row[1] == "exact_match"
     assert average_row[0] == "**average classification** (1)"
-    assert average_row[2:5] == task_row[2:5]  # one task: the average is that task
+    assert average_row[2:6] == task_row[2:6]  # one task: the average is that task, interval and verdict too
     report = json.loads((workdir / TASK_NAME / "evaluate" / "report.json").read_text())
     funnel = json.loads((workdir / TASK_NAME / "generate" / "filter_report.json").read_text())
-    assert task_row[2:6] == [f"{report['baseline']:.1f}", f"{report['finetuned']:.1f}",
-                             f"{report['finetuned'] - report['baseline']:+.1f}", str(funnel["final"])]
+    delta = report["finetuned"] - report["baseline"]
+    assert task_row[2:4] == [f"{report['baseline']:.1f}", f"{report['finetuned']:.1f}"]
+    assert task_row[4].startswith(f"{delta:+.1f} [") and task_row[7:9] == ["1", str(funnel["final"])]
+    assert task_row[5] in ("better", "worse", "no difference") and task_row[6] != "-"  # exact match: McNemar
     assert report["examples"] == 4  # --max-eval
     annotator = json.loads((workdir / TASK_NAME / "annotator.json").read_text())["result"]
-    assert annotator["items"] == 4 and task_row[6] == f"{annotator['accuracy']:.1f} / {annotator['majorityShare']:.1f}"
+    assert annotator["items"] == 4 and task_row[9] == f"{annotator['accuracy']:.1f} / {annotator['majorityShare']:.1f}"
     assert (workdir / "bench.md").read_text() == "\n".join(line for line in result.stdout.splitlines()
                                                             if line.startswith("|")) + "\n"
 
@@ -78,6 +80,12 @@ def test_bench_writes_jsonl_scores(bench):
     assert (row["baseline"], row["finetuned"], row["examples"]) == (report["baseline"], report["finetuned"], 4)
     assert row["delta"] == round(report["finetuned"] - report["baseline"], 2)
     assert row["kept"] == json.loads((workdir / TASK_NAME / "generate" / "filter_report.json").read_text())["final"]
+    [run] = row["runs"]  # per-item scores of both systems, for the intervals
+    assert run["baselineItems"] == [p["fewShotPrompting"]["score"] for p in report["predictions"]]
+    assert run["finetunedItems"] == [p["selfGuide"]["score"] for p in report["predictions"]]
+    low, high = row["interval"]
+    assert low <= row["delta"] <= high and row["verdict"] == ("better" if low > 0 else "worse" if high < 0
+                                                              else "no difference")
     # the task's own test split is what gets scored
     test_split = read_jsonl(workdir / TASK_NAME / "test.jsonl")
     assert len(test_split) == len(json.loads(TASK.read_text())["test"])
@@ -229,3 +237,24 @@ def test_a_file_that_is_not_a_task_is_invalid_input_with_its_name(tmp_path, cont
     result = run_cli("bench", task, "--workdir", tmp_path / "runs", "--config", TINY)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{task}: not a" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_with_seeds_runs_each_seed_and_pools_them(tmp_path):
+    """`--seeds 2`: two runs with the generation and training seeds moved together, each in its own directory;
+    the row's scores are their means and its interval covers items and seeds."""
+    workdir = tmp_path / "runs"
+    unbalanced = tmp_path / "unbalanced.yaml"  # the tiny budget may keep nothing for a seed: a little more
+    unbalanced.write_text("generation: {inputs: {promptsPerRound: 8}, annotation: {samples: 4, keep: 4},"
+                          " filtering: {balanceClasses: false}}\n")
+    result = run_cli("bench", TASK, "--workdir", workdir, "--config", TINY, "--config", unbalanced, "--max-eval", "4",
+                     "--annotator-items", "0", "--seeds", "2")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    specs = [json.loads((workdir / TASK_NAME / f"seed-{k}" / "spec.json").read_text()) for k in (0, 1)]
+    assert [(s["generation"]["seed"], s["training"]["seed"]) for s in specs] == [(0, 0), (1, 1)]
+    [row] = read_jsonl(workdir / "bench.jsonl")
+    reports = [json.loads((workdir / TASK_NAME / f"seed-{k}" / "evaluate" / "report.json").read_text()) for k in (0, 1)]
+    assert [r["seed"] for r in row["runs"]] == [0, 1]
+    assert row["finetuned"] == pytest.approx(sum(r["finetuned"] for r in reports) / 2)
+    assert row["interval"][0] <= row["delta"] <= row["interval"][1]
+    [task_row] = [r for r in table_rows(result.stdout) if r[0] == TASK_NAME]
+    assert task_row[7] == "2"
