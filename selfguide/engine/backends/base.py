@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -100,6 +100,21 @@ class GenerationBackend(Protocol):
 
     def close(self) -> None:
         """Free the model (GPU memory)."""
+
+
+class AdapterSwitch:
+    """`adapter_disabled` for a backend that decides per request whether the adapter answers (`use_adapter`)."""
+
+    use_adapter: bool
+
+    @contextlib.contextmanager
+    def adapter_disabled(self) -> Iterator[None]:
+        """The base model answers inside this block."""
+        previous, self.use_adapter = self.use_adapter, False
+        try:
+            yield
+        finally:
+            self.use_adapter = previous
 
 
 def select_best(completions: list[Completion], n: int) -> list[Completion]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from selfguide.contract.errors import InvalidInput, PermanentError, RetryableError
 from selfguide.engine.backends.base import (
+    AdapterSwitch,
     Completion,
     GenerationBackend,
     Messages,
@@ -37,8 +37,6 @@ from selfguide.engine.backends.token_prompts import Request, plan_requests
 from selfguide.engine.backends.vllm_backend import context_length
 from selfguide.engine.models import ModelLocation
 from selfguide.spec.endpoint import API_KEY_ENV, EndpointSpec
-
-log = logging.getLogger(__name__)
 
 MAX_STOP_STRINGS = 4
 """The most stop strings the OpenAI API (and vLLM's server, 400 otherwise) takes; the rest cut the text here."""
@@ -150,10 +148,7 @@ class OpenAIBackend(ChatRendering):
         """`params.n` completions per prompt, one request per prompt (the server batches those in flight); none
         for a prompt longer than the server's context window."""
         started = time.perf_counter()
-        requests, skipped = plan_requests(self.tokenizer, prompts, params, self.max_model_len)
-        if skipped:
-            log.warning("%s: %d prompt(s) skipped, longer than the model's context of %d tokens",
-                        desc or "generating", len(skipped), self.max_model_len)
+        requests, skipped = plan_requests(self.tokenizer, prompts, params, self.max_model_len, desc)
         results: list[list[Completion]] = [[] for _ in prompts]
         for request, completions in zip(requests, self._each(requests, lambda r: self._complete(r, params)),
                                         strict=True):
@@ -292,7 +287,7 @@ def server_message(error: openai.APIStatusError) -> str:
     return (error.response.text or error.message)[:500]
 
 
-class LocalAdapter:
+class LocalAdapter(AdapterSwitch):
     """The base model on the endpoint, the fine-tuned adapter in a backend of this process (`adapter: local`):
     requests inside `adapter_disabled` go to the endpoint, all others to the local backend. `throughput` is the
     endpoint's (the local backend keeps its own)."""
@@ -317,14 +312,6 @@ class LocalAdapter:
 
     def score_answers(self, prompts: Sequence[str], answers: Sequence[str], desc: str = "") -> list[list[float]]:
         return self._current().score_answers(prompts, answers, desc)
-
-    @contextlib.contextmanager
-    def adapter_disabled(self) -> Iterator[None]:
-        previous, self.use_adapter = self.use_adapter, False
-        try:
-            yield
-        finally:
-            self.use_adapter = previous
 
     def close(self) -> None:
         try:

@@ -4,6 +4,7 @@ budget counted with, a seed per prompt, and the prompts that do not fit the cont
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,6 +12,8 @@ from transformers import PreTrainedTokenizerBase
 
 from selfguide.engine.backends.base import SamplingParams
 from selfguide.engine.backends.chat import encode
+
+log = logging.getLogger(__name__)
 
 
 def prompt_seed(seed: int, index: int) -> int:
@@ -34,9 +37,11 @@ class Request:
 
 
 def plan_requests(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], params: SamplingParams, max_model_len: int
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], params: SamplingParams, max_model_len: int,
+    desc: str = "",
 ) -> tuple[list[Request], list[int]]:
-    """Requests for the prompts that fit the context window, and the indices of those that do not.
+    """Requests for the prompts that fit the context window, and the indices of those that do not (logged, for
+    the work `desc` names).
 
     The token ids come from the tokenizer call the prompt budget counted with (no special tokens added: the
     chat template wrote its own BOS). vLLM rejects a prompt that leaves no room for one generated token."""
@@ -49,4 +54,7 @@ def plan_requests(
             continue
         seed = None if params.seed is None else prompt_seed(params.seed, index)
         requests.append(Request(index, ids, seed))
+    if skipped:
+        log.warning("%s: %d prompt(s) skipped, longer than the model's context of %d tokens",
+                    desc or "generating", len(skipped), max_model_len)
     return requests, skipped

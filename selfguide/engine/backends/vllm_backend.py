@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from selfguide.contract.errors import PermanentError
 from selfguide.engine.backends.base import (
+    AdapterSwitch,
     Completion,
     SamplingParams,
     Throughput,
@@ -34,8 +34,6 @@ from selfguide.engine.backends.token_prompts import Request, plan_requests
 from selfguide.engine.models import ModelLocation
 from selfguide.spec.model import Dtype
 from selfguide.spec.training import VLLM_LORA_RANKS
-
-log = logging.getLogger(__name__)
 
 ADAPTER_NAME = "adapter"
 ADAPTER_ID = 1
@@ -209,7 +207,7 @@ def vllm_api() -> VllmApi:
     return VllmApi(VllmSamplingParams, TokensPrompt, LoRARequest)
 
 
-class VllmBackend(ChatRendering):
+class VllmBackend(ChatRendering, AdapterSwitch):
     """A vLLM engine (`vllm.LLM`, or a stand-in with its `generate` in tests) and the model's tokenizer."""
 
     def __init__(self, llm: Any, tokenizer: PreTrainedTokenizerBase, max_model_len: int,
@@ -254,22 +252,10 @@ class VllmBackend(ChatRendering):
                                 kv_cache_gib, length))
         return cls(llm, tokenizer, int(llm.model_config.max_model_len), adapter, platform=platform)
 
-    @contextlib.contextmanager
-    def adapter_disabled(self) -> Iterator[None]:
-        """Generate with the base model alone inside this block (the engine serves both)."""
-        previous, self.use_adapter = self.use_adapter, False
-        try:
-            yield
-        finally:
-            self.use_adapter = previous
-
     def generate(self, prompts: Sequence[str], params: SamplingParams, desc: str = "") -> list[list[Completion]]:
         """`params.n` completions per prompt; none for a prompt longer than the context window."""
         started = time.perf_counter()
-        requests, skipped = plan_requests(self.tokenizer, prompts, params, self.max_model_len)
-        if skipped:
-            log.warning("%s: %d prompt(s) skipped, longer than the model's context of %d tokens",
-                        desc or "generating", len(skipped), self.max_model_len)
+        requests, skipped = plan_requests(self.tokenizer, prompts, params, self.max_model_len, desc)
         results: list[list[Completion]] = [[] for _ in prompts]
         if requests:
             outputs = self._run(requests, params)
