@@ -87,7 +87,10 @@ def faulty_proxy(upstream: str, faults: Faults) -> Iterator[str]:
                 pass  # the client gave up (its timeout)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    # Closing waits for the requests still being forwarded (a delayed one the client gave up on reaches the
+    # server later): no request of one test may reach the server during the next.
+    server.daemon_threads = False
+    server.block_on_close = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
