@@ -118,11 +118,15 @@ class OpenAIBackend(ChatRendering):
         server's (`max_model_len` in vLLM's model list), else `context_length()` (the model's own)."""
         client = openai.OpenAI(base_url=endpoint.url, api_key=api_key(endpoint),
                                timeout=float(endpoint.timeout_seconds), max_retries=endpoint.max_retries)
-        models = call(endpoint, "listing models", lambda: client.models.list().data)
-        served = next((m for m in models if m.id == endpoint.model), None)
-        if served is None:
-            names = ", ".join(sorted(m.id for m in models)) or "none"
-            raise EndpointRefused(f"generation.endpoint.model {endpoint.model!r}: {endpoint.url} serves {names}")
+        try:
+            models = call(endpoint, "listing models", lambda: client.models.list().data)
+            served = next((m for m in models if m.id == endpoint.model), None)
+            if served is None:
+                names = ", ".join(sorted(m.id for m in models)) or "none"
+                raise EndpointRefused(f"generation.endpoint.model {endpoint.model!r}: {endpoint.url} serves {names}")
+        except BaseException:
+            client.close()  # no backend owns it yet
+            raise
         length = getattr(served, "max_model_len", None) or (served.model_extra or {}).get("max_model_len")
         return cls(endpoint, tokenizer, client, int(length) if length else context_length())
 
