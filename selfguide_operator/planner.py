@@ -19,7 +19,7 @@ from selfguide_operator.names import spec_config_map_name, stage_job_name
 from selfguide_operator.observed import ChildJob, Observed, clip
 from selfguide_operator.policy import refusals
 from selfguide_operator.progress import carried_progress
-from selfguide_operator.publication import gate_failure, model_adapter_body, outputs
+from selfguide_operator.publication import gate_failure, model_adapter_body, outputs, warnings
 from selfguide_operator.settings import OperatorSettings
 from selfguide_operator.status import (
     TERMINAL,
@@ -112,8 +112,9 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
     elif waiting is not None:
         verdict = waiting
     elif all(e.phase is Phase.SUCCEEDED for e in entries):
-        verdict = gate_failure(spec, _evaluation(results, old)) or Verdict(
-            Phase.SUCCEEDED, "Completed", f"all {len(entries)} stages succeeded")
+        evaluation = _evaluation(results, old)
+        verdict = gate_failure(spec, evaluation) or Verdict(
+            Phase.SUCCEEDED, "Completed", clip(f"all {len(entries)} stages succeeded{warnings(evaluation)}"))
         if verdict.phase is Phase.SUCCEEDED and (adapter := model_adapter_body(job)) is not None:
             actions = [ApplyObject(adapter)]  # spec.serving: hand the published adapter to AIBrix
     else:

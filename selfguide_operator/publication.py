@@ -34,6 +34,14 @@ def gate_failure(spec: SelfGuideJobSpec, evaluation: EvaluateResult | None) -> V
                                                            "published (the data and the report are kept)"))
 
 
+def warnings(evaluation: EvaluateResult | None) -> str:
+    """What the evaluation found beyond its scores (a collapse, an annotator that cannot help), for the message of
+    a job that succeeded; empty when nothing."""
+    if evaluation is None or evaluation.findings is None:
+        return ""
+    return "".join(f"; warning: {message}" for message in evaluation.findings.messages())
+
+
 def published(spec: SelfGuideJobSpec, entries: list[StageStatus], evaluation: EvaluateResult | None) -> bool:
     """The model may be named in `status.outputs`: every stage succeeded, and the gate (if any) passed.
     Without a gate the adapter is named as soon as the train stage succeeded."""

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from selfguide.contract.findings import Findings
 from selfguide.contract.intervals import paired_interval, too_few_items
 from selfguide.spec.base import SpecModel
 
@@ -119,27 +120,33 @@ class GateResult(SpecModel):
     """Evaluation items both systems answered."""
     note: Annotated[str | None, Field(max_length=512)] = None
     """Set when the evaluation set is too small to show the required improvement (`too_few_items`)."""
+    collapse: Annotated[str | None, Field(max_length=1024)] = None
+    """Set when the training set or the tuned classifier collapsed to one label (`Findings.collapse`): the gate
+    fails whatever the scores."""
 
     def message(self) -> str:
         verdict = "passed" if self.passed else "failed"
-        relation = ">=" if self.passed else "<"
-        return (f"quality gate {verdict}: SELF-GUIDE {self.finetuned:.2f} vs few-shot prompting {self.baseline:.2f} "
+        relation = ">=" if self.lower >= self.min_improvement else "<"
+        collapse = f" whatever the score ({self.collapse})" if self.collapse else ""
+        return (f"quality gate {verdict}{collapse}: SELF-GUIDE {self.finetuned:.2f} vs few-shot prompting "
+                f"{self.baseline:.2f} "
                 f"on {self.items} items (improvement {self.improvement:+.2f}, {self.confidence:.0%} interval "
                 f"[{self.lower:+.2f}, {self.upper:+.2f}]; lower end {relation} required {self.min_improvement:+.2f})"
                 + (f"; {self.note}" if self.note and not self.passed else ""))
 
 
 def judge(min_improvement: float, baseline: Sequence[float], finetuned: Sequence[float],
-          confidence: float = 0.95) -> GateResult:
+          confidence: float = 0.95, collapse: str | None = None) -> GateResult:
     """The gate's verdict on the per-item scores of both systems (same items, same order): it passes when the
-    lower end of the paired `confidence` interval of the improvement reaches `min_improvement`."""
+    lower end of the paired `confidence` interval of the improvement reaches `min_improvement` and nothing
+    `collapse`d."""
     assert len(baseline) == len(finetuned), "the systems must answer the same items"
     low, high = paired_interval([f - b for b, f in zip(baseline, finetuned, strict=True)], confidence)
     base, tuned = (mean(baseline), mean(finetuned)) if baseline else (0.0, 0.0)
-    return GateResult(passed=round(low, 2) >= min_improvement, min_improvement=min_improvement,
+    return GateResult(passed=round(low, 2) >= min_improvement and collapse is None, min_improvement=min_improvement,
                       baseline=round(base, 2), finetuned=round(tuned, 2), improvement=round(tuned - base, 2),
                       lower=round(low, 2), upper=round(high, 2), confidence=confidence, items=len(baseline),
-                      note=too_few_items(len(baseline), min_improvement, confidence))
+                      note=too_few_items(len(baseline), min_improvement, confidence), collapse=collapse)
 
 
 class EvaluateResult(StageResult):
@@ -156,11 +163,15 @@ class EvaluateResult(StageResult):
     """Every scored system, by name (`fewShotPrompting`, `selfGuide`, `fewShotFinetuning`)."""
     gate: GateResult | None = None
     """The quality gate's verdict, when `spec.evaluation.gate` is set."""
+    findings: Findings | None = None
+    """Classification: a one-label training set, a classifier that gives one answer to every input, or an
+    annotator no better than the majority class, when the evidence shows one."""
 
     def line(self) -> str:
         gate = "" if self.gate is None else f"; quality gate {'passed' if self.gate.passed else 'FAILED'}"
+        found = "".join(f"; {message}" for message in self.findings.messages()) if self.findings else ""
         return (f"{self.metric.value}: few-shot {self.baseline:.1f} -> SELF-GUIDE {self.finetuned:.1f} "
-                f"({self.delta:+.1f}){gate}")
+                f"({self.delta:+.1f}){gate}{found}")
 
     @property
     def publishable(self) -> bool:

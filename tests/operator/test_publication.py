@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from selfguide.contract.findings import Findings, annotator_at_majority, findings
 from selfguide.contract.results import EvaluateResult, Metric, judge
 from selfguide.contract.status import Phase
 from selfguide.contract.termination import TerminationMessage
@@ -21,9 +22,12 @@ SETTINGS = OperatorSettings()
 GATE = {"examples": [{"input": "c d", "output": "d c"}], "gate": {"minImprovement": 5}}
 
 
-def evaluated(baseline: float, finetuned: float, min_improvement: float = 5):
+def evaluated(baseline: float, finetuned: float, min_improvement: float | None = 5, found: Findings | None = None):
+    collapse = found.collapse if found else None
     result = EvaluateResult(metric=Metric.ROUGE_L, examples=1, baseline=baseline, finetuned=finetuned,
-                            delta=finetuned - baseline, gate=judge(min_improvement, [baseline], [finetuned]))
+                            delta=finetuned - baseline, findings=found,
+                            gate=None if min_improvement is None else judge(
+                                min_improvement, [baseline], [finetuned], collapse=collapse))
     return child("evaluate", "complete", outcome=Outcome.parse(TerminationMessage(
         stage="evaluate", ok=True, summary=result.model_dump(mode="json", by_alias=True)).render()))
 
@@ -126,3 +130,30 @@ def test_with_spec_serving_the_published_adapter_gets_a_model_adapter_owned_by_t
                             "artifactURL": "/data/ns/demo/train/adapter"}
     _, lost = finish(evaluated(50, 51), evaluation=GATE, serving=serving)
     assert not [a for a in lost.actions if isinstance(a, ApplyObject)] and lost.status.outputs.model_adapter is None
+
+
+COLLAPSED = findings(["2"] * 81, ["2"] * 20, ["0", "1", "2", "2"] * 5)
+
+
+def test_a_collapsed_model_fails_the_gate_whatever_its_score_and_the_status_names_the_collapse():
+    assert COLLAPSED is not None and COLLAPSED.collapse is not None
+    _, result = finish(evaluated(50, 90, found=COLLAPSED), evaluation=GATE)
+    status = result.status
+    failed = next(c for c in status.conditions if c.type == "Failed")
+    assert status.phase is Phase.FAILED and failed.reason == QUALITY_GATE_FAILED
+    assert "quality gate failed whatever the score (one-label training set: 81 of 81 training examples are " \
+           "labelled '2'; collapsed classifier: SELF-GUIDE answers '2' to 20 of 20" in failed.message
+    assert status.outputs is not None and status.outputs.adapter is None
+    assert status.evaluation is not None and status.evaluation.findings == COLLAPSED
+
+
+def test_without_a_gate_a_job_that_succeeds_says_what_was_found():
+    found = COLLAPSED.model_copy(update={"annotator": annotator_at_majority(45.0, 61.7, 60)})
+    _, result = finish(evaluated(50, 90, min_improvement=None, found=found))
+    status = result.status
+    assert status.phase is Phase.SUCCEEDED
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert ready.message.startswith("all 3 stages succeeded; warning: one-label training set: 81 of 81")
+    assert "; warning: self-training cannot help: the annotator labels 45.0% of 60 gold inputs right" in ready.message
+    evaluate = next(s for s in status.stages if s.name == "evaluate")
+    assert evaluate.message is not None and "collapsed classifier: SELF-GUIDE answers '2'" in evaluate.message
