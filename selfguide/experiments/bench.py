@@ -17,6 +17,7 @@ from typing import Any
 
 from selfguide.artifacts import atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
 from selfguide.contract.errors import InvalidInput
+from selfguide.contract.filter_report import FilterReport
 from selfguide.contract.intervals import average_interval, mcnemar
 from selfguide.contract.layout import FILTER_REPORT, REPORT, SPEC_FILE
 from selfguide.contract.record import read_record
@@ -212,7 +213,7 @@ def run_task(task: BenchTask, workdir: Path, overrides: dict[str, Any], split: s
         record = read_record(workdir / definition.name)
         seconds += record.seconds if record else 0.0
     report = read_json(workdir / REPORT)
-    kept = read_json(workdir / FILTER_REPORT)["final"]
+    kept = FilterReport.read(workdir / FILTER_REPORT).final
     annotator = None
     if annotator_items and task.task_type is TaskType.CLASSIFICATION and task.data.get("validation"):
         items = [EvalExample(input=r["input"], output=r["output"]) for r in task.data["validation"][:annotator_items]]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_text
+from selfguide.contract.filter_report import FilterReport
 from selfguide.contract.layout import REPORT_HTML_FILE
 from selfguide.spec import SelfGuideJobSpec
 
@@ -87,29 +88,22 @@ def _scores(report: dict[str, Any]) -> str:
             f'<tbody>{rows}</tbody></table></section>')
 
 
-def _funnel(funnel: dict[str, Any]) -> str:
-    steps = [("inputs", "input filters"), ("annotation", "annotation"), ("balance", "class balancing")]
-    total = funnel["inputs"]["in"]
+def _funnel(funnel: FilterReport) -> str:
+    labels = {"inputs": "input filters", "annotation": "annotation", "balance": "class balancing"}
+    total = funnel.inputs.entered
     rows = [(f"<tr><td>generated inputs</td><td class=num>{total}</td><td class=num></td><td></td>"
              f"<td style='width:35%'>{_bar(total, total)}</td></tr>")]
-    for key, label in steps:
-        if key not in funnel:
-            continue
-        step = funnel[key]
-        reasons: dict[str, int] = defaultdict(int)
-        for by_reason in step.get("dropped", {}).values():
-            for reason, n in by_reason.items():
-                reasons[reason or "unspecified"] += n
-        why = ", ".join(f"{escape(r)} {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
-        rows.append(f"<tr><td>after {label}</td><td class=num>{step['kept']}</td>"
-                    f"<td class=num>-{step['in'] - step['kept']}</td><td>{why}</td>"
-                    f"<td>{_bar(step['kept'], total, 'kept')}</td></tr>")
-    missing = funnel.get("missingLabels") or []
+    for key, step in funnel.steps():
+        why = ", ".join(f"{escape(r)} {n}" for r, n in sorted(step.reasons().items(), key=lambda x: -x[1]))
+        rows.append(f"<tr><td>after {labels[key]}</td><td class=num>{step.kept}</td>"
+                    f"<td class=num>-{step.entered - step.kept}</td><td>{why}</td>"
+                    f"<td>{_bar(step.kept, total, 'kept')}</td></tr>")
+    missing = funnel.missing_labels or []
     note = (f"<p class=wrong>No training example of: {escape(', '.join(missing))}</p>" if missing else "")
     return (f'<section id="funnel"><h2>Filter funnel</h2>{note}<table><thead><tr><th>step</th>'
             f'<th class=num>remaining</th><th class=num>dropped</th><th>why</th><th></th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>'
-            f'<p class=muted>{funnel.get("final", 0)} training examples from {total} generated inputs.</p></section>')
+            f'<p class=muted>{funnel.final} training examples from {total} generated inputs.</p></section>')
 
 
 def _evidence(row: dict[str, Any]) -> str:
@@ -176,7 +170,7 @@ def _plots(plots: list[Path]) -> str:
 
 
 def render_html(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict[str, Any]],
-                funnel: dict[str, Any], candidates: list[dict[str, Any]], plots: list[Path]) -> str:
+                funnel: FilterReport, candidates: list[dict[str, Any]], plots: list[Path]) -> str:
     """The whole page."""
     title = "SELF-GUIDE evaluation report"
     nav = "".join(f'<a href="#{id_}">{label}</a>' for id_, label in (
@@ -194,7 +188,7 @@ def render_html(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[
 
 
 def write_html_report(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict[str, Any]],
-                      funnel: dict[str, Any], candidates: list[dict[str, Any]], out_dir: Path,
+                      funnel: FilterReport, candidates: list[dict[str, Any]], out_dir: Path,
                       plots: list[str]) -> Path:
     path = out_dir / REPORT_HTML_FILE
     atomic_write_text(path, render_html(spec, report, generated, funnel, candidates, [out_dir / p for p in plots]))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_text
+from selfguide.contract.filter_report import FilterReport
 from selfguide.spec import SelfGuideJobSpec
 from selfguide.stages.evaluate.html import write_html_report
 
@@ -16,16 +17,16 @@ SYSTEM_NAMES = {
 }
 
 
-def funnel_steps(funnel: dict[str, Any]) -> list[tuple[str, int]]:
+def funnel_steps(funnel: FilterReport) -> list[tuple[str, int]]:
     """(step, remaining) pairs of the generate stage's filter report."""
-    steps = [("generated inputs", funnel["inputs"]["in"]), ("after input filters", funnel["inputs"]["kept"]),
-             ("after annotation vote", funnel["annotation"]["kept"])]
-    if "balance" in funnel:
-        steps.append(("after class balancing", funnel["balance"]["kept"]))
+    steps = [("generated inputs", funnel.inputs.entered), ("after input filters", funnel.inputs.kept),
+             ("after annotation vote", funnel.annotation.kept)]
+    if funnel.balance is not None:
+        steps.append(("after class balancing", funnel.balance.kept))
     return steps
 
 
-def _plots(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict], funnel: dict[str, Any],
+def _plots(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict], funnel: FilterReport,
            out_dir: Path) -> list[str]:
     import matplotlib
 
@@ -71,7 +72,7 @@ def _plots(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict]
 
 
 def write_readable_report(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict],
-                          funnel: dict[str, Any], out_dir: Path, candidates: list[dict] | None = None) -> None:
+                          funnel: FilterReport, out_dir: Path, candidates: list[dict] | None = None) -> None:
     """report.md and its plots, and report.html (one self-contained page)."""
     plots = _plots(spec, report, generated, funnel, out_dir)
     write_html_report(spec, report, generated, funnel, candidates or [], out_dir, plots)

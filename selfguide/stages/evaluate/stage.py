@@ -13,10 +13,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from selfguide.artifacts import atomic_write_json, read_json, read_jsonl
+from selfguide.artifacts import atomic_write_json, read_jsonl
 from selfguide.contract import progress
 from selfguide.contract.environment import pvc_local_path
 from selfguide.contract.errors import PermanentError
+from selfguide.contract.filter_report import FilterReport
 from selfguide.contract.layout import (
     ADAPTER_DIR,
     CANDIDATES,
@@ -217,7 +218,7 @@ def run(ctx: StageContext) -> EvaluateResult:
         report["gate"] = gate.model_dump(mode="json", by_alias=True)
     atomic_write_json(ctx.output / REPORT_FILE, report)
     generated = read_jsonl(ctx.artifact(TRAIN_DATA))
-    funnel = read_json(ctx.artifact(FILTER_REPORT))
+    funnel = FilterReport.read(ctx.artifact(FILTER_REPORT))
     candidates = read_jsonl(ctx.artifact(CANDIDATES)) if ctx.artifact(CANDIDATES).is_file() else []
     write_readable_report(spec, report, generated, funnel, ctx.output, candidates)
     return EvaluateResult.model_validate({k: report[k] for k in ("metric", "examples", "baseline", "finetuned",

@@ -3,10 +3,11 @@ batch calibration; then the checks that need every annotation (margin, agreement
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
 from selfguide.contract import progress
+from selfguide.contract.filter_report import AnnotationStep, Drops
 from selfguide.engine.backends.base import EXCEEDS_CONTEXT, GenerationBackend, SamplingParams
 from selfguide.prompts import few_shot_messages
 from selfguide.spec import SelfGuideJobSpec, TaskType
@@ -105,13 +106,17 @@ class Annotator:
         return [(c.input, decide(calibrate(c.scores, means)).label) for c in candidates
                 if c.dropped_at == "kept" and c.scores is not None]
 
-    def settings(self, candidates: Sequence[Candidate]) -> dict[str, object]:
-        """What the report records about how labels were decided."""
-        recorded: dict[str, object] = {"method": self.cfg.method.value}
-        if self.likelihood:
-            recorded |= {"calibration": self.cfg.calibration.value, "minMargin": self.cfg.min_margin,
-                         "labelMeans": {k: round(v, 4) for k, v in self._means(candidates).items()}}
-        return recorded
+    def step(self, candidates: Sequence[Candidate], entered: int, kept: int, dropped: Drops) -> AnnotationStep:
+        """The filter report's annotation step: its counts, the samples dropped and how labels were decided."""
+        samples_dropped: Drops = defaultdict(dict)
+        for (name, reason), n in sorted(self.sample_drops.items()):
+            samples_dropped[name][reason] = n
+        likelihood = self.likelihood
+        return AnnotationStep(
+            entered=entered, kept=kept, dropped=dropped, samples_dropped=dict(samples_dropped), method=self.cfg.method,
+            calibration=self.cfg.calibration if likelihood else None,
+            min_margin=self.cfg.min_margin if likelihood else None,
+            label_means={k: round(v, 4) for k, v in self._means(candidates).items()} if likelihood else None)
 
     def finish(self, candidates: Sequence[Candidate]) -> None:
         """Decide likelihood labels with the calibration of the whole job, then drop low margins and

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfguide.artifacts import atomic_write_json, atomic_write_jsonl, config_hash, read_json, read_jsonl
+from selfguide.artifacts import atomic_write_json, atomic_write_jsonl, config_hash, read_jsonl
 from selfguide.contract import progress
+from selfguide.contract.filter_report import BalanceStep, Drops, FilterReport, Prompts, Step
 from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
-from selfguide.contract.results import FunnelStep, GenerateResult
+from selfguide.contract.results import GenerateResult
 from selfguide.engine.backends import open_backend
 from selfguide.engine.backends.base import EXCEEDS_CONTEXT, GenerationBackend, SamplingParams
 from selfguide.prompts import (
@@ -136,11 +137,11 @@ def seed_inputs(spec: SelfGuideJobSpec, source: Path, checkpoint: Path) -> int:
     for candidate, row in zip(candidates, rows):
         if row.get("droppedAt") == "input":
             candidate.drop("input", row["filter"], row["reason"])
-    prompts = read_json(source / FILTER_REPORT_FILE)["prompts"]
+    prompts = FilterReport.read(source / FILTER_REPORT_FILE).prompts
     pool = [c.input for c in candidates if c.dropped_at == "kept"]
     _write_inputs_state(checkpoint, spec, spec.generation.inputs.rounds_for(spec.task.type),
                         random.Random(spec.generation.seed),
-                        PromptStats(prompts["built"], prompts["trimmed"], Counter(prompts["skipped"])), candidates, pool)
+                        PromptStats(prompts.built, prompts.trimmed, Counter(prompts.skipped)), candidates, pool)
     return len(pool)
 
 
@@ -268,7 +269,7 @@ class Generator:
         return state["rounds"], candidates, list(state["pool"])
 
     # -- class balancing ----------------------------------------------------------------------------------
-    def balance(self, candidates: list[Candidate]) -> dict[str, Any]:
+    def balance(self, candidates: list[Candidate]) -> BalanceStep:
         kept = [c for c in candidates if c.dropped_at == "kept"]
         by_label: dict[str, list[Candidate]] = defaultdict(list)
         for c in kept:
@@ -280,11 +281,12 @@ class Generator:
                 for c in self.rng.sample(group, len(group) - smallest):
                     c.drop("balance", "balance", "class_balance")
         after = {label: sum(1 for c in by_label.get(label, []) if c.dropped_at == "kept") for label in before}
-        missing = [label for label, n in before.items() if n == 0]
-        return {"before": before, "after": after, "missingLabels": missing}
+        return BalanceStep(entered=len(kept), kept=sum(c.dropped_at == "kept" for c in kept),
+                           dropped=_counts(candidates, "balance"), before=before, after=after,
+                           missing_labels=[label for label, n in before.items() if n == 0])
 
 
-def _counts(candidates: list[Candidate], step: str) -> dict[str, dict[str, int]]:
+def _counts(candidates: list[Candidate], step: str) -> Drops:
     dropped: dict[str, Counter] = defaultdict(Counter)
     for c in candidates:
         if c.dropped_at == step:
@@ -292,44 +294,22 @@ def _counts(candidates: list[Candidate], step: str) -> dict[str, dict[str, int]]
     return {name: dict(reasons) for name, reasons in sorted(dropped.items())}
 
 
-def funnel_report(gen: Generator, candidates: list[Candidate], balance: dict[str, Any] | None) -> dict[str, Any]:
+def funnel_report(gen: Generator, candidates: list[Candidate], balance: BalanceStep | None) -> FilterReport:
     """The filter funnel; at each step `in == kept + sum(dropped)`."""
     def total(step: str) -> int:
         return sum(1 for c in candidates if c.dropped_at == step)
 
     after_inputs = len(candidates) - total("input")
     after_annotation = after_inputs - total("annotation")
-    sample_drops: dict[str, dict[str, int]] = defaultdict(dict)
-    for (name, reason), n in sorted(gen.annotator.sample_drops.items()):
-        sample_drops[name][reason] = n
-    report: dict[str, Any] = {
-        "prompts": {"built": gen.prompts.built, "trimmed": gen.prompts.trimmed, "skipped": dict(gen.prompts.skipped)},
-        "inputs": {"in": len(candidates), "kept": after_inputs, "dropped": _counts(candidates, "input")},
-        "annotation": {"in": after_inputs, "kept": after_annotation, "dropped": _counts(candidates, "annotation"),
-                       "samplesDropped": dict(sample_drops), **gen.annotator.settings(candidates)},
-        "final": total("kept"),
-    }
+    missing = None
     if gen.spec.task.type is TaskType.CLASSIFICATION:
         kept = Counter(c.output for c in candidates if c.dropped_at == "kept")
-        report["missingLabels"] = [label for label in gen.spec.task.labels or [] if not kept[label]]
-    if balance is not None:
-        report["balance"] = {"in": after_annotation, "kept": total("kept"), "dropped": _counts(candidates, "balance"),
-                             **balance}
-    return report
-
-
-def funnel(report: dict[str, Any]) -> list[FunnelStep]:
-    """The filter report's steps as counts: what entered each step, what it kept, what it dropped and why."""
-    steps = []
-    for step in ("inputs", "annotation", "balance"):
-        if step not in report:
-            continue
-        dropped: Counter = Counter()
-        for reasons in report[step].get("dropped", {}).values():
-            dropped.update(reasons)
-        steps.append(FunnelStep(step=step, entered=report[step]["in"], kept=report[step]["kept"],
-                                dropped={reason or "unspecified": n for reason, n in dropped.items()}))
-    return steps
+        missing = [label for label in gen.spec.task.labels or [] if not kept[label]]
+    return FilterReport(
+        prompts=Prompts(built=gen.prompts.built, trimmed=gen.prompts.trimmed, skipped=dict(gen.prompts.skipped)),
+        inputs=Step(entered=len(candidates), kept=after_inputs, dropped=_counts(candidates, "input")),
+        annotation=gen.annotator.step(candidates, after_inputs, after_annotation, _counts(candidates, "annotation")),
+        final=total("kept"), missing_labels=missing, balance=balance)
 
 
 GENERATION_SHARE = 0.5
@@ -339,7 +319,7 @@ GENERATION_SHARE = 0.5
 @dataclass(frozen=True)
 class GeneratedData:
     examples: int
-    report: dict[str, Any]
+    report: FilterReport
 
 
 def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Path,
@@ -362,7 +342,7 @@ def run_generate(spec: SelfGuideJobSpec, backend: GenerationBackend, out_dir: Pa
     kept = [c for c in candidates if c.dropped_at == "kept"]
     atomic_write_jsonl(out_dir / TRAIN_FILE, ({"input": c.input, "output": c.output} for c in kept))
     atomic_write_jsonl(out_dir / CANDIDATES_FILE, (c.row() for c in candidates))
-    atomic_write_json(out_dir / FILTER_REPORT_FILE, report)
+    report.write(out_dir / FILTER_REPORT_FILE)
     return GeneratedData(len(kept), report)
 
 
@@ -388,13 +368,12 @@ def run(ctx: StageContext) -> GenerateResult:
     finally:
         backend.close()
     report = result.report
-    dropped: Counter = Counter()
-    for step in ("inputs", "annotation", "balance"):
-        for reasons in report.get(step, {}).get("dropped", {}).values():
-            dropped.update(reasons)
+    dropped: Counter[str] = Counter()
+    for _, step in report.steps():
+        dropped.update(step.reasons())
     return GenerateResult(
-        examples=result.examples, candidates=report["inputs"]["in"], dropped=dict(dropped),
-        missing_labels=report.get("missingLabels", []),
-        generated_tokens=backend.throughput.generated_tokens, funnel=funnel(report),
+        examples=result.examples, candidates=report.inputs.entered, dropped=dict(dropped),
+        missing_labels=report.missing_labels or [],
+        generated_tokens=backend.throughput.generated_tokens, funnel=report.funnel(),
         tokens_per_second=round(backend.throughput.tokens_per_second, 1),
     )

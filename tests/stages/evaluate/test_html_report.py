@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from selfguide.contract.filter_report import FilterReport
 from selfguide.spec import SelfGuideJobSpec
 from selfguide.stages.evaluate.readable import write_readable_report
 from tests import manifests
@@ -39,11 +40,13 @@ CANDIDATES = [
      "reason": "no_agreement", "votes": 2, "validSamples": 5},
     {"input": "Okay.", "round": 2, "droppedAt": "input", "filter": "duplicates", "reason": "duplicate"},
 ]
-FUNNEL = {
+FUNNEL = FilterReport.model_validate({
+    "prompts": {"built": 3, "trimmed": 0, "skipped": {}},
     "inputs": {"in": 6, "kept": 3, "dropped": {"duplicates": {"duplicate": 2}, "length": {"too_long": 1}}},
-    "annotation": {"in": 3, "kept": 2, "dropped": {"vote": {"no_agreement": 1}}},
+    "annotation": {"in": 3, "kept": 2, "dropped": {"vote": {"no_agreement": 1}}, "samplesDropped": {},
+                   "method": "vote"},
     "final": 2,
-}
+})
 GENERATED = [{"input": "Great phone.", "output": "positive"}, {"input": "Terrible.", "output": "negative"}]
 
 PROBE = """(() => {

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from selfguide.contract import progress
+from selfguide.contract.filter_report import FilterReport
 from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.engine.backends.base import Completion, SamplingParams, Throughput
 from selfguide.prompts import INPUT_RESPONSE_PREFIX, RULE, input_generation_prompt
@@ -109,7 +110,7 @@ def run_with_checkpoint(spec: SelfGuideJobSpec, model: ScriptedModel, out: Path,
     report = json.loads((out / FILTER_REPORT_FILE).read_text())
     rows = [json.loads(line) for line in (out / CANDIDATES_FILE).read_text().splitlines()]
     train = [json.loads(line) for line in (out / TRAIN_FILE).read_text().splitlines()]
-    assert result.report == report
+    assert result.report == FilterReport.model_validate(report)
     assert result.examples == len(train)
     assert_bookkeeping(report, rows, train)
     return report, rows, train
