@@ -3,8 +3,11 @@
 #   docker build --target stage -t ghcr.io/selfguide/selfguide:0.1.0 .               stage pods: torch, vllm, peft
 # Third-party packages come pinned from requirements/*.txt (`uv pip compile`, see their headers). The stage image
 # runs on GPUs through the NVIDIA container toolkit: the PyPI torch wheels bundle their CUDA libraries.
+# BASE: any Debian-like image with python3.11, pip and useradd; where python:3.11-slim-bookworm cannot be pulled,
+# hack/build-images.sh assembles one from Debian packages (mmdebstrap) and passes it here.
+ARG BASE=python:3.11-slim-bookworm
 
-FROM python:3.11-slim-bookworm AS base
+FROM ${BASE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
