@@ -25,6 +25,7 @@ from typing import Annotated
 from pydantic import Field
 
 from selfguide.spec.base import SpecModel
+from selfguide.spec.generation import AnnotationMethod, Calibration
 from selfguide.spec.task import MAX_LABEL
 
 TRAINING_SHARE = 0.9
@@ -88,6 +89,30 @@ class AnnotatorAtMajority(SpecModel):
     def message(self) -> str:
         return (f"self-training cannot help: the annotator labels {self.accuracy:.1f}% of {self.items} gold inputs "
                 f"right, at or below the majority class ({self.majority_share:.1f}%)")
+
+
+class AnnotatorAccuracy(SpecModel):
+    """How well the annotator labels gold inputs, labelling them as it labels generated ones (the same method,
+    prompt and calibration; no margin or pseudo-label filter)."""
+
+    items: Count
+    method: AnnotationMethod
+    calibration: Calibration
+    accuracy: Percent
+    """Inputs it labelled right."""
+    coverage: Percent
+    """Inputs it gave a label at all (a vote without agreement gives none)."""
+    majority_share: Percent
+    """Inputs whose gold label is the most common one: what always answering that label scores."""
+
+    def finding(self) -> AnnotatorAtMajority | None:
+        return annotator_at_majority(self.accuracy, self.majority_share, self.items)
+
+    def line(self) -> str:
+        calibrated = f", {self.calibration.value} calibration" if self.method is AnnotationMethod.LIKELIHOOD else ""
+        return (f"the annotator ({self.method.value}{calibrated}) labels {self.accuracy:.1f}% of {self.items} gold "
+                f"inputs right (it gives {self.coverage:.1f}% a label); always answering the majority class scores "
+                f"{self.majority_share:.1f}%")
 
 
 class Findings(SpecModel):

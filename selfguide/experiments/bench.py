@@ -17,7 +17,9 @@ from typing import Any
 
 from selfguide.artifacts import atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
 from selfguide.contract.errors import InvalidInput
+from selfguide.contract.evaluation_report import EvaluationReport
 from selfguide.contract.filter_report import FilterReport
+from selfguide.contract.findings import AnnotatorAccuracy, AnnotatorAtMajority
 from selfguide.contract.intervals import average_interval, mcnemar
 from selfguide.contract.layout import FILTER_REPORT, REPORT, SPEC_FILE
 from selfguide.contract.record import read_record
@@ -135,8 +137,9 @@ class TaskScore:
     annotator: dict[str, Any] | None = None
     """Classification: the annotator's accuracy on validation inputs and the majority share (percent)."""
     runs: list[dict[str, Any]] = field(default_factory=list)
-    """One entry per seed: its `seed` offset, `baseline`, `finetuned`, `kept`, and the per-item scores of both
-    systems (`baselineItems`, `finetunedItems`, the same items in every run)."""
+    """One entry per seed: its `seed` offset, `baseline`, `finetuned`, `kept`, the per-item scores of both
+    systems (`baselineItems`, `finetunedItems`, the same items in every run) and what `collapse`d, if anything
+    (`Findings.collapse`)."""
 
     @property
     def differences(self) -> list[list[float]]:
@@ -156,8 +159,22 @@ class TaskScore:
         return mcnemar([r["baselineItems"] for r in self.runs], [r["finetunedItems"] for r in self.runs])
 
     @property
+    def collapsed(self) -> int:
+        """Runs whose training set or tuned classifier collapsed to one label."""
+        return sum(bool(r.get("collapse")) for r in self.runs)
+
+    @property
     def verdict(self) -> str:
+        """`collapse` when a run's training set or tuned classifier collapsed, whatever the scores (with how many
+        runs did when not all); otherwise what the interval says."""
+        if self.collapsed:
+            return "collapse" if self.collapsed == len(self.runs) else f"collapse ({self.collapsed} of {len(self.runs)})"
         return verdict(*self.interval)
+
+    @property
+    def annotator_finding(self) -> AnnotatorAtMajority | None:
+        """The annotator is no better than the majority class on the validation inputs it was measured on."""
+        return None if self.annotator is None else AnnotatorAccuracy.model_validate(self.annotator).finding()
 
     @property
     def delta(self) -> float:
@@ -212,18 +229,17 @@ def run_task(task: BenchTask, workdir: Path, overrides: dict[str, Any], split: s
         run_stage(job.spec, workdir, definition.name)
         record = read_record(workdir / definition.name)
         seconds += record.seconds if record else 0.0
-    report = read_json(workdir / REPORT)
+    report = EvaluationReport.read(workdir / REPORT)
     kept = FilterReport.read(workdir / FILTER_REPORT).final
     annotator = None
     if annotator_items and task.task_type is TaskType.CLASSIFICATION and task.data.get("validation"):
         items = [EvalExample(input=r["input"], output=r["output"]) for r in task.data["validation"][:annotator_items]]
         annotator = annotator_accuracy(job.spec, items, workdir)
-    rows = report["predictions"]
-    run = {"baseline": report["baseline"], "finetuned": report["finetuned"], "kept": kept,
-           "baselineItems": [r["fewShotPrompting"]["score"] for r in rows],
-           "finetunedItems": [r["selfGuide"]["score"] for r in rows]}
-    return TaskScore(task.name, task.task_type.value, report["metric"], report["baseline"], report["finetuned"],
-                     report["examples"], kept, report["scores"], round(seconds, 1), annotator, [run])
+    run = {"baseline": report.baseline, "finetuned": report.finetuned, "kept": kept,
+           "baselineItems": report.item_scores("fewShotPrompting"), "finetunedItems": report.item_scores("selfGuide"),
+           "collapse": report.findings.collapse if report.findings else None}
+    return TaskScore(task.name, task.task_type.value, report.metric.value, report.baseline, report.finetuned,
+                     report.examples, kept, report.scores, round(seconds, 1), annotator, [run])
 
 
 def seeded(overrides: dict[str, Any], task_type: TaskType, offset: int) -> dict[str, Any]:
@@ -255,9 +271,12 @@ def run_seeds(task: BenchTask, workdir: Path, overrides: dict[str, Any], seeds: 
 BASELINES = {"selfIcl": "Self-ICL", "fewShotFinetuning": "few-shot fine-tuning"}
 
 
-def ceiling_cell(annotator: dict[str, Any] | None) -> str:
-    """The annotator's accuracy against the majority share, as a table cell."""
-    return f"{annotator['accuracy']:.1f} / {annotator['majorityShare']:.1f}" if annotator else "-"
+def ceiling_cell(score: TaskScore) -> str:
+    """The annotator's accuracy against the majority share, as a table cell (marked where it cannot help)."""
+    if score.annotator is None:
+        return "-"
+    cell = f"{score.annotator['accuracy']:.1f} / {score.annotator['majorityShare']:.1f}"
+    return cell + " (cannot help)" if score.annotator_finding else cell
 
 
 def delta_cell(delta: float, interval: tuple[float, float]) -> str:
@@ -280,7 +299,7 @@ def table(scores: Sequence[TaskScore]) -> str:
         p = "-" if s.p_value is None else f"{s.p_value:.3f}"
         lines.append(f"| {s.task} | {s.metric} | {s.baseline:.1f} | {cells(s.scores)}{s.finetuned:.1f} | "
                      f"{delta_cell(s.delta, s.interval)} | {s.verdict} | {p} | {max(1, len(s.runs))} | "
-                     f"{s.kept} | {ceiling_cell(s.annotator)} | {s.seconds / 60:.0f} min |")
+                     f"{s.kept} | {ceiling_cell(s)} | {s.seconds / 60:.0f} min |")
     for task_type in ("classification", "generation"):
         group = [s for s in scores if s.task_type == task_type]
         if group:

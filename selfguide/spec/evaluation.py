@@ -56,6 +56,11 @@ class EvaluationSpec(SpecModel):
     self_icl_baseline: bool = False
     """Also prompt the base model with the gold examples plus as many generated examples as fit
     `generation.maxPromptTokens` (the paper's Self-ICL baseline) and score it."""
+    annotator_accuracy: bool = False
+    """Classification: also label the evaluation inputs with the job's annotator (its method, prompt and
+    calibration, as generated inputs are labelled) and report its accuracy beside the majority-class share. At or
+    below that share, self-training cannot help: the report and the job's status say so. Costs one annotation of
+    every evaluation input (`generation.annotation.samples` sampled answers each with the vote)."""
 
     _pvc_stays_in_its_claim = field_validator("path", mode="before")(checked)
 

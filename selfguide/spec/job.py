@@ -84,19 +84,21 @@ GENERATION_RULES = crd_rules(
 )
 EVALUATION_RULES = crd_rules(cel("has(self.examples) != has(self.path)", "set exactly one of examples or path"))
 CLASSIFICATION_ONLY = (
-    ("generation", "annotation", "method", "likelihood", "likelihood annotation needs a classification task"),
-    ("generation", "annotation", "requirePseudoLabel", True, "pseudo labels exist only for classification tasks"),
-    ("generation", "inputs", "labelSampling", "fill", "label sampling needs a classification task"),
-    ("generation", "inputs", "poolSelection", "sameLabel", "pool selection by label needs a classification task"),
+    ("generation.annotation.method", "likelihood", "likelihood annotation needs a classification task"),
+    ("generation.annotation.requirePseudoLabel", True, "pseudo labels exist only for classification tasks"),
+    ("generation.inputs.labelSampling", "fill", "label sampling needs a classification task"),
+    ("generation.inputs.poolSelection", "sameLabel", "pool selection by label needs a classification task"),
+    ("evaluation.annotatorAccuracy", True, "the annotator's accuracy is measured on classification tasks only"),
 )
-"""Options that only make sense for classification: (section, subsection, field, value, message)."""
+"""Options that only make sense for classification: (field path, value, message)."""
 
 
-def _classification_only_rule(section: str, sub: str, name: str, value: object, message: str) -> JsonDict:
+def _classification_only_rule(path: str, value: object, message: str) -> JsonDict:
     literal = f"'{value}'" if isinstance(value, str) else str(value).lower()
-    return cel(f"{CLASSIFICATION.replace('self.', 'self.task.')} || !has(self.{section}) || "
-               f"!has(self.{section}.{sub}) || !has(self.{section}.{sub}.{name}) || "
-               f"self.{section}.{sub}.{name} != {literal}", message, f".{section}.{sub}.{name}")
+    parts = path.split(".")
+    absent = " || ".join(f"!has(self.{'.'.join(parts[: i + 1])})" for i in range(len(parts)))
+    return cel(f"{CLASSIFICATION.replace('self.', 'self.task.')} || {absent} || self.{path} != {literal}", message,
+               f".{path}")
 
 
 NAME_RULES = crd_rules(
@@ -179,9 +181,14 @@ class SelfGuideJobSpec(SpecModel):
         if self.task.type is TaskType.CLASSIFICATION:
             return self
         document = self.to_camel_dict()
-        raise_if_any([(f"{section}.{sub}.{name}", message)
-                       for section, sub, name, value, message in CLASSIFICATION_ONLY
-                       if document[section][sub][name] == value])
+
+        def lookup(path: str) -> object:
+            found: object = document
+            for part in path.split("."):
+                found = found.get(part) if isinstance(found, dict) else None
+            return found
+
+        raise_if_any([(path, message) for path, value, message in CLASSIFICATION_ONLY if lookup(path) == value])
         return self
 
 

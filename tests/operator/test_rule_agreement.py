@@ -56,6 +56,9 @@ CASES: list[tuple[str, Callable[[], dict], Callable[[dict], None], bool]] = [
       for path, field, value in (("annotation", "method", "likelihood"), ("annotation", "requirePseudoLabel", True),
                                  ("inputs", "labelSampling", "fill"), ("inputs", "poolSelection", "sameLabel"))
       for base in (classification, generation)),
+    *((f"annotator-accuracy-on-{base.__name__}", base, set_("spec.evaluation", {
+        "examples": [{"input": "a", "output": "b"}], "annotatorAccuracy": True}), base is classification)
+      for base in (classification, generation)),
     ("instruction-and-examples-over-bound", generation, set_("spec.task.examples", [
         {"input": "i" * 16_384, "output": "o" * 16_384}] * 2), False),
     # types as the API server checks them: no lax coercion of strings, booleans or numbers

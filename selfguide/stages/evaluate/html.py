@@ -1,5 +1,6 @@
 """`report.html`: the evaluation report as one self-contained page (inline CSS, plots embedded as data URIs, no
-network), beside report.md. Sections: scores against every baseline (and the quality gate), the filter funnel,
+network), beside report.md. Sections: scores against every baseline (the quality gate, and any collapse or
+annotator warning), the label counts (classification), the filter funnel,
 the generated training examples with their votes or margins, the dropped candidates by reason, and every
 evaluation example's predictions."""
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from selfguide.artifacts import atomic_write_text
+from selfguide.contract.evaluation_report import EvaluationReport
 from selfguide.contract.filter_report import FilterReport
 from selfguide.contract.layout import REPORT_HTML_FILE
 from selfguide.spec import SelfGuideJobSpec
@@ -67,25 +69,44 @@ def _bar(value: float, total: float, kind: str = "") -> str:
     return f'<div class="bar {kind}" style="width:{width:.1f}%"></div>'
 
 
-def _scores(report: dict[str, Any]) -> str:
+def _scores(report: EvaluationReport) -> str:
     rows = "".join(
         f"<tr><td>{escape(_name(name))}</td><td class=num>{score:.2f}</td><td style='width:50%'>{_bar(score, 100)}</td></tr>"
-        for name, score in report["scores"].items())
-    gate = report.get("gate")
+        for name, score in report.scores.items())
+    gate = report.gate
     verdict = ""
     if gate is not None:
-        css, word = ("pass", "passed") if gate["passed"] else ("fail", "failed")
-        verdict = (f'<p id="gate"><span class="verdict {css}">Quality gate {word}</span> improvement '
-                   f'{gate["improvement"]:+.2f} on {gate["items"]} items, {gate["confidence"]:.0%} interval '
-                   f'[{gate["lower"]:+.2f}, {gate["upper"]:+.2f}] (its lower end must reach '
-                   f'{gate["minImprovement"]:+.2f}): '
-                   f'{"the adapter is published" if gate["passed"] else "the adapter is not published"}.</p>')
+        css, word = ("pass", "passed") if gate.passed else ("fail", "failed")
+        collapse = f" whatever the score, as the model collapsed ({escape(gate.collapse)})" if gate.collapse else ""
+        verdict = (f'<p id="gate"><span class="verdict {css}">Quality gate {word}</span>{collapse} improvement '
+                   f'{gate.improvement:+.2f} on {gate.items} items, {gate.confidence:.0%} interval '
+                   f'[{gate.lower:+.2f}, {gate.upper:+.2f}] (its lower end must reach '
+                   f'{gate.min_improvement:+.2f}): '
+                   f'{"the adapter is published" if gate.passed else "the adapter is not published"}.</p>')
+    warnings = "".join(f"<p class=wrong>Warning: {escape(message)}.</p>"
+                       for message in (report.findings.messages() if report.findings else []))
+    annotator = f'<p id="annotator">Annotator: {escape(report.annotator.line())}.</p>' if report.annotator else ""
     return (f'<section id="scores"><h2>Scores</h2>{verdict}'
-            f'<p>Metric <b>{escape(str(report["metric"]))}</b> ({escape(report.get("metricVariant", ""))}) on '
-            f'{report["examples"]} evaluation examples. SELF-GUIDE minus few-shot prompting: '
-            f'<b>{report["delta"]:+.2f}</b>.</p>'
+            + (f'<div id="findings">{warnings}</div>' if warnings else "") +
+            f'<p>Metric <b>{escape(report.metric.value)}</b> ({escape(report.metric_variant)}) on '
+            f'{report.examples} evaluation examples. SELF-GUIDE minus few-shot prompting: '
+            f'<b>{report.delta:+.2f}</b>.</p>{annotator}'
             f'<table><thead><tr><th>system</th><th class=num>score</th><th></th></tr></thead>'
             f'<tbody>{rows}</tbody></table></section>')
+
+
+def _labels(report: EvaluationReport) -> str:
+    """Classification: how often each label occurs in the gold outputs, the training set and each system's
+    answers."""
+    rows = report.label_rows()
+    if not rows:
+        return ""
+    head = "".join(f"<th class=num>{escape(_name(s))}</th>" for s in report.scores)
+    body = "".join(f"<tr><td>{escape(label)}</td>" + "".join(f"<td class=num>{n}</td>" for n in values) + "</tr>"
+                   for label, values in rows)
+    return (f'<section id="labels"><h2>Labels</h2><p class=muted>How often each label occurs: a model that gives one '
+            f'answer to every input shows here.</p><table><thead><tr><th>label</th><th class=num>gold</th>'
+            f'<th class=num>training set</th>{head}</tr></thead><tbody>{body}</tbody></table></section>')
 
 
 def _funnel(funnel: FilterReport) -> str:
@@ -145,20 +166,20 @@ def _dropped(candidates: list[dict[str, Any]]) -> str:
             f'{"".join(blocks) or "<p class=muted>None.</p>"}</section>')
 
 
-def _predictions(report: dict[str, Any]) -> str:
-    systems = list(report["scores"])
+def _predictions(report: EvaluationReport) -> str:
+    systems = list(report.scores)
     head = "".join(f"<th>{escape(_name(s))}</th>" for s in systems)
     rows = []
-    for i, row in enumerate(report["predictions"][:MAX_ROWS], start=1):
+    for i, row in enumerate(report.predictions[:MAX_ROWS], start=1):
         cells = []
         for s in systems:
-            answer = row.get(s, {})
-            score = answer.get("score", 0.0)
+            answer = row.answer(s)
+            score = answer.score if answer else 0.0
             css = "right" if score >= 50 else "wrong"
-            cells.append(f"<td>{_text(answer.get('answer', ''))}<span class={css}>{score:.0f}</span></td>")
-        rows.append(f"<tr><td class=num>{i}</td><td>{_text(row['input'])}</td><td>{_text(row['gold'])}</td>"
+            cells.append(f"<td>{_text(answer.answer if answer else '')}<span class={css}>{score:.0f}</span></td>")
+        rows.append(f"<tr><td class=num>{i}</td><td>{_text(row.input)}</td><td>{_text(row.gold)}</td>"
                     f"{''.join(cells)}</tr>")
-    return (f'<section id="predictions"><h2>Predictions ({len(report["predictions"])})</h2><table><thead><tr>'
+    return (f'<section id="predictions"><h2>Predictions ({len(report.predictions)})</h2><table><thead><tr>'
             f'<th class=num>#</th><th>input</th><th>gold</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
             f'</table></section>')
 
@@ -169,12 +190,12 @@ def _plots(plots: list[Path]) -> str:
     return f'<section id="plots"><h2>Plots</h2>{images}</section>' if images else ""
 
 
-def render_html(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict[str, Any]],
+def render_html(spec: SelfGuideJobSpec, report: EvaluationReport, generated: list[dict[str, Any]],
                 funnel: FilterReport, candidates: list[dict[str, Any]], plots: list[Path]) -> str:
     """The whole page."""
     title = "SELF-GUIDE evaluation report"
     nav = "".join(f'<a href="#{id_}">{label}</a>' for id_, label in (
-        ("scores", "Scores"), ("funnel", "Funnel"), ("examples", "Training examples"),
+        ("scores", "Scores"), *([("labels", "Labels")] if report.labels else []), ("funnel", "Funnel"), ("examples", "Training examples"),
         ("dropped", "Dropped"), ("predictions", "Predictions"), ("plots", "Plots")))
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             "<meta name=viewport content='width=device-width, initial-scale=1'>"
@@ -182,12 +203,12 @@ def render_html(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[
             f"<header><h1>{title}</h1><p>{escape(spec.task.type.value)} task: "
             f"{escape(spec.task.instruction)}</p><p>base model {escape(spec.model.name)}</p></header>"
             f"<nav>{nav}</nav><main>"
-            + _scores(report) + _funnel(funnel) + _examples(candidates, generated) + _dropped(candidates)
+            + _scores(report) + _labels(report) + _funnel(funnel) + _examples(candidates, generated) + _dropped(candidates)
             + _predictions(report) + _plots(plots)
             + "</main></body></html>\n")
 
 
-def write_html_report(spec: SelfGuideJobSpec, report: dict[str, Any], generated: list[dict[str, Any]],
+def write_html_report(spec: SelfGuideJobSpec, report: EvaluationReport, generated: list[dict[str, Any]],
                       funnel: FilterReport, candidates: list[dict[str, Any]], out_dir: Path,
                       plots: list[str]) -> Path:
     path = out_dir / REPORT_HTML_FILE

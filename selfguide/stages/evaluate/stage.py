@@ -9,15 +9,23 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
-from selfguide.artifacts import atomic_write_json, read_jsonl
+from selfguide.artifacts import read_jsonl
 from selfguide.contract import progress
 from selfguide.contract.environment import pvc_local_path
 from selfguide.contract.errors import PermanentError
+from selfguide.contract.evaluation_report import (
+    Answer,
+    Baselines,
+    EvaluationReport,
+    LabelCounts,
+    Prediction,
+    SelfIcl,
+)
 from selfguide.contract.filter_report import FilterReport
+from selfguide.contract.findings import AnnotatorAccuracy, findings, label_counts
 from selfguide.contract.layout import (
     ADAPTER_DIR,
     CANDIDATES,
@@ -39,8 +47,10 @@ from selfguide.spec.problems import problems_from
 from selfguide.spec.uris import is_pvc
 from selfguide.stages.context import StageContext
 from selfguide.stages.evaluate.readable import write_readable_report
-from selfguide.stages.evaluate.scoring import EXACT_MATCH, ROUGE_L, exact_match, mean, rouge_l
+from selfguide.stages.evaluate.scoring import EXACT_MATCH, ROUGE_L, exact_match, extract_label, mean, rouge_l
 from selfguide.stages.evaluate.self_icl import demonstrations
+from selfguide.stages.generate.annotator_accuracy import measure
+from selfguide.text import normalize_answer
 
 
 def load_eval_set(spec: EvaluationSpec) -> list[EvalExample]:
@@ -76,11 +86,19 @@ class Scorer:
         self.classification = spec.task.type is TaskType.CLASSIFICATION
         self.metric = EXACT_MATCH if self.classification else ROUGE_L
         self.labels = set(spec.task.labels or []) | {e.output for e in examples} | {e.output for e in spec.task.examples}
+        # one spelling per label that scores alike, the task's own first
+        spellings = [*(spec.task.labels or []), *sorted(self.labels)]
+        self.spelling = {normalize_answer(label): label for label in reversed(spellings)}
 
     def __call__(self, answer: str, example: EvalExample) -> float:
         if self.classification:
             return exact_match(answer, example.output, self.labels)
         return rouge_l(answer, example.outputs or [example.output])
+
+    def label(self, answer: str) -> str | None:
+        """Classification: the label `answer` names (as exact match reads it), spelled as the task does."""
+        found = extract_label(answer, self.labels)
+        return None if found is None else self.spelling.get(normalize_answer(found), found)
 
 
 def predict(backend: GenerationBackend, spec: SelfGuideJobSpec, examples: list[EvalExample], desc: str,
@@ -120,37 +138,38 @@ def _open(spec: SelfGuideJobSpec, items: int, adapter: Path | None = None,
 
 
 def _base_model(ctx: StageContext, backend: GenerationBackend, examples: list[EvalExample],
-                predictions: dict[str, list[str]], details: dict[str, Any]) -> None:
-    """The systems that prompt the base model: few-shot prompting, and Self-ICL when asked for."""
+                predictions: dict[str, list[str]]) -> SelfIcl | None:
+    """The systems that prompt the base model: few-shot prompting, and Self-ICL when asked for (how its prompt
+    was built comes back)."""
     spec = ctx.spec
     assert spec.evaluation is not None
     predictions["fewShotPrompting"] = predict(backend, spec, examples, "evaluating base model")
     if spec.evaluation.self_icl_baseline:
         generated = [Example.model_validate(row) for row in read_jsonl(ctx.artifact(TRAIN_DATA))]
         shown = demonstrations(backend, spec, examples, generated, spec.generation.max_prompt_tokens)
-        details["selfIcl"] = {"generatedDemonstrations": shown.generated, "promptTokens": shown.prompt_tokens,
-                              "budget": spec.generation.max_prompt_tokens}
         predictions["selfIcl"] = predict(backend, spec, examples, "evaluating Self-ICL", shown.examples)
+        return SelfIcl(generated_demonstrations=shown.generated, prompt_tokens=shown.prompt_tokens,
+                       budget=spec.generation.max_prompt_tokens)
+    return None
 
 
-def run_models(ctx: StageContext, examples: list[EvalExample]) -> tuple[dict[str, list[str]], dict[str, Any]]:
+def run_models(ctx: StageContext, examples: list[EvalExample]) -> tuple[dict[str, list[str]], Baselines | None]:
     """Predictions of every compared system, keyed by system name, and how the baselines were built."""
     spec = ctx.spec
     predictions: dict[str, list[str]] = {}
-    details: dict[str, Any] = {}
     trained = ctx.artifact(trained_model_dir(spec.training.method))
     if spec.training.method is TrainingMethod.LORA:
         backend = _open(spec, len(examples), adapter=trained)
         try:
             with backend.adapter_disabled():
-                _base_model(ctx, backend, examples, predictions, details)
+                self_icl = _base_model(ctx, backend, examples, predictions)
             predictions["selfGuide"] = predict(backend, spec, examples, "evaluating fine-tuned model")
         finally:
             backend.close()
     else:
         backend = _open(spec, len(examples))
         try:
-            _base_model(ctx, backend, examples, predictions, details)
+            self_icl = _base_model(ctx, backend, examples, predictions)
         finally:
             backend.close()
         backend = _open(spec, len(examples), model_dir=trained)
@@ -160,7 +179,7 @@ def run_models(ctx: StageContext, examples: list[EvalExample]) -> tuple[dict[str
             backend.close()
     if spec.evaluation and spec.evaluation.few_shot_finetune_baseline:
         predictions["fewShotFinetuning"] = _few_shot_finetune(ctx, examples)
-    return predictions, details
+    return predictions, None if self_icl is None else Baselines(self_icl=self_icl)
 
 
 def _few_shot_finetune(ctx: StageContext, examples: list[EvalExample]) -> list[str]:
@@ -179,29 +198,35 @@ def _few_shot_finetune(ctx: StageContext, examples: list[EvalExample]) -> list[s
         backend.close()
 
 
-def score_report(spec: SelfGuideJobSpec, examples: list[EvalExample], predictions: dict[str, list[str]]) -> dict[str, Any]:
+def score_report(spec: SelfGuideJobSpec, examples: list[EvalExample], predictions: dict[str, list[str]],
+                 training: list[Example], annotator: AnnotatorAccuracy | None = None) -> EvaluationReport:
+    """Every system's scores on `examples`; for classification, the label counts and the `Findings` of the
+    classifier tuned on `training` (and of the `annotator`, when measured)."""
     scorer = Scorer(spec, examples)
     scores = {name: [scorer(a, e) for a, e in zip(answers, examples)] for name, answers in predictions.items()}
+    labels = {name: [scorer.label(a) if scorer.classification else None for a in answers]
+              for name, answers in predictions.items()}
     baseline, finetuned = mean(scores["fewShotPrompting"]), mean(scores["selfGuide"])
-    rows = []
-    for i, example in enumerate(examples):
-        row: dict[str, Any] = {"input": example.input, "gold": example.output}
-        for name in predictions:
-            row[name] = {"answer": predictions[name][i], "score": scores[name][i]}
-        rows.append(row)
-    return {
-        "metric": scorer.metric,
-        "metricVariant": (
+    rows = [Prediction.model_validate({"input": example.input, "gold": example.output} | {
+        name: Answer(answer=predictions[name][i], score=scores[name][i], label=labels[name][i]) for name in predictions})
+        for i, example in enumerate(examples)]
+    counts = found = None
+    if scorer.classification:
+        gold = [scorer.label(e.output) or e.output for e in examples]
+        trained = [scorer.label(e.output) or e.output for e in training]
+        counts = LabelCounts(gold=label_counts(gold), training=label_counts(trained),
+                             answers={name: label_counts(answers) for name, answers in labels.items()})
+        found = findings(trained, labels["selfGuide"], gold, annotator.finding() if annotator else None)
+    return EvaluationReport(
+        metric=scorer.metric,
+        metric_variant=(
             "exact match after SNI normalisation of the last label occurring in the answer"
             if scorer.classification else "token ROUGE-L F1 (rouge-score, Porter stemmer), best over references"
         ),
-        "examples": len(examples),
-        "scores": {name: round(mean(values), 2) for name, values in scores.items()},
-        "baseline": round(baseline, 2),
-        "finetuned": round(finetuned, 2),
-        "delta": round(finetuned - baseline, 2),
-        "predictions": rows,
-    }
+        examples=len(examples),
+        scores={name: round(mean(values), 2) for name, values in scores.items()},
+        baseline=round(baseline, 2), finetuned=round(finetuned, 2), delta=round(finetuned - baseline, 2),
+        predictions=rows, labels=counts, annotator=annotator, findings=found)
 
 
 def run(ctx: StageContext) -> EvaluateResult:
@@ -210,16 +235,19 @@ def run(ctx: StageContext) -> EvaluateResult:
     examples = load_eval_set(spec.evaluation)
     progress.current().update(0.0, items_scored=0, items_total=len(examples) * systems(spec))
     predictions, baselines = run_models(ctx, examples)
-    report = score_report(spec, examples, predictions) | ({"baselines": baselines} if baselines else {})
-    if spec.evaluation.gate is not None:
-        rows, gate_spec = report["predictions"], spec.evaluation.gate
-        gate = judge(gate_spec.min_improvement, [r["fewShotPrompting"]["score"] for r in rows],
-                     [r["selfGuide"]["score"] for r in rows], gate_spec.confidence)
-        report["gate"] = gate.model_dump(mode="json", by_alias=True)
-    atomic_write_json(ctx.output / REPORT_FILE, report)
+    annotator = measure(spec, examples) if spec.evaluation.annotator_accuracy else None
     generated = read_jsonl(ctx.artifact(TRAIN_DATA))
+    report = score_report(spec, examples, predictions, [Example.model_validate(row) for row in generated], annotator)
+    gate_spec = spec.evaluation.gate
+    report = report.model_copy(update={
+        "baselines": baselines,
+        "gate": None if gate_spec is None else judge(
+            gate_spec.min_improvement, report.item_scores("fewShotPrompting"), report.item_scores("selfGuide"),
+            gate_spec.confidence, report.findings.collapse if report.findings else None)})
+    report.write(ctx.output / REPORT_FILE)
     funnel = FilterReport.read(ctx.artifact(FILTER_REPORT))
     candidates = read_jsonl(ctx.artifact(CANDIDATES)) if ctx.artifact(CANDIDATES).is_file() else []
     write_readable_report(spec, report, generated, funnel, ctx.output, candidates)
-    return EvaluateResult.model_validate({k: report[k] for k in ("metric", "examples", "baseline", "finetuned",
-                                                                 "delta", "scores", "gate") if k in report})
+    return EvaluateResult(metric=report.metric, examples=report.examples, baseline=report.baseline,
+                          finetuned=report.finetuned, delta=report.delta, scores=report.scores, gate=report.gate,
+                          findings=report.findings)

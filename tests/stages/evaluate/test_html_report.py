@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from selfguide.contract.evaluation_report import EvaluationReport
 from selfguide.contract.filter_report import FilterReport
+from selfguide.contract.findings import findings
+from selfguide.contract.results import judge
 from selfguide.spec import SelfGuideJobSpec
 from selfguide.stages.evaluate.readable import write_readable_report
 from tests import manifests
@@ -16,7 +19,7 @@ from tests.harness.browser import Browser
 pytestmark = pytest.mark.browser
 
 HOSTILE = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=1</script> & more"
-REPORT = {
+REPORT = EvaluationReport.model_validate({
     "metric": "exact_match", "metricVariant": "exact match after SNI normalisation", "examples": 3,
     "scores": {"fewShotPrompting": 33.33, "selfGuide": 66.67, "fewShotFinetuning": 0.0},
     "baseline": 33.33, "finetuned": 66.67, "delta": 33.34,
@@ -30,7 +33,13 @@ REPORT = {
         {"input": "Meh.", "gold": "negative", "fewShotPrompting": {"answer": "positive", "score": 0.0},
          "selfGuide": {"answer": "positive", "score": 0.0}, "fewShotFinetuning": {"answer": "x", "score": 0.0}},
     ],
-}
+    "labels": {"gold": {"negative": 2, "positive": 1}, "training": {"positive": 1, "negative": 1},
+               "answers": {"fewShotPrompting": {"negative": 2, "positive": 1},
+                           "selfGuide": {"positive": 2, "negative": 1}, "fewShotFinetuning": {}}},
+    "annotator": {"items": 3, "method": "likelihood", "calibration": "batch", "accuracy": 33.3, "coverage": 100.0,
+                  "majorityShare": 66.7},
+    "findings": {"annotator": {"accuracy": 33.3, "majorityShare": 66.7, "items": 3}},
+})
 CANDIDATES = [
     {"input": "Great phone.", "round": 0, "output": "positive", "droppedAt": "kept", "votes": 4, "validSamples": 5},
     {"input": "Terrible.", "round": 0, "output": "negative", "droppedAt": "kept", "margin": 1.25},
@@ -60,7 +69,7 @@ PROBE = """(() => {
   details.forEach(d => d.open = true);
   return {
     title: document.title,
-    sections: Object.fromEntries(['scores', 'funnel', 'examples', 'dropped', 'predictions', 'plots']
+    sections: Object.fromEntries(['scores', 'labels', 'funnel', 'examples', 'dropped', 'predictions', 'plots']
                                  .map(id => [id, section(id)])),
     images: [...document.images].map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth})),
     external: [...document.querySelectorAll('[src], [href], link, script')]
@@ -68,6 +77,7 @@ PROBE = """(() => {
                 .filter(u => !u.startsWith('data:') && !u.startsWith('#')),
     bars: [...document.querySelectorAll('#scores tbody .bar')].map(b => box(b).width),
     gate: (document.getElementById('gate') || {}).innerText,
+    findings: (document.getElementById('findings') || {}).innerText,
     reasons: details.map(d => [d.dataset.reason, d.querySelectorAll('tbody tr').length]),
     closed, opened: details.map(d => d.querySelector('table').checkVisibility()),
     pwned: window.pwned === 1,
@@ -98,6 +108,8 @@ def test_the_html_report_renders_every_section_in_a_real_browser(browser, tmp_pa
     assert scores["rows"] == 3 and "Few-shot prompting (base model)" in scores["text"] and "66.67" in scores["text"]
     assert "Quality gate passed" in page["gate"] and "+33.34" in page["gate"]
     assert "95% interval [+10.00, +60.00]" in page["gate"]
+    assert "self-training cannot help: the annotator labels 33.3% of 3 gold inputs right" in page["findings"]
+    assert sections["labels"]["rows"] == 3 and "(no label)" in sections["labels"]["text"]
     base, self_guide, finetune = page["bars"]
     assert self_guide == pytest.approx(2 * base, rel=0.05) and finetune <= 1.5  # bars drawn to scale
     assert sections["funnel"]["rows"] == 3 and "duplicate 2" in sections["funnel"]["text"]
@@ -117,3 +129,20 @@ def test_the_markdown_report_links_the_html_one(tmp_path):
     write_report(tmp_path)
     markdown = (tmp_path / "report.md").read_text()
     assert "[report.html](report.html)" in markdown and "Quality gate: **passed**" in markdown
+    assert ("Annotator: the annotator (likelihood, batch calibration) labels 33.3% of 3 gold inputs right (it gives "
+            "100.0% a label); always answering the majority class scores 66.7%.") in markdown
+
+
+def test_a_collapse_is_named_in_both_reports_and_fails_the_gate(tmp_path):
+    collapse = findings(["positive"] * 2, ["positive"] * 10, ["positive", "negative"] * 5)
+    assert collapse is not None and collapse.collapse is not None
+    gate = judge(0.0, [0.0] * 10, [100.0, 0.0] * 5, collapse=collapse.collapse)
+    spec = SelfGuideJobSpec.model_validate(manifests.classification()["spec"])
+    write_readable_report(spec, REPORT.model_copy(update={"findings": collapse, "gate": gate}), GENERATED, FUNNEL,
+                          tmp_path, CANDIDATES)
+    markdown, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    assert "Quality gate: **failed** (quality gate failed whatever the score (one-label training set" in markdown
+    assert "**Warning: collapsed classifier: SELF-GUIDE answers 'positive' to 10 of 10 evaluation items" in markdown
+    assert "| label | gold | training set | Few-shot prompting | SELF-GUIDE | Few-shot fine-tuning |" in markdown
+    assert "Quality gate failed</span> whatever the score, as the model collapsed" in page
+    assert "the adapter is not published" in page and "Warning: one-label training set: 2 of 2" in page
