@@ -39,7 +39,8 @@ fi
 # 2. One image store for buildah and podman: overlay where the kernel lets us mount it, else vfs (slower, bigger).
 mkdir -p "$cache"
 export CONTAINERS_STORAGE_CONF="$cache/storage.conf" CONTAINERS_CONF="$cache/containers.conf"
-if [[ ! -f "$CONTAINERS_STORAGE_CONF" ]]; then
+driver=$(sed -n 's/^driver = "\(.*\)"$/\1/p' "$CONTAINERS_STORAGE_CONF" 2>/dev/null || true)
+if [[ -z "$driver" ]]; then
   driver=vfs
   probe=$(mktemp -d "$cache/.probe.XXXXXX")
   mkdir -p "$probe"/{l,u,w,m}
@@ -48,14 +49,14 @@ if [[ ! -f "$CONTAINERS_STORAGE_CONF" ]]; then
     driver=overlay
   fi
   rm -rf "$probe"
-  cat >"$CONTAINERS_STORAGE_CONF.tmp" <<EOF
+fi
+# Run state (locks, mounts) under /run, one directory per store.
+cat >"$CONTAINERS_STORAGE_CONF" <<EOF
 [storage]
 driver = "$driver"
 graphroot = "$cache/storage-$driver"
-runroot = "/run/selfguide-containers-$(id -u)"
+runroot = "/run/selfguide-containers-$(printf %s "$cache" | sha256sum | cut -c1-8)"
 EOF
-  mv "$CONTAINERS_STORAGE_CONF.tmp" "$CONTAINERS_STORAGE_CONF"
-fi
 # For `podman run` where there is no systemd or journald (containers, CI machines): runc (crun refuses hybrid
 # cgroup v1/v2 hosts), cgroupfs, file events, host network, and open-file and process limits no higher than
 # this shell's and conmon's (32768 processes): podman's defaults would raise them, which needs CAP_SYS_RESOURCE.
@@ -70,7 +71,7 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 EOF
-log "store: $(sed -n 's/^driver = //p' "$CONTAINERS_STORAGE_CONF") in $cache"
+log "store: $driver in $cache"
 
 # 3. The base image.
 upstream=docker.io/library/python:3.11-slim-bookworm
