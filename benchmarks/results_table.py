@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from selfguide.experiments.bench import TaskScore, read_bench
+from selfguide.contract.intervals import worst_task_intervals
+from selfguide.experiments.bench import CONFIDENCE, TaskScore, read_bench
 from selfguide.experiments.sweep import paper_rule
 from selfguide.stages.evaluate.scoring import mean
 
@@ -82,7 +83,8 @@ def table(paper: dict[str, TaskScore], chosen: dict[str, TaskScore]) -> str:
 
 
 def verdict(paper: dict[str, TaskScore], chosen: dict[str, TaskScore]) -> str:
-    """The paper's "One Parameter Fits All" rule (`selfguide sweep`'s) over the tasks both configurations ran."""
+    """The paper's "One Parameter Fits All" rule (`selfguide sweep`'s) over the tasks both configurations ran, with
+    the paired interval of the winner's lead where the rows keep per-item scores of the same items and seeds."""
     tasks = sorted(set(paper) & set(chosen))
     if not tasks:
         return "No task ran with both configurations."
@@ -91,8 +93,17 @@ def verdict(paper: dict[str, TaskScore], chosen: dict[str, TaskScore]) -> str:
     winner = max(ranks, key=ranks.__getitem__)
     parts = [f"{name} {worst:+.1f} ({min(runs[name], key=lambda s: s.delta).task}), mean {average:+.1f}"
              for name, (worst, average) in ranks.items()]
+    names = list(runs)
+    try:
+        lead = worst_task_intervals([[s.differences for s in runs[name]] for name in names], names.index(winner),
+                                    CONFIDENCE)[1 - names.index(winner)]
+    except ValueError as error:
+        evidence = f"no interval ({error})"
+    else:
+        evidence = (f"its lead's {CONFIDENCE:.0%} interval [{lead[0]:+.1f}, {lead[1]:+.1f}]: "
+                    + ("better" if lead[0] > 0 else "no difference"))
     return (f"Worst-task improvement over the {len(tasks)} tasks both ran: {'; '.join(parts)}. "
-            f"By the paper's rule: {winner}.")
+            f"By the paper's rule: {winner}; {evidence}.")
 
 
 def main() -> None:

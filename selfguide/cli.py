@@ -241,6 +241,9 @@ TaskFiles = Annotated[list[Path], typer.Argument(help="Task files in the schema 
 ConfigOption = Annotated[list[Path] | None, typer.Option(
     help="YAML of spec fields applied to every task (budgets, recipes); repeat to layer several.")]
 MaxEvalOption = Annotated[int | None, typer.Option(help="Score at most this many examples per task.")]
+SeedsOption = Annotated[int, typer.Option(
+    min=1, max=100, help="Runs per task, with the generation and training seeds moved together (0, 1, ...); "
+                         "deltas get a paired interval over items and seeds.")]
 
 
 @app.command()
@@ -254,9 +257,7 @@ def bench(
     inputs_from: Annotated[Path | None, typer.Option(
         help="Another bench's workdir whose runs generated the inputs with the same settings (a configuration "
              "that differs in annotation, filtering or training): start from them instead of generating.")] = None,
-    seeds: Annotated[int, typer.Option(
-        min=1, max=100, help="Runs per task, with the generation and training seeds moved together (0, 1, ...); "
-                             "deltas get a paired interval over items and seeds.")] = 1,
+    seeds: SeedsOption = 1,
 ) -> None:
     """Few-shot prompting versus SELF-GUIDE on each task's test split (the paper's table), with a paired
     95% interval, a verdict (better, worse, no difference) and, for exact match, McNemar's p per task."""
@@ -278,16 +279,18 @@ def sweep(
         help="Named configurations to compare (YAML like --config, named by file stem) [the paper's].")] = None,
     config: ConfigOption = None,
     max_eval: MaxEvalOption = None,
+    seeds: SeedsOption = 1,
 ) -> None:
-    """One Parameter Fits All: the grid configuration with the best worst-task improvement (validation)."""
-    from selfguide.experiments.sweep import PAPER, Recipe, grid, run_sweep, sweep_table
+    """One Parameter Fits All: the grid configuration with the best worst-task improvement (validation), and
+    whether the evidence (paired intervals over items and seeds) sets it apart from each other configuration."""
+    from selfguide.experiments.sweep import PAPER, Recipe, evidence_line, grid, run_sweep, sweep_table
 
     recipes = [Recipe(path.stem, _read_config(path)) for path in recipe or []] or [PAPER]
     with failures_to_exit_codes():
         configs = grid(temperature or [0.6, 0.8, 1.0], length_filters or [True], epochs or [1, 2, 3], recipes)
-        best, results = run_sweep(tasks, workdir, configs, _overrides(config), max_eval)
+        best, results = run_sweep(tasks, workdir, configs, _overrides(config), max_eval, seeds)
     typer.echo(sweep_table(results, best))
-    typer.echo(f"\nbest: {best.config.label} (worst-task delta {best.worst_delta:+.1f})")
+    typer.echo("\n" + evidence_line(best, results))
 
 
 def main() -> None:

@@ -36,18 +36,53 @@ def average_interval(tasks: Sequence[Runs], confidence: float, resamples: int = 
     if not tasks:
         return (0.0, 0.0)
     rng = random.Random(seed)
-    means = sorted(sum(_resampled_mean(rng, runs) for runs in tasks) / len(tasks) for _ in range(resamples))
-    tail = (1.0 - confidence) / 2
-    low = means[max(0, math.floor(tail * resamples))]
-    high = means[min(resamples - 1, math.ceil((1.0 - tail) * resamples) - 1)]
-    return (low, high)
+    means = []
+    for _ in range(resamples):
+        means.append(sum(_mean_at(runs, *_draw(rng, runs)) for runs in tasks) / len(tasks))
+    return _percentiles(means, confidence)
 
 
-def _resampled_mean(rng: random.Random, runs: Runs) -> float:
-    chosen = [runs[rng.randrange(len(runs))] for _ in runs] if len(runs) > 1 else runs
+def worst_task_intervals(configurations: Sequence[Sequence[Runs]], best: int, confidence: float,
+                         resamples: int = RESAMPLES, seed: int = SEED) -> list[tuple[float, float]]:
+    """For the paper's selection rule with evidence: per configuration (each a list of tasks' runs, the same tasks,
+    seeds and items in every configuration), the interval of the worst task's mean difference of configuration
+    `best` minus its own. Every resample draws, per task, the same seeds and items for all configurations, so the
+    comparison is paired. A lower end above 0 says `best` beats that configuration on the rule; otherwise the
+    evidence cannot tell them apart. ValueError when the configurations' tasks, seeds or items differ in shape or a
+    task has no per-item scores (rows written before they were kept)."""
+    shapes = {tuple((len(runs), len(runs[0]) if runs else 0) for runs in tasks) for tasks in configurations}
+    if len(shapes) != 1:
+        raise ValueError("the configurations were not run on the same tasks, seeds and items")
+    if not all(all(shape) for shape in next(iter(shapes))):
+        raise ValueError("a task has no per-item scores")
+    rng = random.Random(seed)
+    samples: list[list[float]] = [[] for _ in configurations]
+    for _ in range(resamples):
+        draws = [_draw(rng, runs) for runs in configurations[best]]
+        worst = [min(_mean_at(runs, *draw) for runs, draw in zip(tasks, draws, strict=True)) for tasks in configurations]
+        for k, value in enumerate(worst):
+            samples[k].append(worst[best] - value)
+    return [_percentiles(values, confidence) for values in samples]
+
+
+def _draw(rng: random.Random, runs: Runs) -> tuple[list[int], list[int]]:
+    """One bootstrap draw of a task: seeds with replacement (when there are several), then items."""
+    seeds = [rng.randrange(len(runs)) for _ in runs] if len(runs) > 1 else [0]
     items = len(runs[0])
-    drawn = [rng.randrange(items) for _ in range(items)]
-    return sum(run[i] for run in chosen for i in drawn) / (len(chosen) * items)
+    return seeds, [rng.randrange(items) for _ in range(items)]
+
+
+def _mean_at(runs: Runs, seeds: Sequence[int], items: Sequence[int]) -> float:
+    return sum(runs[s][i] for s in seeds for i in items) / (len(seeds) * len(items))
+
+
+def _percentiles(values: list[float], confidence: float) -> tuple[float, float]:
+    """The two-sided `confidence` percentile interval of bootstrap `values`."""
+    values = sorted(values)
+    tail = (1.0 - confidence) / 2
+    low = values[max(0, math.floor(tail * len(values)))]
+    high = values[min(len(values) - 1, math.ceil((1.0 - tail) * len(values)) - 1)]
+    return (low, high)
 
 
 def mcnemar(baseline: Sequence[Sequence[float]], finetuned: Sequence[Sequence[float]]) -> float:

@@ -257,9 +257,14 @@ def run_seeds(task: BenchTask, workdir: Path, overrides: dict[str, Any], seeds: 
     several), combined: mean scores, and every run kept for the intervals."""
     if seeds == 1:
         return run_task(task, workdir, overrides, split, max_eval, annotator_items, inputs_from)
-    runs = [run_task(task, workdir / f"seed-{k}", seeded(overrides, task.task_type, k), split, max_eval,
-                     annotator_items if k == 0 else 0, inputs_from / f"seed-{k}" if inputs_from else None)
-            for k in range(seeds)]
+    return combine_seeds([run_task(task, workdir / f"seed-{k}", seeded(overrides, task.task_type, k), split,
+                                   max_eval, annotator_items if k == 0 else 0,
+                                   inputs_from / f"seed-{k}" if inputs_from else None) for k in range(seeds)])
+
+
+def combine_seeds(runs: Sequence[TaskScore]) -> TaskScore:
+    """One task's runs, one per seed offset (in order), as one score: mean scores, every run kept for the
+    intervals, the first run's annotator measurement."""
     first = runs[0]
     return TaskScore(
         first.task, first.task_type, first.metric, mean([r.baseline for r in runs]),

@@ -6,7 +6,13 @@ import random
 
 import pytest
 
-from selfguide.contract.intervals import gate_sample_note, paired_interval, too_few_items, wins_needed
+from selfguide.contract.intervals import (
+    gate_sample_note,
+    paired_interval,
+    too_few_items,
+    wins_needed,
+    worst_task_intervals,
+)
 from selfguide.spec import SelfGuideJobSpec
 from tests import manifests
 from tests.stage_runs import run_cli, write_manifest
@@ -52,3 +58,28 @@ def test_validate_warns_when_an_inline_gated_set_is_too_small(tmp_path, items, g
     result = run_cli("validate", write_manifest(tmp_path / "job.yaml", document))
     assert result.returncode == 0 and "is valid" in result.stdout
     assert ("warning: spec.evaluation.gate: " in result.stdout) == warned
+
+
+def test_the_worst_task_rule_with_evidence_separates_a_clear_lead_and_not_a_noisy_one():
+    """Configurations: lists of tasks' runs (per seed, per item: fine-tuned minus prompting). The interval is of the
+    best configuration's worst-task delta minus each one's, paired over the same draws."""
+    rng = random.Random(2)
+
+    def task(centre: float, seeds: int = 2, items: int = 60) -> list[list[float]]:
+        return [[centre + rng.choice([-20.0, 0.0, 0.0, 20.0]) for _ in range(items)] for _ in range(seeds)]
+
+    strong = [task(10.0), task(8.0)]
+    weak = [task(-30.0), task(9.0)]  # its worst task is far below: separated
+    close = [task(9.0), task(7.0)]   # within noise of the best: not separated
+    best, against_weak, against_close = worst_task_intervals([strong, weak, close], 0, 0.95)
+    assert best == (0.0, 0.0)
+    def worst(configuration: list[list[list[float]]]) -> float:
+        return min(sum(map(sum, runs)) / sum(map(len, runs)) for runs in configuration)
+
+    assert 0 < against_weak[0] <= worst(strong) - worst(weak) <= against_weak[1]  # a lead of about 8 - (-30)
+    assert against_close[0] < 0 < against_close[1]
+    assert worst_task_intervals([strong, weak], 0, 0.95) == worst_task_intervals([strong, weak], 0, 0.95)
+    with pytest.raises(ValueError, match="same tasks, seeds and items"):
+        worst_task_intervals([strong, [task(1.0, seeds=3), task(1.0)]], 0, 0.95)
+    with pytest.raises(ValueError, match="no per-item scores"):
+        worst_task_intervals([[[], task(1.0)], [[], task(2.0)]], 0, 0.95)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from selfguide.experiments.bench import TaskScore
+from selfguide.experiments.sweep import SweepConfig, SweepResult, evidence_line, sweep_table, with_evidence
 from tests.stage_runs import REPO, read_jsonl, run_cli
 
 pytestmark = pytest.mark.slow
@@ -228,6 +230,66 @@ def test_sweep_shares_one_generate_stage_between_configurations(tmp_path):
     label = f"{sweep['best']['recipe']} T=1.0 length-filters=off epochs={sweep['best']['epochs']}"
     assert f"best: {label}" in result.stdout
     assert f"| {label} **(best)** |" in (workdir / "sweep.md").read_text()
+
+
+def test_sweep_with_seeds_runs_each_seed_in_its_own_directory_and_pools_them(tmp_path):
+    """`--seeds 2`: each configuration runs twice (generation and training seeds moved together), one shared
+    `generate` stage per seed; the row's delta is the seeds' mean (the evidence between configurations:
+    test_the_sweep_calls_a_difference_only_where_its_interval_excludes_zero)."""
+    config = yaml.safe_load(TINY.read_text())
+    config["training"]["maxLength"] = 96
+    config_file = tmp_path / "sweep.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    unbalanced = tmp_path / "unbalanced.yaml"  # the tiny budget may keep nothing for a seed: a little more
+    unbalanced.write_text("generation: {inputs: {promptsPerRound: 8}, annotation: {samples: 4, keep: 4},"
+                          " filtering: {balanceClasses: false}}\n")
+    workdir = tmp_path / "sweep"
+    result = run_cli("sweep", TASK, "--workdir", workdir, "--temperature", "1.0", "--length-filters", "false",
+                     "--epochs", "1", "--config", config_file, "--config", unbalanced, "--max-eval", "4",
+                     "--seeds", "2")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+    runs = [workdir / TASK_NAME / "paper-T1.0-lf0-e1" / f"seed-{k}" for k in (0, 1)]
+    specs = [json.loads((run / "spec.json").read_text()) for run in runs]
+    assert [(s["generation"]["seed"], s["training"]["seed"]) for s in specs] == [(0, 0), (1, 1)]
+    generates = [(run / "generate") for run in runs]
+    assert all(g.is_symlink() for g in generates) and generates[0].resolve() != generates[1].resolve()
+    assert result.stderr.count("generate.stage: round 1:") == 2
+
+    sweep = json.loads((workdir / "sweep.json").read_text())
+    assert sweep["seeds"] == 2 and sweep["confidence"] == 0.95
+    [row] = sweep["results"]
+    reports = [json.loads((run / "evaluate" / "report.json").read_text()) for run in runs]
+    assert row["tasks"][TASK_NAME] == pytest.approx(
+        round(sum(r["finetuned"] - r["baseline"] for r in reports) / 2, 2), abs=0.01)
+    assert row["againstBest"] == [0.0, 0.0]
+    assert "best: paper T=1.0 length-filters=off epochs=1 (the only configuration)" in result.stdout
+
+
+def test_the_sweep_calls_a_difference_only_where_its_interval_excludes_zero():
+    """The rule's choice and the evidence for it, on scores with per-item differences: a configuration whose worst
+    task is far below is `worse`; one within noise of the best is `no difference`, and the sweep says the choice
+    between them is not supported."""
+    def score(task: str, differences: list[float]) -> TaskScore:
+        runs = [{"seed": k, "baselineItems": [50.0] * len(d), "finetunedItems": [50.0 + x for x in d]}
+                for k, d in enumerate([differences, differences[::-1]])]
+        return TaskScore(task, "classification", "exact_match", 50.0, 50.0 + sum(differences) / len(differences),
+                         len(differences), 10, {}, 1.0, None, runs)
+
+    noise = [-20.0, 0.0, 0.0, 20.0] * 15
+    other = noise[1:] + noise[:1]  # the same spread on other items: the third configuration is not just shifted
+    configs = [SweepConfig(1.0, False, epochs) for epochs in (1, 2, 3)]
+    results = [SweepResult(configs[0], [score("a", [10 + x for x in noise]), score("b", [8 + x for x in noise])]),
+               SweepResult(configs[1], [score("a", [-30 + x for x in noise]), score("b", [9 + x for x in noise])]),
+               SweepResult(configs[2], [score("a", [9 + x for x in other]), score("b", [7 + x for x in other])])]
+    best, ranked = with_evidence(results)
+    assert best.config == configs[0] and best.against_best == (0.0, 0.0)
+    assert [r.verdict for r in ranked[1:]] == ["worse", "no difference"]
+    assert ranked[1].against_best[0] > 0 > ranked[2].against_best[0]
+    line = evidence_line(best, ranked)
+    assert f"no difference from {configs[2].label}" in line and f"better than {configs[1].label}" in line
+    rows = table_rows(sweep_table(ranked, best))
+    assert [r[-1] for r in rows[2:]] == ["chosen", "worse", "no difference"]
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"name": "x"}', "[1, 2]"], ids=["not-json", "fields", "a-list"])
