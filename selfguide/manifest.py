@@ -17,8 +17,6 @@ from selfguide.spec.problems import Problem, problems_from
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_SPEC_BYTES = 900 * 1024
 """Largest spec (as JSON): stage pods read it from a ConfigMap, which holds at most 1 MiB."""
-TOO_LARGE = "the spec takes"
-"""How the problem of a spec over `MAX_SPEC_BYTES` begins (the operator's failure reason is then SpecTooLarge)."""
 
 
 class ManifestError(InvalidInput):
@@ -28,6 +26,10 @@ class ManifestError(InvalidInput):
         self.source = source
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(map(str, problems)))
+
+
+class SpecTooLarge(ManifestError):
+    """A manifest whose spec is over `MAX_SPEC_BYTES` (the operator's failure reason is then SpecTooLarge)."""
 
 
 MAX_ALIASES = 16
@@ -95,8 +97,9 @@ def validate_object(obj: Any) -> SelfGuideJob:
         problems.extend(problems_from(error))
     else:
         if (size := len(json.dumps(job.spec.to_camel_dict(), ensure_ascii=False).encode())) > MAX_SPEC_BYTES:
-            problems.append(Problem("spec", f"{TOO_LARGE} {size} bytes; at most {MAX_SPEC_BYTES} (stage pods "
+            problems.append(Problem("spec", f"the spec takes {size} bytes; at most {MAX_SPEC_BYTES} (stage pods "
                                             "read it from a ConfigMap of at most 1 MiB)"))
+            raise SpecTooLarge("manifest", problems)
     if problems:
         raise ManifestError("manifest", problems)
     return job

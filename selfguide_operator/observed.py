@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from selfguide.contract import termination
 from selfguide.contract.status import MAX_MESSAGE, SelfGuideJobStatus
 from selfguide.contract.termination import TerminationMessage
-from selfguide.manifest import TOO_LARGE, ManifestError, validate_object
+from selfguide.manifest import ManifestError, SpecTooLarge, validate_object
 from selfguide.spec import API_VERSION, KIND, SelfGuideJobSpec
+from selfguide_operator import reasons
 from selfguide_operator.names import ANNOTATION_CONFIG_HASH, ANNOTATION_GENERATION, LABEL_STAGE
 
 CLIPPED = " [...] "
@@ -51,7 +52,7 @@ class Observed:
     spec: SelfGuideJobSpec | None
     problems: str | None
     status: SelfGuideJobStatus
-    invalid_reason: str = "InvalidSpec"
+    invalid_reason: str = reasons.INVALID_SPEC
     """The failure reason when `spec` is None: SpecTooLarge when the spec cannot fit its ConfigMap."""
 
     @classmethod
@@ -60,13 +61,13 @@ class Observed:
         lag behind it."""
         meta = body["metadata"]
         raw_spec = body.get("spec") or {}
-        spec, problems, invalid_reason = None, None, "InvalidSpec"
+        spec, problems, invalid_reason = None, None, reasons.INVALID_SPEC
         try:
             spec = validate_object(_manifest(meta["name"], meta["namespace"], raw_spec)).spec
         except ManifestError as error:
             problems = "; ".join(map(str, error.problems))
-            if any(p.message.startswith(TOO_LARGE) for p in error.problems):
-                invalid_reason = "SpecTooLarge"
+            if isinstance(error, SpecTooLarge):
+                invalid_reason = reasons.SPEC_TOO_LARGE
         if status is None:
             try:
                 status = SelfGuideJobStatus.model_validate(body.get("status") or {})

@@ -13,6 +13,7 @@ from selfguide.contract.registry import stages_for
 from selfguide.contract.results import EvaluateResult
 from selfguide.contract.status import Phase, SelfGuideJobStatus, StageStatus
 from selfguide.spec import SelfGuideJobSpec
+from selfguide_operator import reasons
 from selfguide_operator.builders import kueue_managed, spec_config_map, stage_job
 from selfguide_operator.generations import observed_generation
 from selfguide_operator.names import spec_config_map_name, stage_job_name
@@ -31,8 +32,9 @@ from selfguide_operator.status import (
     transition_events,
 )
 
-FAILURE_REASONS = {"PodFailurePolicy": "PermanentError", "BackoffLimitExceeded": "BackoffLimitExceeded",
-                   "DeadlineExceeded": "DeadlineExceeded"}
+FAILURE_REASONS = {reasons.POD_FAILURE_POLICY: reasons.PERMANENT_ERROR,
+                   reasons.BACKOFF_LIMIT_EXCEEDED: reasons.BACKOFF_LIMIT_EXCEEDED,
+                   reasons.DEADLINE_EXCEEDED: reasons.DEADLINE_EXCEEDED}
 """A failed stage Job's condition reason -> the SelfGuideJob's (PodFailurePolicy: exit code 2 or 3)."""
 
 
@@ -103,18 +105,18 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
     elif spec is None:
         verdict = Verdict(Phase.FAILED, job.invalid_reason, clip(job.problems or "the spec is invalid"))
     elif refused := refusals(spec, settings, job.namespace):  # asks for more than the operator's policy allows
-        verdict = Verdict(Phase.FAILED, "InvalidSpec", clip("; ".join(refused)))
+        verdict = Verdict(Phase.FAILED, reasons.INVALID_SPEC, clip("; ".join(refused)))
     elif failed := next((e for e in entries if e.phase is Phase.FAILED), None):
-        reason = FAILURE_REASONS.get(children[failed.name].reason or "", "StageFailed")
+        reason = FAILURE_REASONS.get(children[failed.name].reason or "", reasons.STAGE_FAILED)
         verdict = Verdict(Phase.FAILED, reason, clip(f"stage {failed.name} failed: {failed.message}"))
     elif deadline is not None and start is not None and now >= start + timedelta(seconds=deadline):
-        verdict = Verdict(Phase.FAILED, "DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds={deadline}")
+        verdict = Verdict(Phase.FAILED, reasons.DEADLINE_EXCEEDED, f"the job ran longer than activeDeadlineSeconds={deadline}")
     elif waiting is not None:
         verdict = waiting
     elif all(e.phase is Phase.SUCCEEDED for e in entries):
         evaluation = _evaluation(results, old)
         verdict = gate_failure(spec, evaluation) or Verdict(
-            Phase.SUCCEEDED, "Completed", clip(f"all {len(entries)} stages succeeded{warnings(evaluation)}"))
+            Phase.SUCCEEDED, reasons.COMPLETED, clip(f"all {len(entries)} stages succeeded{warnings(evaluation)}"))
         if verdict.phase is Phase.SUCCEEDED and (adapter := model_adapter_body(job)) is not None:
             actions = [ApplyObject(adapter)]  # spec.serving: hand the published adapter to AIBrix
     else:
@@ -127,7 +129,7 @@ def plan(job: Observed, children: Mapping[str, ChildJob], settings: OperatorSett
                                                         "config_hash": child.config_hash})
         verdict = _verdict_while_running(spec.suspend, current, children.get(current.name), entries)
     if verdict.phase is Phase.FAILED:  # whatever the reason: stop what still runs, keep the history
-        stopped = "deadline exceeded" if verdict.reason == "DeadlineExceeded" else verdict.reason
+        stopped = "deadline exceeded" if verdict.reason == reasons.DEADLINE_EXCEEDED else verdict.reason
         entries = [e if e.phase in TERMINAL or e.job_name is None and e.name not in children
                    else e.model_copy(update={"phase": Phase.FAILED, "message": f"stopped: {stopped}"})
                    for e in entries]  # stages that never started stay Pending
@@ -154,7 +156,7 @@ def _pending_too_long(spec: SelfGuideJobSpec, entries: list[StageStatus], childr
     since = child.waiting.since or child.start_time or child.created
     if since is None or now < since + timedelta(seconds=timeout):
         return None
-    return Verdict(Phase.FAILED, "PendingTimeout", clip(
+    return Verdict(Phase.FAILED, reasons.PENDING_TIMEOUT, clip(
         f"stage {current.name} did not start within pendingTimeoutSeconds={timeout}: {child.waiting.text}"))
 
 
@@ -220,11 +222,11 @@ def _verdict_while_running(suspend: bool, current: StageStatus, child: ChildJob 
                            entries: list[StageStatus]) -> Verdict:
     done = f"{sum(e.phase is Phase.SUCCEEDED for e in entries)}/{len(entries)} stages done"
     if suspend:
-        return Verdict(Phase.SUSPENDED, "Suspended", f"spec.suspend is true; {done}")
+        return Verdict(Phase.SUSPENDED, reasons.SUSPENDED, f"spec.suspend is true; {done}")
     if current.phase is Phase.RUNNING:
-        return Verdict(Phase.RUNNING, "StageRunning", f"stage {current.name} running; {done}")
+        return Verdict(Phase.RUNNING, reasons.STAGE_RUNNING, f"stage {current.name} running; {done}")
     why = f": {current.message}" if current.message else ""
-    reason = child.waiting.reason if child is not None and child.waiting is not None else "Waiting"
+    reason = child.waiting.reason if child is not None and child.waiting is not None else reasons.WAITING
     return Verdict(Phase.PENDING, reason, clip(f"waiting for stage {current.name} to start{why}"))
 
 

@@ -13,13 +13,12 @@ from selfguide.contract.serving import model_adapter
 from selfguide.contract.status import Outputs, Phase, StageStatus
 from selfguide.spec import SelfGuideJobSpec, TrainingMethod
 from selfguide.spec.uris import PvcUri
+from selfguide_operator import reasons
 from selfguide_operator.builders import artifact_uri, child_metadata, output_claim
 from selfguide_operator.names import workdir
 from selfguide_operator.observed import Observed, clip
 from selfguide_operator.settings import OperatorSettings
 from selfguide_operator.status import Verdict
-
-QUALITY_GATE_FAILED = "QualityGateFailed"
 
 
 def gated(spec: SelfGuideJobSpec) -> bool:
@@ -30,7 +29,7 @@ def gate_failure(spec: SelfGuideJobSpec, evaluation: EvaluateResult | None) -> V
     """The verdict for a job whose stages all succeeded but whose model missed the gate; None otherwise."""
     if not gated(spec) or evaluation is None or evaluation.gate is None or evaluation.gate.passed:
         return None
-    return Verdict(Phase.FAILED, QUALITY_GATE_FAILED, clip(f"{evaluation.gate.message()}; the adapter is not "
+    return Verdict(Phase.FAILED, reasons.QUALITY_GATE_FAILED, clip(f"{evaluation.gate.message()}; the adapter is not "
                                                            "published (the data and the report are kept)"))
 
 

@@ -16,6 +16,7 @@ from selfguide.contract.progress import StageProgress
 from selfguide.contract.registry import stage_names
 from selfguide.contract.status import Phase, SelfGuideJobStatus
 from selfguide.spec import API_VERSION, KIND
+from selfguide_operator import reasons
 from selfguide_operator.kube import ApiError, Kube
 from selfguide_operator.names import LABEL_STAGE, MANAGED_BY
 from selfguide_operator.observed import ChildJob, Observed, Outcome, Waiting, clip
@@ -113,7 +114,7 @@ class Reconciler:
         API server may be what fails)."""
         message = clip(f"reconcile failed, will retry: {error}")
         try:
-            self._post(job, [Event("Warning", "ReconcileError", message, subject=message)], post)
+            self._post(job, [Event("Warning", reasons.RECONCILE_ERROR, message, subject=message)], post)
             status = with_reconcile_error(job.status, message, job.generation, self.clock())
             self.kube.merge_patch("SelfGuideJob", job.namespace, job.name,
                                   {"status": {"conditions": status.to_camel_dict()["conditions"]}},
@@ -168,7 +169,7 @@ class Reconciler:
                   and job.status.phase not in TERMINAL):
                 young = (child.created is not None and self.clock() - child.created < STARTING
                          and child.stage not in running and not child.succeeded and not child.failed)
-                waiting = (Waiting("Starting", "the stage's pod is starting", child.created) if young
+                waiting = (Waiting(reasons.STARTING, "the stage's pod is starting", child.created) if young
                            else self._waiting(job.namespace, child))
                 child = replace(child, waiting=waiting)
             children[child.stage] = child
@@ -205,14 +206,14 @@ class Reconciler:
             return None
         try:
             refused = self.kube.list("Event", namespace,
-                                     field_selector=f"involvedObject.uid={child.uid},reason=FailedCreate")
+                                     field_selector=f"involvedObject.uid={child.uid},reason={reasons.FAILED_CREATE}")
         except ApiError as error:  # an install that may not list Events: the pod is missing, reason unknown
             log.debug("cannot list the Events of Job %s: %s", child.name, error)
             refused = []
         if refused:
             last = max(refused, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
-            return Waiting("FailedCreate", last.get("message") or "", child.start_time or child.created)
-        return Waiting("NoPod", "the Job controller has not created a pod yet", child.start_time or child.created)
+            return Waiting(reasons.FAILED_CREATE, last.get("message") or "", child.start_time or child.created)
+        return Waiting(reasons.NO_POD, "the Job controller has not created a pod yet", child.start_time or child.created)
 
     def _apply(self, job: Observed, action: Action) -> None:
         namespace = job.namespace
@@ -239,7 +240,7 @@ class Reconciler:
             created = self.kube.create("Job", job.namespace, body)
         except ApiError as error:
             if error.permanent:
-                reason = "SpecTooLarge" if error.status == 413 else "InvalidStageJob"
+                reason = reasons.SPEC_TOO_LARGE if error.status == 413 else reasons.INVALID_STAGE_JOB
                 raise ChildRefused(reason, f"the API refused stage Job {name}: {error.message}") from error
             raise
         if created is not None:
@@ -280,7 +281,7 @@ class Reconciler:
         except ApiError as error:
             if error.permanent:
                 too_large = error.status == 413 or "must have at most" in error.message or "Too long" in error.message
-                raise ChildRefused("SpecTooLarge" if too_large else "InvalidSpecConfigMap",
+                raise ChildRefused(reasons.SPEC_TOO_LARGE if too_large else reasons.INVALID_SPEC_CONFIG_MAP,
                                    f"the API refused ConfigMap {name}: {error.message}") from error
             raise
 
@@ -319,7 +320,7 @@ class ChildRefused(Exception):
 
 def name_conflict(kind: str, name: str) -> ChildRefused:
     """A child's name taken by an object this SelfGuideJob does not own."""
-    return ChildRefused("NameConflict", f"{kind} {name} exists and does not belong to this SelfGuideJob; "
+    return ChildRefused(reasons.NAME_CONFLICT, f"{kind} {name} exists and does not belong to this SelfGuideJob; "
                                         f"rename the SelfGuideJob or delete that {kind}")
 
 
@@ -341,17 +342,17 @@ def _pod_waiting(pod: Mapping[str, Any]) -> Waiting:
     since = _time(pod["metadata"].get("creationTimestamp"))
     scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
     if scheduled is not None and scheduled.get("status") == "False":
-        return Waiting(scheduled.get("reason") or "Unschedulable", scheduled.get("message") or "", since)
+        return Waiting(scheduled.get("reason") or reasons.UNSCHEDULABLE, scheduled.get("message") or "", since)
     for container in status.get("containerStatuses") or []:
         if waiting := (container.get("state") or {}).get("waiting"):
             return Waiting(_reason(waiting.get("reason")), waiting.get("message") or "", since)
-    return Waiting("PodPending", f"pod {pod['metadata']['name']} is pending", since)
+    return Waiting(reasons.POD_PENDING, f"pod {pod['metadata']['name']} is pending", since)
 
 
 def _reason(text: str | None) -> str:
     """A condition reason (CamelCase) from a container's waiting reason."""
     cleaned = re.sub(r"[^A-Za-z0-9]", "", text or "")
-    return cleaned if cleaned[:1].isalpha() else "PodPending"
+    return cleaned if cleaned[:1].isalpha() else reasons.POD_PENDING
 
 
 def _time(value: str | None) -> datetime | None:

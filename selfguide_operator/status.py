@@ -14,6 +14,7 @@ from selfguide.contract.registry import stage as stage_definition
 from selfguide.contract.results import StageResult
 from selfguide.contract.status import Condition, ConditionStatus, Phase, SelfGuideJobStatus
 from selfguide.spec.problems import problems_from
+from selfguide_operator import reasons
 from selfguide_operator.observed import Outcome, clip
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
@@ -50,7 +51,7 @@ def conditions(verdict: Verdict, generation: int, previous: list[Condition], now
     result = []
     if (error := before.get(RECONCILE_ERROR)) is not None:
         result.append(Condition(
-            type=RECONCILE_ERROR, status=ConditionStatus.FALSE, reason="Reconciled", message="",
+            type=RECONCILE_ERROR, status=ConditionStatus.FALSE, reason=reasons.RECONCILED, message="",
             last_transition_time=error.last_transition_time if error.status is ConditionStatus.FALSE else now,
             observed_generation=generation))
     for kind, phases in _TRUE_WHEN.items():
@@ -70,7 +71,7 @@ def with_reconcile_error(status: SelfGuideJobStatus, message: str, generation: i
                          now: datetime) -> SelfGuideJobStatus:
     """`status` with the ReconcileError condition True: a failed reconcile is visible, not only in the log."""
     old = next((c for c in status.conditions if c.type == RECONCILE_ERROR), None)
-    error = Condition(type=RECONCILE_ERROR, status=ConditionStatus.TRUE, reason="ReconcileFailed",
+    error = Condition(type=RECONCILE_ERROR, status=ConditionStatus.TRUE, reason=reasons.RECONCILE_FAILED,
                       message=clip(message),
                       last_transition_time=old.last_transition_time if old and old.status is ConditionStatus.TRUE
                       else now, observed_generation=generation)
@@ -111,18 +112,18 @@ def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict:
         detail = f": {stage.message}" if stage.message else ""
         uid = (jobs or {}).get(stage.name)
         once = (lambda reason, uid=uid: f"{reason}/{uid}" if uid else "")
-        started = Event("Normal", "StageStarted", f"stage {stage.name} started (Job {stage.job_name})", stage.name,
-                        once=once("StageStarted"))
+        started = Event("Normal", reasons.STAGE_STARTED, f"stage {stage.name} started (Job {stage.job_name})", stage.name,
+                        once=once(reasons.STAGE_STARTED))
         ran = stage.phase is Phase.SUCCEEDED or (stage.phase is Phase.FAILED and stage.attempts
                                                  and not (stage.message or "").startswith("stopped:"))
         if stage.phase is Phase.RUNNING or (ran and was in (None, Phase.PENDING)):  # a start seen late still counts
             events.append(started)
         if stage.phase is Phase.SUCCEEDED:
-            events.append(Event("Normal", "StageSucceeded", f"stage {stage.name} succeeded{detail}", stage.name,
-                                once=once("StageSucceeded")))
+            events.append(Event("Normal", reasons.STAGE_SUCCEEDED, f"stage {stage.name} succeeded{detail}", stage.name,
+                                once=once(reasons.STAGE_SUCCEEDED)))
         elif stage.phase is Phase.FAILED:
-            events.append(Event("Warning", "StageFailed", f"stage {stage.name} failed{detail}", stage.name,
-                                once=once("StageFailed")))
+            events.append(Event("Warning", reasons.STAGE_FAILED, f"stage {stage.name} failed{detail}", stage.name,
+                                once=once(reasons.STAGE_FAILED)))
     old_reason = next((c.reason for c in old.conditions if c.type == "Reconciling" and c.status == "True"), None)
     waits_anew = new.phase is Phase.PENDING and verdict.reason != old_reason and verdict.reason not in QUIET_REASONS
     if new.phase != old.phase or waits_anew:  # a pending stage's new blocking reason (Unschedulable, ...) too
@@ -133,8 +134,9 @@ def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict:
     return events
 
 
-QUIET_REASONS = {"Waiting", "StageRunning", "Suspended", "Completed", "NoPod", "Starting", "ContainerCreating",
-                 "PodInitializing", "PodPending", "Admission"}
+QUIET_REASONS = {reasons.WAITING, reasons.STAGE_RUNNING, reasons.SUSPENDED, reasons.COMPLETED, reasons.NO_POD,
+                 reasons.STARTING, reasons.CONTAINER_CREATING, reasons.POD_INITIALIZING, reasons.POD_PENDING,
+                 reasons.ADMISSION}
 """Verdict reasons announced as Normal Events; any other (Unschedulable, FailedCreate, a failure) is a Warning."""
 
 

@@ -13,7 +13,14 @@ import yaml
 from typer.testing import CliRunner
 
 from selfguide.cli import app
-from selfguide.manifest import MAX_SPEC_BYTES, ManifestError, load_manifest, load_manifests, validate_object
+from selfguide.manifest import (
+    MAX_SPEC_BYTES,
+    ManifestError,
+    SpecTooLarge,
+    load_manifest,
+    load_manifests,
+    validate_object,
+)
 from selfguide.spec.problems import Problem, field_path
 from tests import manifests
 
@@ -386,5 +393,5 @@ def test_cli_subprocess_bad_input_exits_2_with_short_output(tmp_path):
 def test_a_spec_too_large_for_the_spec_config_map_is_refused():
     document = manifests.generation()
     document["spec"]["pod"] = {"affinity": {"x": "p" * MAX_SPEC_BYTES}}
-    with pytest.raises(ManifestError, match="spec: the spec takes"):
+    with pytest.raises(SpecTooLarge, match="spec: the spec takes"):
         validate_object(document)

@@ -10,8 +10,10 @@ import pytest
 
 from selfguide.contract.status import Phase
 from selfguide.contract.termination import TerminationMessage
+from selfguide.manifest import MAX_SPEC_BYTES
 from selfguide_operator.observed import ChildJob, Observed, Outcome, Waiting
 from selfguide_operator.planner import ApplyObject, CreateJob, DeleteObject, Plan, SuspendJob, plan
+from selfguide_operator.reasons import SPEC_TOO_LARGE
 from selfguide_operator.settings import OperatorSettings
 from selfguide_operator.status import Verdict
 from tests.operator.fake_stage import RESULTS
@@ -246,6 +248,12 @@ def test_an_invalid_spec_fails_the_job():
     failed = next(c for c in result.status.conditions if c.type == "Failed")
     assert (failed.reason, failed.message) == ("InvalidSpec", job.problems)
     assert result.actions == []
+
+
+def test_a_spec_too_large_for_its_config_map_fails_the_job_as_spec_too_large():
+    job = observed(pod={"affinity": {"x": "p" * MAX_SPEC_BYTES}})
+    failed = next(c for c in plan(job, {}, SETTINGS, NOW).status.conditions if c.type == "Failed")
+    assert failed.reason == SPEC_TOO_LARGE and "the spec takes" in failed.message
 
 
 def test_a_job_being_deleted_is_left_alone():

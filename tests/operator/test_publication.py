@@ -13,7 +13,7 @@ from selfguide.contract.status import Phase
 from selfguide.contract.termination import TerminationMessage
 from selfguide_operator.observed import Outcome
 from selfguide_operator.planner import plan
-from selfguide_operator.publication import QUALITY_GATE_FAILED
+from selfguide_operator.reasons import QUALITY_GATE_FAILED
 from selfguide_operator.settings import OperatorSettings
 from tests.operator.test_planner import child, done, observed, then
 
