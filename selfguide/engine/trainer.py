@@ -126,7 +126,9 @@ def lora_config(spec: TrainingSpec) -> Any:
 
 
 @dataclass(frozen=True)
-class TrainResult:
+class TrainingRun:
+    """What one run of the trainer measured (the train stage reports it as a `TrainResult`)."""
+
     steps: int
     epochs: int
     examples: int
@@ -150,7 +152,7 @@ def train(
     out_dir: Path,
     checkpoint_dir: Path,
     base_model_name: str,
-) -> TrainResult | None:
+) -> TrainingRun | None:
     """Fine-tune and write the adapter (or the full model) and per-step metrics into `out_dir`.
 
     Under torch.distributed.run every rank trains its shard of each batch; only rank 0 writes and returns
@@ -219,7 +221,7 @@ def train(
          "learningRate": h.get("learning_rate"), "gradNorm": h.get("grad_norm")} for h in history
     ))
     _save(model, tokenizer, spec, out_dir, base_model_name)
-    return TrainResult(
+    return TrainingRun(
         steps=trainer.state.global_step, epochs=spec.epochs, examples=len(dataset),
         losses=[h["loss"] for h in history], tokens=tokens, seconds=output.metrics.get("train_runtime", 0.0),
         trainable_parameters=trainable, processes=_world_size(),
