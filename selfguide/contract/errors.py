@@ -56,6 +56,14 @@ def exit_code_for(error: BaseException) -> ExitCode:
     return error.exit_code if isinstance(error, SelfGuideError) else ExitCode.RETRYABLE
 
 
+def error_for(code: int, message: str) -> SelfGuideError:
+    """An error of the class that `code` stands for (unknown codes are retryable): how a process raises again
+    the failure another process reported with its exit code."""
+    classes: dict[int, type[SelfGuideError]] = {
+        cls.exit_code: cls for cls in (RetryableError, InvalidInput, PermanentError, QualityGateFailed)}
+    return classes.get(code, RetryableError)(message)
+
+
 def is_permanent(error: BaseException) -> bool:
     """A retry cannot help (invalid input or a permanent failure)."""
     return exit_code_for(error) in (ExitCode.INVALID_INPUT, ExitCode.PERMANENT)

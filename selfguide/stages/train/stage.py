@@ -1,7 +1,8 @@
 """The `train` stage: fine-tune the base model on the `generate` stage's training set.
 
 With several GPUs in the pod the stage launches itself under `torch.distributed.run` (one process per GPU,
-data parallel); rank 0 writes the adapter, the metrics and the result.
+data parallel); rank 0 writes the adapter, the metrics and the result. A rank that fails with a selfguide error
+(a permanent one, say) hands it back, so that the stage ends with that error's exit code, not a retryable one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 from selfguide.artifacts import atomic_write_json, read_json, read_jsonl
-from selfguide.contract.errors import PermanentError
+from selfguide.contract.errors import PermanentError, SelfGuideError, error_for
 from selfguide.contract.layout import FILTER_REPORT, TRAIN_DATA
 from selfguide.contract.results import TrainResult
 from selfguide.engine.devices import gpu_count
@@ -27,6 +28,8 @@ PROCESSES_ENV = "SELFGUIDE_TRAIN_PROCESSES"
 """Training processes in the pod (default: one per visible GPU); set to 2+ on CPU to exercise the
 distributed path without GPUs."""
 RESULT_FILE = ".train-result.json"
+ERROR_FILE = ".train-error.json"
+"""Where a rank that failed on purpose leaves its exit code and message, for `run` to raise that error again."""
 
 
 def load_training_set(workdir: Path) -> list[Example]:
@@ -79,6 +82,11 @@ def run(ctx: StageContext) -> TrainResult:
     completed = subprocess.run(command, check=False)
     spec_file.unlink(missing_ok=True)
     if completed.returncode != 0:
+        error_file = ctx.output / ERROR_FILE
+        if error_file.is_file():  # a rank's SelfGuideError: its exit code, not a retryable one
+            failure = read_json(error_file)
+            error_file.unlink()
+            raise error_for(failure["exitCode"], failure["error"])
         raise RuntimeError(f"distributed training ({processes} processes) failed with exit code {completed.returncode}")
     result_file = ctx.output / RESULT_FILE
     result = TrainResult.model_validate(read_json(result_file))
@@ -93,7 +101,11 @@ def _worker() -> None:
         parser.add_argument(option, type=Path, required=True)
     args = parser.parse_args()
     spec = SelfGuideJobSpec.model_validate(json.loads(args.spec.read_text(encoding="utf-8")))
-    result = train_here(spec, args.workdir, args.output, args.checkpoints)
+    try:
+        result = train_here(spec, args.workdir, args.output, args.checkpoints)
+    except SelfGuideError as error:
+        atomic_write_json(args.output / ERROR_FILE, {"exitCode": int(error.exit_code), "error": str(error)})
+        raise
     if result is not None:
         atomic_write_json(args.output / RESULT_FILE, result.model_dump(mode="json", by_alias=True))
 
