@@ -53,18 +53,15 @@ def timed(command: list[str], log: Path) -> dict[str, Any]:
 
 def evaluate_worker(job_file: Path, items: int) -> None:
     """The evaluation's few-shot pass (base model, greedy) over `items` items, as the evaluate stage runs it."""
-    from selfguide.engine.backends import open_backend
     from selfguide.manifest import load_manifest
+    from selfguide.stages.backend import opened
     from selfguide.stages.evaluate.stage import load_eval_set, predict
 
     spec = load_manifest(job_file).spec
     assert spec.evaluation is not None
     examples = load_eval_set(spec.evaluation)[:items]
-    backend = open_backend(spec.model, spec.generation, spec.evaluation.batch_size, sequences=2 * len(examples))
-    try:
+    with opened(spec, spec.evaluation.batch_size, 2 * len(examples)) as backend:
         answers = predict(backend, spec, examples, "few-shot prompting")
-    finally:
-        backend.close()
     print(json.dumps({"answers": len(answers), "nonEmpty": sum(bool(a) for a in answers)}))
 
 

@@ -19,9 +19,9 @@ from typing import Annotated, Any
 import typer
 
 from selfguide.contract import termination
-from selfguide.contract.errors import ExitCode, QualityGateFailed, SelfGuideError, exit_code_for, is_permanent
+from selfguide.contract.errors import ExitCode, SelfGuideError, exit_code_for, is_permanent
 from selfguide.contract.intervals import gate_sample_note
-from selfguide.contract.layout import FILTER_REPORT, REPORT_HTML_FILE, TRAIN_DATA
+from selfguide.contract.layout import FILTER_REPORT, TRAIN_DATA
 from selfguide.contract.progress import Sink, StageProgress, reporter_from_environment
 from selfguide.contract.registry import stage_names, stages_for
 from selfguide.contract.termination import TerminationMessage
@@ -110,21 +110,13 @@ def run(
 
     Exits with code 4 when the fine-tuned model misses `spec.evaluation.gate` (nothing is published; the data,
     the adapter and the report stay in the work directory)."""
-    from selfguide.runner import run_stage
-    from selfguide.stages.publish import publish, publishable
+    from selfguide.pipeline import JobRef, run_pipeline
 
     job = _load_or_exit(file)
-    outcomes = []
     with failures_to_exit_codes():
-        for definition in stages_for(job.spec):
-            log.info("stage %s: starting", definition.name)
-            with progress_bar(definition.name) as bar:
-                outcomes.append(run_stage(job.spec, workdir, definition.name, force=force, progress=[bar]))
-        last = outcomes[-1]
-        serving = publish(job.spec, workdir, last.stage, last.result, job.metadata.name,
-                          job.metadata.namespace or "default")
+        pipeline = run_pipeline(job.spec, workdir, force=force, progress=_starting, publish_as=JobRef.of(job))
     typer.echo(f"\nSelfGuideJob {job.metadata.name}: done ({workdir})")
-    for outcome in outcomes:
+    for outcome in pipeline.outcomes:
         timing = "already complete" if outcome.skipped else f"{outcome.seconds:.0f}s"
         result = outcome.result
         gpu = f" [{result.gpu_seconds or 0:.0f} GPU-s]" if result.gpus and not outcome.skipped else ""
@@ -132,13 +124,15 @@ def run(
     artifacts = [TRAIN_DATA, FILTER_REPORT] + [f"{d.artifact(job.spec)}/" for d in stages_for(job.spec)
                                                if d.name == "train"]
     typer.echo("  artifacts: " + ", ".join(f"{workdir}/{a}" for a in artifacts))
-    if serving is not None:
-        typer.echo(f"  serving: {serving}/ (vllm-serve.sh, modeladapter.yaml; see docs/serving.md)")
-    if not publishable(last.result):
-        gate = getattr(last.result, "gate", None)
-        with failures_to_exit_codes():
-            raise QualityGateFailed(f"{gate.message() if gate else 'quality gate failed'}; the model is not "
-                                    f"published (report: {workdir}/evaluate/{REPORT_HTML_FILE})")
+    if pipeline.serving is not None:
+        typer.echo(f"  serving: {pipeline.serving}/ (vllm-serve.sh, modeladapter.yaml; see docs/serving.md)")
+    with failures_to_exit_codes():
+        pipeline.check_gate()
+
+
+def _starting(stage: str) -> contextlib.AbstractContextManager[Sink]:
+    log.info("stage %s: starting", stage)
+    return progress_bar(stage)
 
 
 @app.command()
@@ -149,17 +143,15 @@ def stage(
     force: Annotated[bool, typer.Option(help="Rerun even when complete for this config.")] = False,
 ) -> None:
     """Run one stage; this is what stage pods execute."""
-    from selfguide.runner import run_stage
+    from selfguide.pipeline import JobRef, run_one
 
     if name not in stage_names():
         raise fail(f"unknown stage {name!r}; expected one of {', '.join(stage_names())}", EXIT_INVALID)
     job = _load_or_exit(spec)
-    from selfguide.stages.publish import publish
-
     reporter = reporter_from_environment(job.metadata.namespace or "default", job.metadata.name, name)
     with failures_to_exit_codes(stage=name), contextlib.closing(reporter or _Nothing()):
-        outcome = run_stage(job.spec, workdir, name, force=force, progress=[reporter] if reporter else [])
-        publish(job.spec, workdir, name, outcome.result, job.metadata.name, job.metadata.namespace or "default")
+        outcome = run_one(job.spec, workdir, name, force=force, progress=[reporter] if reporter else [],
+                          publish_as=JobRef.of(job))
     summary = outcome.result.model_dump(mode="json", by_alias=True)
     termination.write(TerminationMessage(stage=name, ok=True, skipped=outcome.skipped, summary=summary))
     typer.echo(json.dumps({"stage": name, "skipped": outcome.skipped, "summary": summary}))

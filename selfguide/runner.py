@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from filelock import FileLock, Timeout
 
 from selfguide import __version__
-from selfguide.artifacts import atomic_dir, atomic_write_json, config_hash
-from selfguide.contract.confighash import sections
+from selfguide.artifacts import atomic_dir, atomic_write_json
+from selfguide.contract.confighash import stage_hash
 from selfguide.contract.errors import PermanentError, RetryableError
 from selfguide.contract.layout import CHECKPOINTS_DIR, LOCK_FILE, RECORD_FILE, SPEC_FILE
 from selfguide.contract.progress import ProgressTracker, Sink, tracking
@@ -38,17 +38,6 @@ from selfguide.stages.context import StageContext
 log = logging.getLogger(__name__)
 
 StageFunction = Callable[[StageContext], StageResult]
-
-
-def stage_config(spec: SelfGuideJobSpec, definition: StageDefinition) -> dict[str, Any]:
-    """The parts of the spec a stage's output depends on (cluster settings never count)."""
-    return sections(spec, definition.reads)
-
-
-def stage_hash(spec: SelfGuideJobSpec, name: str, upstream: Mapping[str, str]) -> str:
-    """The hash a stage's record must carry to count as complete for `spec` and these upstream records."""
-    definition = stage(name)
-    return config_hash({"selfguide": __version__, **stage_config(spec, definition), "upstream": dict(upstream)})
 
 
 def upstream_records(workdir: Path, definition: StageDefinition) -> dict[str, StageRecord]:
@@ -87,7 +76,9 @@ class StageOutcome:
     stage: str
     skipped: bool
     seconds: float
+    """Spent now (0 when skipped); `record.seconds` is what the stage took when it ran."""
     result: StageResult
+    record: StageRecord
 
 
 @contextlib.contextmanager
@@ -152,7 +143,7 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
         if not force and done:
             log.info("stage %s already complete (hash %s); skipping", name, config)
             tracker.finish()
-            return StageOutcome(name, True, 0.0, definition.result.model_validate(done.summary))
+            return StageOutcome(name, True, 0.0, definition.result.model_validate(done.summary), done)
         function = stage_function(definition)
         if not definition.after:  # the job's first stage: check what later stages need before any work
             preflight(spec)
@@ -176,7 +167,7 @@ def run_stage(spec: SelfGuideJobSpec, workdir: Path, name: str, force: bool = Fa
             checkpoints.parent.rmdir()
     tracker.finish()
     release_memory()
-    return StageOutcome(name, False, seconds, result)
+    return StageOutcome(name, False, seconds, result, record)
 
 
 def visible_gpus() -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from selfguide.contract.layout import SERVING_DIR, trained_model_dir
+from selfguide.contract.publication import gated, may_publish, missed_gate
 from selfguide.contract.registry import stage as stage_definition
 from selfguide.contract.results import EvaluateResult
 from selfguide.contract.serving import model_adapter
@@ -21,15 +22,11 @@ from selfguide_operator.settings import OperatorSettings
 from selfguide_operator.status import Verdict
 
 
-def gated(spec: SelfGuideJobSpec) -> bool:
-    return spec.evaluation is not None and spec.evaluation.gate is not None
-
-
 def gate_failure(spec: SelfGuideJobSpec, evaluation: EvaluateResult | None) -> Verdict | None:
     """The verdict for a job whose stages all succeeded but whose model missed the gate; None otherwise."""
-    if not gated(spec) or evaluation is None or evaluation.gate is None or evaluation.gate.passed:
+    if (gate := missed_gate(spec, evaluation)) is None:
         return None
-    return Verdict(Phase.FAILED, reasons.QUALITY_GATE_FAILED, clip(f"{evaluation.gate.message()}; the adapter is not "
+    return Verdict(Phase.FAILED, reasons.QUALITY_GATE_FAILED, clip(f"{gate.message()}; the adapter is not "
                                                            "published (the data and the report are kept)"))
 
 
@@ -42,12 +39,13 @@ def warnings(evaluation: EvaluateResult | None) -> str:
 
 
 def published(spec: SelfGuideJobSpec, entries: list[StageStatus], evaluation: EvaluateResult | None) -> bool:
-    """The model may be named in `status.outputs`: every stage succeeded, and the gate (if any) passed.
-    Without a gate the adapter is named as soon as the train stage succeeded."""
+    """The model may be named in `status.outputs`: every stage succeeded, and the gate (if any) passed
+    (`selfguide.contract.publication.may_publish`, the rule `selfguide run` publishes by). Without a gate the
+    adapter is named as soon as the train stage succeeded."""
     if not gated(spec):
         return True
     done = bool(entries) and all(e.phase is Phase.SUCCEEDED for e in entries)
-    return done and evaluation is not None and evaluation.publishable and evaluation.gate is not None
+    return done and may_publish(spec, evaluation)
 
 
 def model_adapter_body(job: Observed) -> dict[str, Any] | None:

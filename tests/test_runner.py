@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from selfguide.artifacts import atomic_write_json
+from selfguide.contract.confighash import spec_sections, stage_hash
 from selfguide.contract.errors import RetryableError
 from selfguide.contract.layout import RECORD_FILE
 from selfguide.contract.record import StageRecord, read_record
 from selfguide.contract.registry import stage, stage_names, stages_for
 from selfguide.contract.results import GenerateResult
-from selfguide.runner import completed_record, current_hash, run_stage, stage_config, stage_hash, workdir_lock
+from selfguide.runner import completed_record, current_hash, run_stage, workdir_lock
 from selfguide.spec import SelfGuideJobSpec
 from tests import manifests
 
@@ -75,10 +76,10 @@ def test_cluster_and_memory_settings_change_no_hash(changes):
     assert own_hashes(spec(**changes)) == own_hashes(spec())
 
 
-def test_stage_config_holds_only_what_a_stage_reads():
-    assert set(stage_config(spec(), stage("generate"))) == {"task", "model", "generation"}
-    assert set(stage_config(spec(), stage("train"))) == {"task", "model", "training"}
-    assert stage_config(spec(), stage("evaluate"))["evaluation"] is None
+def test_a_stage_hash_covers_only_what_the_stage_reads():
+    assert set(spec_sections(spec(), "generate")) == {"task", "model", "generation"}
+    assert set(spec_sections(spec(), "train")) == {"task", "model", "training"}
+    assert spec_sections(spec(), "evaluate")["evaluation"] is None
 
 
 def test_stages_for():

@@ -1,16 +1,18 @@
-"""The configuration hash of a stage as far as the spec goes: the spec sections the stage reads (see the
-registry), without the fields that change how it runs but not what it produces.
+"""Stage hashes, the one place they are computed: the spec sections a stage reads (see the registry), without the
+fields that change how it runs but not what it produces.
 
-The runner's stage hash (`selfguide.runner.stage_hash`) covers these sections plus the selfguide version and the
-upstream records; the operator, which never sees records, labels each stage Job with this part, so that status
-can tell which spec a stage's results come from. A test keeps both views of the sections equal."""
+`stage_hash` is what a stage's record must carry to be current (the runner: these sections plus the selfguide
+version and the upstream records' hashes); the operator, which never sees records, labels each stage Job with
+`spec_hash`, the spec part alone, so that status can tell which spec a stage's results come from."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic.alias_generators import to_camel
 
+from selfguide import __version__
 from selfguide.artifacts import config_hash
 from selfguide.contract.registry import stage
 from selfguide.spec import SelfGuideJobSpec
@@ -50,3 +52,9 @@ def spec_sections(spec: SelfGuideJobSpec, name: str) -> dict[str, Any]:
 def spec_hash(spec: SelfGuideJobSpec, name: str) -> str:
     """A short hash of what stage `name` reads of `spec`."""
     return config_hash(spec_sections(spec, name))
+
+
+def stage_hash(spec: SelfGuideJobSpec, name: str, upstream: Mapping[str, str]) -> str:
+    """The hash a stage's record must carry to count as complete for `spec`, this selfguide version and these
+    upstream record hashes (by stage)."""
+    return config_hash({"selfguide": __version__, **spec_sections(spec, name), "upstream": dict(upstream)})

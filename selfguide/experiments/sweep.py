@@ -7,7 +7,7 @@ improvement over few-shot prompting wins (the paper's rule), and the evidence fo
 configuration's lead in the rule over each other one, which is `worse` only where that interval excludes 0 and
 otherwise `no difference`. Configurations that share generation settings
 for a task share one `generate` stage: only training and evaluation run again; configurations whose input
-generation is the same (recipes that differ in annotation) start from the inputs of the first (`bench.reuse_inputs`);
+generation is the same (recipes that differ in annotation) start from the inputs of the first (`selfguide.stages.generate.reuse`);
 configurations that are the same for a task (recipes that differ only in `forClassification` on a generation task)
 share its whole run.
 """
@@ -35,7 +35,7 @@ from selfguide.experiments.bench import (
     seeded,
 )
 from selfguide.stages.evaluate.scoring import mean
-from selfguide.stages.generate.stage import inputs_settings
+from selfguide.stages.generate.reuse import inputs_key
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def _run_seed(task: BenchTask, workdir: Path, task_dir: Path, overrides: dict[st
                              for o in (overrides, generation))
     _link(run_dir / "generate", workdir / task.name / f"generate-{config_hash(generation)}")
     spec = build_job(task, run_dir / "validation.jsonl", overrides, max_eval).spec
-    first = inputs.setdefault((task.name, config_hash(inputs_settings(spec))), run_dir)
+    first = inputs.setdefault((task.name, inputs_key(spec)), run_dir)
     return run_task(task, run_dir, overrides, "validation", max_eval, inputs_from=None if first == run_dir else first)
 
 

@@ -18,6 +18,7 @@ from selfguide.contract.layout import (
     VLLM_SCRIPT_FILE,
     trained_model_dir,
 )
+from selfguide.contract.publication import may_publish
 from selfguide.contract.registry import stages_for
 from selfguide.contract.results import EvaluateResult, StageResult
 from selfguide.contract.serving import (
@@ -33,11 +34,6 @@ from selfguide.spec.uris import is_pvc
 
 def is_last_stage(spec: SelfGuideJobSpec, stage: str) -> bool:
     return stages_for(spec)[-1].name == stage
-
-
-def publishable(result: StageResult) -> bool:
-    """A final stage's result lets the model be published (an evaluation only when it passed its gate)."""
-    return not isinstance(result, EvaluateResult) or result.publishable
 
 
 def serving_files(spec: SelfGuideJobSpec, workdir: Path, name: str, namespace: str) -> dict[str, Any]:
@@ -61,11 +57,12 @@ def serving_files(spec: SelfGuideJobSpec, workdir: Path, name: str, namespace: s
 def publish(spec: SelfGuideJobSpec, workdir: Path, stage: str, result: StageResult, name: str,
             namespace: str = "default") -> Path | None:
     """After stage `stage` succeeded with `result`: write the serving files when it was the last stage and the
-    model may be published, remove them when it may not. Returns the serving directory when written."""
+    model may be published (`selfguide.contract.publication.may_publish`, the operator's rule too), remove them
+    when it may not. Returns the serving directory when written."""
     if not is_last_stage(spec, stage):
         return None
     target = workdir / SERVING_DIR
-    if not publishable(result):
+    if not may_publish(spec, result if isinstance(result, EvaluateResult) else None):
         shutil.rmtree(target, ignore_errors=True)
         return None
     with atomic_dir(target) as staging:

@@ -6,6 +6,7 @@ Both models get the same few-shot chat prompt and greedy decoding; with LoRA one
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +37,6 @@ from selfguide.contract.layout import (
     trained_model_dir,
 )
 from selfguide.contract.results import EvaluateResult, judge
-from selfguide.engine.backends import open_backend
 from selfguide.engine.backends.base import GenerationBackend, SamplingParams
 from selfguide.engine.models import locate
 from selfguide.engine.trainer import train
@@ -45,6 +45,7 @@ from selfguide.spec import EvalExample, Example, SelfGuideJobSpec, TaskType, Tra
 from selfguide.spec.evaluation import EvaluationSpec
 from selfguide.spec.problems import problems_from
 from selfguide.spec.uris import is_pvc
+from selfguide.stages.backend import opened
 from selfguide.stages.context import StageContext
 from selfguide.stages.evaluate.readable import write_readable_report
 from selfguide.stages.evaluate.scoring import EXACT_MATCH, ROUGE_L, exact_match, extract_label, mean, rouge_l
@@ -126,15 +127,10 @@ def systems(spec: SelfGuideJobSpec) -> int:
 
 
 def _open(spec: SelfGuideJobSpec, items: int, adapter: Path | None = None,
-          model_dir: Path | None = None) -> GenerationBackend:
+          model_dir: Path | None = None) -> contextlib.AbstractContextManager[GenerationBackend]:
     """The backend that answers `items` evaluation items with every system this stage scores on it."""
     assert spec.evaluation is not None
-    model = spec.model if model_dir is None else spec.model.model_copy(
-        update={"name": str(model_dir.resolve()), "revision": None})
-    # a fully fine-tuned model is served by no endpoint: it runs here
-    generation = spec.generation if model_dir is None else spec.generation.served_locally()
-    return open_backend(model, generation, spec.evaluation.batch_size,
-                        adapter=str(adapter) if adapter else None, sequences=items * systems(spec))
+    return opened(spec, spec.evaluation.batch_size, items * systems(spec), adapter, model_dir)
 
 
 def _base_model(ctx: StageContext, backend: GenerationBackend, examples: list[EvalExample],
@@ -159,24 +155,15 @@ def run_models(ctx: StageContext, examples: list[EvalExample]) -> tuple[dict[str
     predictions: dict[str, list[str]] = {}
     trained = ctx.artifact(trained_model_dir(spec.training.method))
     if spec.training.method is TrainingMethod.LORA:
-        backend = _open(spec, len(examples), adapter=trained)
-        try:
+        with _open(spec, len(examples), adapter=trained) as backend:
             with backend.adapter_disabled():
                 self_icl = _base_model(ctx, backend, examples, predictions)
             predictions["selfGuide"] = predict(backend, spec, examples, "evaluating fine-tuned model")
-        finally:
-            backend.close()
     else:
-        backend = _open(spec, len(examples))
-        try:
+        with _open(spec, len(examples)) as backend:
             self_icl = _base_model(ctx, backend, examples, predictions)
-        finally:
-            backend.close()
-        backend = _open(spec, len(examples), model_dir=trained)
-        try:
+        with _open(spec, len(examples), model_dir=trained) as backend:
             predictions["selfGuide"] = predict(backend, spec, examples, "evaluating the fine-tuned model")
-        finally:
-            backend.close()
     if spec.evaluation and spec.evaluation.few_shot_finetune_baseline:
         predictions["fewShotFinetuning"] = _few_shot_finetune(ctx, examples)
     return predictions, None if self_icl is None else Baselines(self_icl=self_icl)
@@ -188,14 +175,10 @@ def _few_shot_finetune(ctx: StageContext, examples: list[EvalExample]) -> list[s
     out = ctx.output / "few_shot_finetune"
     train(locate(spec.model), spec.model, spec.task, spec.training, spec.task.examples, out,
           checkpoint_dir=ctx.checkpoints / "few-shot-finetune", base_model_name=spec.model.name)
-    if spec.training.method is TrainingMethod.LORA:
-        backend = _open(spec, len(examples), adapter=out / ADAPTER_DIR)
-    else:
-        backend = _open(spec, len(examples), model_dir=out / MODEL_DIR)
-    try:
+    lora = spec.training.method is TrainingMethod.LORA
+    with _open(spec, len(examples), adapter=out / ADAPTER_DIR if lora else None,
+               model_dir=None if lora else out / MODEL_DIR) as backend:
         return predict(backend, spec, examples, "evaluating few-shot fine-tuning")
-    finally:
-        backend.close()
 
 
 def score_report(spec: SelfGuideJobSpec, examples: list[EvalExample], predictions: dict[str, list[str]],

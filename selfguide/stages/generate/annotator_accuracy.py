@@ -9,8 +9,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from selfguide.contract.findings import AnnotatorAccuracy
-from selfguide.engine.backends import open_backend
 from selfguide.spec import EvalExample, SelfGuideJobSpec
+from selfguide.stages.backend import opened
 from selfguide.stages.generate.annotate import Annotator
 from selfguide.stages.generate.candidates import Candidate
 from selfguide.stages.generate.stage import output_filters, votes_per_input
@@ -22,15 +22,11 @@ def measure(spec: SelfGuideJobSpec, items: Sequence[EvalExample]) -> AnnotatorAc
     rather than label) and compare with their gold labels."""
     annotation = spec.generation.annotation.model_copy(update={"require_pseudo_label": False, "min_margin": 0.0})
     spec = spec.model_copy(update={"generation": spec.generation.model_copy(update={"annotation": annotation})})
-    backend = open_backend(spec.model, spec.generation, spec.generation.batch_size,
-                           sequences=len(items) * max(1, votes_per_input(spec)))
-    try:
+    with opened(spec, spec.generation.batch_size, len(items) * max(1, votes_per_input(spec))) as backend:
         annotator = Annotator(spec, backend, output_filters(spec))
         candidates = [Candidate(item.input, round=-1) for item in items]
         annotator.annotate(candidates)
         annotator.finish(candidates)
-    finally:
-        backend.close()
     correct = sum(c.dropped_at == "kept" and normalize_answer(c.output or "") == normalize_answer(item.output)
                   for c, item in zip(candidates, items))
     labelled = sum(c.dropped_at == "kept" for c in candidates)

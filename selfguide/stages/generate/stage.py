@@ -22,7 +22,6 @@ from selfguide.contract import progress
 from selfguide.contract.filter_report import BalanceStep, Drops, FilterReport, Prompts, Step
 from selfguide.contract.layout import CANDIDATES_FILE, FILTER_REPORT_FILE, TRAIN_FILE
 from selfguide.contract.results import GenerateResult
-from selfguide.engine.backends import open_backend
 from selfguide.engine.backends.base import EXCEEDS_CONTEXT, GenerationBackend, SamplingParams
 from selfguide.prompts import (
     INPUT_RESPONSE_PREFIX,
@@ -32,6 +31,7 @@ from selfguide.prompts import (
 )
 from selfguide.spec import SelfGuideJobSpec, TaskType
 from selfguide.spec.generation import AnnotationMethod, LabelSampling, LengthFilterSpec, PoolSelection
+from selfguide.stages.backend import opened
 from selfguide.stages.context import StageContext
 from selfguide.stages.generate.annotate import Annotator
 from selfguide.stages.generate.candidates import Candidate, PromptStats
@@ -362,11 +362,8 @@ def sequences(spec: SelfGuideJobSpec) -> int:
 def run(ctx: StageContext) -> GenerateResult:
     """The stage entry point: one model load serves input generation and annotation."""
     spec = ctx.spec
-    backend = open_backend(spec.model, spec.generation, spec.generation.batch_size, sequences=sequences(spec))
-    try:
+    with opened(spec, spec.generation.batch_size, sequences(spec)) as backend:
         result = run_generate(spec, backend, ctx.output, ctx.checkpoints / INPUTS_CHECKPOINT)
-    finally:
-        backend.close()
     report = result.report
     dropped: Counter[str] = Counter()
     for _, step in report.steps():

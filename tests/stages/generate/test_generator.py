@@ -497,7 +497,7 @@ def test_a_generate_stage_killed_mid_run_resumes_from_its_last_round_through_the
     """The runner's checkpoint directory survives the crash (it is deleted only once the stage commits), and
     the next attempt of `generate` regenerates only the round that was lost."""
     from selfguide.runner import run_stage
-    from selfguide.stages.generate import stage as generate
+    from selfguide.stages import backend
 
     def dies_in_round_two(r: int, k: int, label: str | None) -> str:
         if r == 1:
@@ -505,12 +505,12 @@ def test_a_generate_stage_killed_mid_run_resumes_from_its_last_round_through_the
         return GENERATION_INPUTS[r][k]
 
     first = ScriptedModel(dies_in_round_two)
-    monkeypatch.setattr(generate, "open_backend", lambda *args, **kwargs: first)
+    monkeypatch.setattr(backend, "open_backend", lambda *args, **kwargs: first)
     with pytest.raises(KeyboardInterrupt):
         run_stage(generation_spec(), tmp_path, "generate")
     assert list(tmp_path.glob(".checkpoints/generate-*/inputs.json"))
     resumed = ScriptedModel(lambda r, k, label: GENERATION_INPUTS[r + 1][k], lambda text: GENERATION_ANSWERS[text])
-    monkeypatch.setattr(generate, "open_backend", lambda *args, **kwargs: resumed)
+    monkeypatch.setattr(backend, "open_backend", lambda *args, **kwargs: resumed)
     outcome = run_stage(generation_spec(), tmp_path, "generate")
     assert len(first.input_rounds) == 2 and len(resumed.input_rounds) == 1  # round 1 was not generated again
     assert outcome.result.examples == 3
