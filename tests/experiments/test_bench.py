@@ -58,16 +58,21 @@ def test_bench_prints_the_paper_table(bench):
     task_row, average_row = task_rows[0], average[0]
     assert task_row[1] == average_row[1] == "exact_match"
     assert average_row[0] == "**average classification** (1)"
-    assert average_row[2:6] == task_row[2:6]  # one task: the average is that task, interval and verdict too
+    assert average_row[2:5] == task_row[2:5]  # one task: the average is that task, and its interval too
     report = json.loads((workdir / TASK_NAME / "evaluate" / "report.json").read_text())
+    found = report.get("findings") or {}
+    collapsed = bool(found.get("trainingSet") or found.get("answers"))  # the tiny budget can collapse
+    assert task_row[5] == ("collapse" if collapsed else average_row[5])  # a collapse is named whatever the interval
     funnel = json.loads((workdir / TASK_NAME / "generate" / "filter_report.json").read_text())
     delta = report["finetuned"] - report["baseline"]
     assert task_row[2:4] == [f"{report['baseline']:.1f}", f"{report['finetuned']:.1f}"]
     assert task_row[4].startswith(f"{delta:+.1f} [") and task_row[7:9] == ["1", str(funnel["final"])]
-    assert task_row[5] in ("better", "worse", "no difference") and task_row[6] != "-"  # exact match: McNemar
+    assert task_row[5] in ("better", "worse", "no difference", "collapse") and task_row[6] != "-"  # McNemar
     assert report["examples"] == 4  # --max-eval
     annotator = json.loads((workdir / TASK_NAME / "annotator.json").read_text())["result"]
-    assert annotator["items"] == 4 and task_row[9] == f"{annotator['accuracy']:.1f} / {annotator['majorityShare']:.1f}"
+    cannot_help = " (cannot help)" if annotator["accuracy"] <= annotator["majorityShare"] else ""
+    assert annotator["items"] == 4
+    assert task_row[9] == f"{annotator['accuracy']:.1f} / {annotator['majorityShare']:.1f}{cannot_help}"
     assert (workdir / "bench.md").read_text() == "\n".join(line for line in result.stdout.splitlines()
                                                             if line.startswith("|")) + "\n"
 
@@ -85,9 +90,12 @@ def test_bench_writes_jsonl_scores(bench):
     [run] = row["runs"]  # per-item scores of both systems, for the intervals
     assert run["baselineItems"] == [p["fewShotPrompting"]["score"] for p in report["predictions"]]
     assert run["finetunedItems"] == [p["selfGuide"]["score"] for p in report["predictions"]]
+    found = report.get("findings") or {}
+    named = [f for f in (found.get("trainingSet"), found.get("answers")) if f]
+    assert bool(run["collapse"]) == bool(named)  # what collapsed, as the report's findings say
     low, high = row["interval"]
-    assert low <= row["delta"] <= high and row["verdict"] == ("better" if low > 0 else "worse" if high < 0
-                                                              else "no difference")
+    assert low <= row["delta"] <= high and row["verdict"] == ("collapse" if named else "better" if low > 0
+                                                              else "worse" if high < 0 else "no difference")
     # the task's own test split is what gets scored
     test_split = read_jsonl(workdir / TASK_NAME / "test.jsonl")
     assert len(test_split) == len(json.loads(TASK.read_text())["test"])
