@@ -21,7 +21,7 @@ from selfguide.contract.layout import REPORT_HTML_FILE
 from selfguide.contract.progress import Sink
 from selfguide.contract.publication import missed_gate
 from selfguide.contract.registry import stages_for
-from selfguide.contract.results import EvaluateResult, GateResult, StageResult
+from selfguide.contract.results import EvaluateResult, GateResult
 from selfguide.runner import StageOutcome, checkpoint_dir, run_stage
 from selfguide.spec import SelfGuideJob, SelfGuideJobSpec
 from selfguide.stages.generate.reuse import reuse_inputs
@@ -54,14 +54,6 @@ class PipelineRun:
     outcomes: tuple[StageOutcome, ...]
     serving: Path | None
     missed_gate: GateResult | None
-
-    @property
-    def last(self) -> StageOutcome:
-        return self.outcomes[-1]
-
-    def result(self, stage: str) -> StageResult:
-        """The result of stage `stage` (run now or earlier)."""
-        return next(o.result for o in self.outcomes if o.stage == stage)
 
     @property
     def seconds(self) -> float:
