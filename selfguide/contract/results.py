@@ -159,6 +159,9 @@ class EvaluateResult(StageResult):
     finetuned: Score
     """The SELF-GUIDE model (base + adapter)."""
     delta: Score
+    interval: Annotated[list[Score], Field(min_length=2, max_length=2)] | None = None
+    """The 95% paired interval of `delta` (a bootstrap over the evaluation items): how far the evaluation set can
+    tell the two systems apart."""
     scores: Annotated[dict[Key, Score], Field(max_length=16, default_factory=dict)]
     """Every scored system, by name (`fewShotPrompting`, `selfGuide`, `fewShotFinetuning`)."""
     gate: GateResult | None = None
@@ -170,8 +173,10 @@ class EvaluateResult(StageResult):
     def line(self) -> str:
         gate = "" if self.gate is None else f"; quality gate {'passed' if self.gate.passed else 'FAILED'}"
         found = "".join(f"; {message}" for message in self.findings.messages()) if self.findings else ""
+        interval = "" if self.interval is None else (
+            f", 95% interval [{self.interval[0]:+.1f}, {self.interval[1]:+.1f}] over {self.examples} items")
         return (f"{self.metric.value}: few-shot {self.baseline:.1f} -> SELF-GUIDE {self.finetuned:.1f} "
-                f"({self.delta:+.1f}){gate}{found}")
+                f"({self.delta:+.1f}{interval}){gate}{found}")
 
     @property
     def publishable(self) -> bool:

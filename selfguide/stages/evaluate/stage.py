@@ -27,6 +27,7 @@ from selfguide.contract.evaluation_report import (
 )
 from selfguide.contract.filter_report import FilterReport
 from selfguide.contract.findings import AnnotatorAccuracy, findings, label_counts
+from selfguide.contract.intervals import paired_interval
 from selfguide.contract.layout import (
     ADAPTER_DIR,
     CANDIDATES,
@@ -231,6 +232,9 @@ def run(ctx: StageContext) -> EvaluateResult:
     funnel = FilterReport.read(ctx.artifact(FILTER_REPORT))
     candidates = read_jsonl(ctx.artifact(CANDIDATES)) if ctx.artifact(CANDIDATES).is_file() else []
     write_readable_report(spec, report, generated, funnel, ctx.output, candidates)
+    differences = [f - b for b, f in zip(report.item_scores("fewShotPrompting"), report.item_scores("selfGuide"),
+                                         strict=True)]
     return EvaluateResult(metric=report.metric, examples=report.examples, baseline=report.baseline,
-                          finetuned=report.finetuned, delta=report.delta, scores=report.scores, gate=report.gate,
-                          findings=report.findings)
+                          finetuned=report.finetuned, delta=report.delta,
+                          interval=[round(v, 2) for v in paired_interval(differences, 0.95)], scores=report.scores,
+                          gate=report.gate, findings=report.findings)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from selfguide.contract.intervals import paired_interval
 from selfguide.stages.evaluate.scoring import exact_match, mean
 from tests.stage_runs import read_jsonl, run_cli, sentiment_manifest, write_manifest
 
@@ -83,6 +84,9 @@ def test_report_compares_both_systems_per_example(completed_run):
         assert report["scores"][system] == pytest.approx(round(mean(scores), 2))
     stage = json.loads((workdir / "evaluate" / "record.json").read_text())["summary"]
     assert stage["delta"] == report["delta"] and stage["scores"] == report["scores"]
+    differences = [r["selfGuide"]["score"] - r["fewShotPrompting"]["score"] for r in rows]
+    low, high = stage["interval"]  # the paired interval, recomputed from the per-item scores
+    assert [low, high] == [round(v, 2) for v in paired_interval(differences, 0.95)] and low <= stage["delta"] <= high
 
 
 @pytest.mark.slow
