@@ -29,7 +29,7 @@ from selfguide.stages.publish import publish
 
 log = logging.getLogger(__name__)
 
-StageProgress = Callable[[str], contextlib.AbstractContextManager[Sink]]
+ProgressFor = Callable[[str], contextlib.AbstractContextManager[Sink]]
 """Per stage (by name), where its live progress goes while it runs (the CLI's progress bar)."""
 
 
@@ -98,7 +98,7 @@ def run_one(spec: SelfGuideJobSpec, workdir: Path, name: str, *, force: bool = F
     return outcome
 
 
-def run_pipeline(spec: SelfGuideJobSpec, workdir: Path, *, force: bool = False, progress: StageProgress | None = None,
+def run_pipeline(spec: SelfGuideJobSpec, workdir: Path, *, force: bool = False, progress: ProgressFor | None = None,
                  publish_as: JobRef | None = None, inputs_from: Path | None = None) -> PipelineRun:
     """Run (or resume: complete stages are skipped) every stage `spec` needs in `workdir`, in order; then publish
     for `publish_as` (None: publish nothing) when the gate allows. With `inputs_from`, generation starts from the
