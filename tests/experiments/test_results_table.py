@@ -53,5 +53,25 @@ def test_verdict_applies_the_worst_task_rule_to_tasks_both_ran(tmp_path):
     chosen = load(write(tmp_path / "chosen", [row("a", "classification", 40.0, 60.0, 9),
                                               row("b", "classification", 50.0, 40.0, 2)]))
     assert verdict(paper, chosen) == ("Worst-task improvement over the 2 tasks both ran: paper -3.0 (b), mean -1.5; "
-                                      "chosen -10.0 (b), mean +5.0. By the paper's rule: paper.")
+                                      "chosen -10.0 (b), mean +5.0. By the paper's rule: paper; no interval (a task "
+                                      "has no per-item scores).")
     assert verdict(paper, {}) == "No task ran with both configurations."
+
+
+def with_items(task_row: dict, differences: list[float]) -> dict:
+    """The row with one seed's per-item scores whose differences (fine-tuned minus prompting) are given."""
+    return task_row | {"runs": [{"seed": 0, "baselineItems": [50.0] * len(differences),
+                                 "finetunedItems": [50.0 + d for d in differences]}]}
+
+
+def test_verdict_gives_the_interval_of_the_winners_lead_where_rows_keep_item_scores(tmp_path):
+    noise = [-20.0, 0.0, 0.0, 20.0] * 15
+    shifted = noise[1:] + noise[:1]
+    clear = {"paper": [with_items(row("a", "classification", 50.0, 60.0, 9), [10 + x for x in noise])],
+             "chosen": [with_items(row("a", "classification", 50.0, 20.0, 9), [-30 + x for x in shifted])]}
+    close = {"paper": clear["paper"],
+             "chosen": [with_items(row("a", "classification", 50.0, 59.0, 9), [9 + x for x in shifted])]}
+    for name, runs, expected in (("clear", clear, "better"), ("close", close, "no difference")):
+        paper, chosen = (load(write(tmp_path / f"{name}-{side}", runs[side])) for side in ("paper", "chosen"))
+        text = verdict(paper, chosen)
+        assert "By the paper's rule: paper; its lead's 95% interval [" in text and text.endswith(f"]: {expected}.")
