@@ -122,7 +122,7 @@ def input_claims(spec: SelfGuideJobSpec) -> list[str]:
     return sorted({PvcUri.parse(uri).claim for uri in uris if uri and is_pvc(uri)})
 
 
-def _volumes(job: Observed, stage: StageSettings, settings: OperatorSettings) -> tuple[list[dict], list[dict]]:
+def _volumes(job: Observed, stage: StageSettings, settings: OperatorSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     assert job.spec is not None
     spec = job.spec
     cache = ({"persistentVolumeClaim": {"claimName": spec.model_cache.claim_name}} if spec.model_cache

@@ -17,6 +17,9 @@ from selfguide_operator.names import LABEL_JOB, MANAGED_BY
 from selfguide_operator.reconciler import Reconciler
 from selfguide_operator.settings import OperatorSettings
 
+JobIndex = kopf.Index[tuple[str, str], dict[str, Any]]
+"""kopf's in-memory index of a kind: (namespace, job name) -> the objects' fields the reconciler reads."""
+
 SELFGUIDEJOBS = (GROUP, VERSION, PLURAL)
 JOBS = ("batch", "v1", "jobs")
 CHILD = {LABEL_JOB: kopf.PRESENT}
@@ -84,14 +87,14 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, operator_s
         return kopf.login_via_client(**kwargs)  # the same kubeconfig / service account as our own client
 
     @kopf.index(*SELFGUIDEJOBS, id="selfguidejobs", registry=registry)  # type: ignore[arg-type]
-    def selfguidejobs(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+    def selfguidejobs(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
         return {(namespace, name): _selfguidejob(body)}
 
     @kopf.index(*JOBS, labels=CHILD, id="stage_jobs", registry=registry)  # type: ignore[arg-type]
-    def stage_jobs(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict:
+    def stage_jobs(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
         return {(namespace, labels[LABEL_JOB]): _stage_job(body)}
 
-    def reconcile(body: kopf.Body, jobs: kopf.Index) -> None:
+    def reconcile(body: Mapping[str, Any], jobs: JobIndex) -> None:
         meta = body["metadata"]
         try:  # the reconciler posts the Events itself, before the status that records them
             reconciler.reconcile(body, jobs.get((meta["namespace"], meta["name"]), ()))
@@ -102,17 +105,17 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, operator_s
     @kopf.on.resume(*SELFGUIDEJOBS, id="reconcile", registry=registry)
     @kopf.on.create(*SELFGUIDEJOBS, id="reconcile", registry=registry)
     @kopf.on.update(*SELFGUIDEJOBS, id="reconcile", registry=registry)  # type: ignore[arg-type]
-    def selfguidejob_changed(body: kopf.Body, stage_jobs: kopf.Index, **_: Any) -> None:
+    def selfguidejob_changed(body: kopf.Body, stage_jobs: JobIndex, **_: Any) -> None:
         reconcile(body, stage_jobs)
 
     @kopf.timer(*SELFGUIDEJOBS, id="resync", interval=operator_settings.resync_seconds,  # type: ignore[arg-type]
                 when=_needs_resync, registry=registry)
-    def resync(body: kopf.Body, stage_jobs: kopf.Index, **_: Any) -> None:
+    def resync(body: kopf.Body, stage_jobs: JobIndex, **_: Any) -> None:
         reconcile(body, stage_jobs)
 
     @kopf.on.event(*JOBS, labels=CHILD, id="stage_job_changed", registry=registry)  # type: ignore[arg-type]
-    def stage_job_changed(namespace: str, labels: kopf.Labels, selfguidejobs: kopf.Index,
-                          stage_jobs: kopf.Index, **_: Any) -> None:
+    def stage_job_changed(namespace: str, labels: kopf.Labels, selfguidejobs: JobIndex,
+                          stage_jobs: JobIndex, **_: Any) -> None:
         for parent in selfguidejobs.get((namespace, labels[LABEL_JOB]), ()):
             reconcile(parent, stage_jobs)
 
@@ -122,5 +125,5 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, operator_s
             reconciler.forget((namespace, name))
 
     @kopf.on.probe(id="selfguidejobs_tracked", registry=registry)  # type: ignore[arg-type]
-    def tracked(selfguidejobs: kopf.Index, **_: Any) -> int:
+    def tracked(selfguidejobs: JobIndex, **_: Any) -> int:
         return len(selfguidejobs)

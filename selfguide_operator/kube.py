@@ -61,7 +61,7 @@ class Kube:
     def from_environment(cls, connections: int) -> Kube:
         """A client configured from $KUBECONFIG / ~/.kube/config, or in-cluster, with `connections` pooled."""
         configuration = Configuration()
-        config.load_config(client_configuration=configuration)
+        config.load_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         configuration.connection_pool_maxsize = connections
         client = ApiClient(configuration)
         client.user_agent = f"{FIELD_MANAGER}/{__version__}"
@@ -75,7 +75,7 @@ class Kube:
             auth_settings=["BearerToken"],
         )
         response = self.client.call_api(method, url, headers, payload, _request_timeout=self.timeout)
-        data = response.read() or b"{}"
+        data: bytes = response.read() or b"{}"  # type: ignore[no-untyped-call]
         if response.status >= 400:
             try:
                 document = json.loads(data)
@@ -83,7 +83,8 @@ class Kube:
             except ValueError:
                 message, reason = data.decode(errors="replace")[:500], ""
             raise ApiError(response.status, message, reason)
-        return json.loads(data)
+        answer: dict[str, Any] = json.loads(data)
+        return answer
 
     @staticmethod
     def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
@@ -125,4 +126,5 @@ class Kube:
              field_selector: str | None = None) -> list[dict[str, Any]]:
         query = {key: value for key, value in (("labelSelector", label_selector), ("fieldSelector", field_selector))
                  if value}
-        return self.request("GET", self.path(kind, namespace), query=query)["items"]
+        items: list[dict[str, Any]] = self.request("GET", self.path(kind, namespace), query=query)["items"]
+        return items

@@ -111,7 +111,10 @@ def transition_events(old: SelfGuideJobStatus, new: SelfGuideJobStatus, verdict:
             continue
         detail = f": {stage.message}" if stage.message else ""
         uid = (jobs or {}).get(stage.name)
-        once = (lambda reason, uid=uid: f"{reason}/{uid}" if uid else "")
+
+        def once(reason: str, uid: str | None = uid) -> str:
+            return f"{reason}/{uid}" if uid else ""
+
         started = Event("Normal", reasons.STAGE_STARTED, f"stage {stage.name} started (Job {stage.job_name})", stage.name,
                         once=once(reasons.STAGE_STARTED))
         ran = stage.phase is Phase.SUCCEEDED or (stage.phase is Phase.FAILED and stage.attempts

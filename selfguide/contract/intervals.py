@@ -94,7 +94,7 @@ def mcnemar(baseline: Sequence[Sequence[float]], finetuned: Sequence[Sequence[fl
     n = only_base + only_tuned
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, x) for x in range(min(only_base, only_tuned) + 1)) / 2 ** n
+    tail = sum(math.comb(n, x) for x in range(min(only_base, only_tuned) + 1)) / (1 << n)
     return min(1.0, 2 * tail)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -22,6 +24,6 @@ class SpecModel(BaseModel):
         validate_default=True,
     )
 
-    def to_camel_dict(self) -> dict:
+    def to_camel_dict(self) -> dict[str, Any]:
         """The document form (as in a manifest): camelCase keys, defaults included, unset optionals left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
