@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +62,14 @@ def stage_env(**env: str) -> list[dict[str, str]]:
 
 def load_example(path: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / path).read_text())
+
+
+def post(url: str, body: dict[str, Any], token: str | None = None) -> int:
+    """POST `body` as JSON (with a bearer `token`); the HTTP status, error statuses included."""
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code

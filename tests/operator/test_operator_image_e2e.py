@@ -18,7 +18,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -27,7 +26,7 @@ from selfguide.contract.progress import PROGRESS_AUDIENCE, report_path
 from tests.harness.controlplane import free_port
 from tests.harness.fixtures import Cluster, Kubectl, _unavailable
 from tests.harness.waiting import wait_for
-from tests.operator.helpers import FAKE_STAGE, OUTPUT_CLAIM, ROOT, SelfGuideJobs, manifest, stage_env
+from tests.operator.helpers import FAKE_STAGE, OUTPUT_CLAIM, ROOT, SelfGuideJobs, manifest, post, stage_env
 
 pytestmark = pytest.mark.e2e
 
@@ -121,16 +120,6 @@ def answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
-
-
-def post(url: str, body: dict[str, Any], token: str | None = None) -> int:
-    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
 
 
 def test_the_operator_image_runs_a_job_through_its_stages_and_checks_progress_tokens(

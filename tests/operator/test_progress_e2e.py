@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from selfguide.contract.progress import PROGRESS_AUDIENCE, report_path
 from tests.harness.controlplane import free_port
 from tests.harness.fixtures import Kubectl
 from tests.harness.waiting import wait_for
-from tests.operator.helpers import SelfGuideJobs, manifest, stage_env
+from tests.operator.helpers import SelfGuideJobs, manifest, post, stage_env
 
 pytestmark = pytest.mark.e2e
 
@@ -30,16 +28,6 @@ def progress_operator(start_operator, namespace: str) -> str:
     start_operator(namespace, SELFGUIDE_PROGRESS_PORT=str(port), SELFGUIDE_PROGRESS_URL=url,
                    SELFGUIDE_PROGRESS_SECONDS="1")
     return url
-
-
-def post(url: str, body: dict[str, Any], token: str | None = None) -> int:
-    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
 
 
 def running_stage(status: dict[str, Any]) -> dict[str, Any] | None:
