@@ -228,9 +228,21 @@ def run_seeds(task: BenchTask, workdir: Path, overrides: dict[str, Any], seeds: 
     several), combined: mean scores, and every run kept for the intervals."""
     if seeds == 1:
         return run_task(task, workdir, overrides, split, max_eval, annotator_items, inputs_from)
-    return combine_seeds([run_task(task, workdir / f"seed-{k}", seeded(overrides, task.task_type, k), split,
-                                   max_eval, annotator_items if k == 0 else 0,
-                                   inputs_from / f"seed-{k}" if inputs_from else None) for k in range(seeds)])
+    runs = []
+    for k in range(seeds):
+        run_dir, config = seed_run(task.task_type, workdir, overrides, k, seeds)
+        runs.append(run_task(task, run_dir, config, split, max_eval, annotator_items if k == 0 else 0,
+                             inputs_from / run_dir.name if inputs_from else None))
+    return combine_seeds(runs)
+
+
+def seed_run(task_type: TaskType, workdir: Path, overrides: dict[str, Any], offset: int,
+             seeds: int) -> tuple[Path, dict[str, Any]]:
+    """Where seed `offset` of `seeds` runs, and its configuration for a task of `task_type`: `workdir` and the
+    configuration as given when there is one seed, else `workdir/seed-<offset>` with the seeds moved (`seeded`)."""
+    if seeds == 1:
+        return workdir, overrides_for(task_type, overrides)
+    return workdir / f"seed-{offset}", seeded(overrides, task_type, offset)
 
 
 def combine_seeds(runs: Sequence[TaskScore]) -> TaskScore:

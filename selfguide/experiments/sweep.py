@@ -32,7 +32,7 @@ from selfguide.experiments.bench import (
     deep_merge,
     overrides_for,
     run_task,
-    seeded,
+    seed_run,
 )
 from selfguide.stages.evaluate.scoring import mean
 from selfguide.stages.generate.reuse import inputs_key
@@ -158,15 +158,14 @@ def run_sweep(task_files: Sequence[Path], workdir: Path, configs: Sequence[Sweep
     for config in configs:
         scores = []
         for task in tasks:
-            overrides = overrides_for(task.task_type, deep_merge(base, config.overrides()))
+            merged = deep_merge(base, config.overrides())
             task_dir = workdir / task.name / config.directory
-            key = (task.name, config_hash(overrides))
+            key = (task.name, config_hash(overrides_for(task.task_type, merged)))
             if key in runs:
                 _link(task_dir, runs[key][0])
             else:
-                seeded_runs = [_run_seed(task, workdir, task_dir, deep_merge(base, config.overrides()),
-                                         deep_merge(base, config.generation_overrides()), k, seeds, max_eval, inputs)
-                               for k in range(seeds)]
+                seeded_runs = [_run_seed(task, workdir, task_dir, merged, deep_merge(base, config.generation_overrides()),
+                                         k, seeds, max_eval, inputs) for k in range(seeds)]
                 runs[key] = task_dir, seeded_runs[0] if seeds == 1 else combine_seeds(seeded_runs)
             scores.append(runs[key][1])
         results.append(SweepResult(config, scores))
@@ -190,9 +189,8 @@ def _run_seed(task: BenchTask, workdir: Path, task_dir: Path, overrides: dict[st
               inputs: dict[tuple[str, str], Path]) -> TaskScore:
     """One seed of one configuration on one task; its `generate` stage is shared by every configuration with the
     same generation settings, and its inputs by every one with the same input-generation settings."""
-    run_dir = task_dir / f"seed-{offset}" if seeds > 1 else task_dir
-    overrides, generation = ((seeded(o, task.task_type, offset) if seeds > 1 else overrides_for(task.task_type, o))
-                             for o in (overrides, generation))
+    run_dir, overrides = seed_run(task.task_type, task_dir, overrides, offset, seeds)
+    generation = seed_run(task.task_type, task_dir, generation, offset, seeds)[1]
     _link(run_dir / "generate", workdir / task.name / f"generate-{config_hash(generation)}")
     spec = build_job(task, run_dir / "validation.jsonl", overrides, max_eval).spec
     first = inputs.setdefault((task.name, inputs_key(spec)), run_dir)
