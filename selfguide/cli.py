@@ -21,7 +21,6 @@ import typer
 from selfguide.contract import termination
 from selfguide.contract.errors import ExitCode, SelfGuideError, exit_code_for, is_permanent
 from selfguide.contract.intervals import gate_sample_note
-from selfguide.contract.layout import FILTER_REPORT, TRAIN_DATA
 from selfguide.contract.progress import Sink, StageProgress, reporter_from_environment
 from selfguide.contract.registry import stage_names, stages_for
 from selfguide.contract.termination import TerminationMessage
@@ -121,9 +120,8 @@ def run(
         result = outcome.result
         gpu = f" [{result.gpu_seconds or 0:.0f} GPU-s]" if result.gpus and not outcome.skipped else ""
         typer.echo(f"  {outcome.stage:<9} {timing:>16}  {result.line()}{gpu}")
-    artifacts = [TRAIN_DATA, FILTER_REPORT] + [f"{d.artifact(job.spec)}/" for d in stages_for(job.spec)
-                                               if d.name == "train"]
-    typer.echo("  artifacts: " + ", ".join(f"{workdir}/{a}" for a in artifacts))
+    artifacts = [workdir / a for d in stages_for(job.spec) for a in d.artifacts(job.spec)]
+    typer.echo("  artifacts: " + ", ".join(f"{a}/" if a.is_dir() else str(a) for a in artifacts))
     if pipeline.serving is not None:
         typer.echo(f"  serving: {pipeline.serving}/ (vllm-serve.sh, modeladapter.yaml; see docs/serving.md)")
     with failures_to_exit_codes():

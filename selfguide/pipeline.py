@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfguide.contract.errors import InvalidInput, QualityGateFailed
-from selfguide.contract.layout import REPORT_HTML_FILE
+from selfguide.contract.layout import REPORT_HTML
 from selfguide.contract.progress import Sink
 from selfguide.contract.publication import missed_gate
 from selfguide.contract.registry import stages_for
 from selfguide.contract.results import EvaluateResult, GateResult
 from selfguide.runner import StageOutcome, checkpoint_dir, run_stage
 from selfguide.spec import SelfGuideJob, SelfGuideJobSpec
+from selfguide.stages.generate.declaration import GENERATE
 from selfguide.stages.generate.reuse import reuse_inputs
 from selfguide.stages.publish import publish
 
@@ -65,14 +66,14 @@ class PipelineRun:
         data, the model and the report stay in the work directory."""
         if self.missed_gate is not None:
             raise QualityGateFailed(f"{self.missed_gate.message()}; the model is not published "
-                                    f"(report: {self.workdir}/evaluate/{REPORT_HTML_FILE})")
+                                    f"(report: {self.workdir / REPORT_HTML})")
 
 
 def start_from_inputs(spec: SelfGuideJobSpec, workdir: Path, source: Path) -> None:
     """`--inputs-from`: start the run in `workdir` from the inputs the run in work directory `source` generated with
     the same input-generation settings (`selfguide.stages.generate.reuse`). Nothing to do once the run's own
     generate stage has completed or started."""
-    checkpoints = checkpoint_dir(spec, workdir, "generate")
+    checkpoints = checkpoint_dir(spec, workdir, GENERATE.name)
     if checkpoints is None:
         return
     try:

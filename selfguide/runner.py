@@ -30,7 +30,7 @@ from selfguide.contract.errors import PermanentError, RetryableError
 from selfguide.contract.layout import CHECKPOINTS_DIR, LOCK_FILE, RECORD_FILE, SPEC_FILE
 from selfguide.contract.progress import ProgressTracker, Sink, tracking
 from selfguide.contract.record import StageRecord, read_record
-from selfguide.contract.registry import StageDefinition, stage
+from selfguide.contract.registry import StageDefinition, stage, stages_for
 from selfguide.contract.results import StageResult
 from selfguide.spec import SelfGuideJobSpec
 from selfguide.stages.context import StageContext
@@ -97,22 +97,28 @@ def workdir_lock(workdir: Path) -> Iterator[None]:
         lock.release()
 
 
+def _load(reference: str) -> Callable[..., object]:
+    """The function a stage declaration names as `module:function`, imported only now (so `validate` and the
+    operator never load torch)."""
+    module, _, function = reference.partition(":")
+    return cast(Callable[..., object], getattr(importlib.import_module(module), function))
+
+
 def stage_function(definition: StageDefinition) -> StageFunction:
-    """A stage's implementation, imported only now (so `validate` and the operator never load torch)."""
-    module, _, function = definition.entry_point.partition(":")
-    return cast(StageFunction, getattr(importlib.import_module(module), function))
+    """A stage's implementation."""
+    return cast(StageFunction, _load(definition.entry_point))
 
 
 def preflight(spec: SelfGuideJobSpec) -> None:
-    """Fail fast: the base model (every stage loads it) and the evaluation set (read by the last stage) are
-    checked before the first stage does any work, so a missing one fails the job in seconds, not after
-    generation and training. Raises PermanentError (exit code 3: never retried)."""
+    """Fail fast: the base model (every stage loads it) and each stage's own preflight (the evaluation set, for
+    evaluate) are checked before the first stage does any work, so a missing one fails the job in seconds, not
+    after generation and training. Raises PermanentError (exit code 3: never retried)."""
     from selfguide.engine.models import check_model
-    from selfguide.stages.evaluate.stage import load_eval_set
 
     check_model(spec.model)
-    if spec.evaluation is not None:
-        load_eval_set(spec.evaluation)
+    for definition in stages_for(spec):
+        if definition.preflight is not None:
+            _load(definition.preflight)(spec)
 
 
 def _stage_state(spec: SelfGuideJobSpec, workdir: Path,

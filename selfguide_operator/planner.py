@@ -162,9 +162,9 @@ def _pending_too_long(spec: SelfGuideJobSpec, entries: list[StageStatus], childr
 
 def _evaluation(results: Mapping[str, StageReport], old: SelfGuideJobStatus) -> EvaluateResult | None:
     """The evaluation reported now, else the one the status holds."""
-    reported = results.get("evaluate")
-    evaluation = reported.fields.get("evaluation") if reported else old.evaluation
-    return evaluation if isinstance(evaluation, EvaluateResult) else None
+    reported = [value for report in results.values() for value in report.fields.values()
+                if isinstance(value, EvaluateResult)]
+    return reported[0] if reported else old.evaluation
 
 
 def _stage_entry(stage: str, child: ChildJob | None, previous: StageStatus | None, suspend: bool,

@@ -26,6 +26,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from selfguide.contract.progress import PROGRESS_AUDIENCE, StageProgress
+from selfguide.contract.registry import stage as stage_definition
 from selfguide.contract.registry import stage_names
 from selfguide.contract.status import Phase, StageStatus
 from selfguide_operator.kube import ApiError, Kube
@@ -146,6 +147,7 @@ class ProgressServer:
         try:
             if stage not in stage_names():
                 raise Refused(404, f"unknown stage {stage}")
+            declared = stage_definition(stage).progress_counters
             authorization = request.headers.get("Authorization")
             caller = await loop.run_in_executor(None, self.authenticator.caller, authorization)
             await loop.run_in_executor(None, self.authenticator.check, caller, namespace, name, stage)
@@ -153,6 +155,9 @@ class ProgressServer:
                 progress = StageProgress.model_validate(json.loads(await request.read()))
             except (ValueError, ValidationError) as error:
                 raise Refused(422, f"not a StageProgress: {str(error)[:300]}") from None
+            foreign = sorted(progress.counters() - set(declared))
+            if foreign:
+                raise Refused(422, f"stage {stage} does not report {', '.join(foreign)}")
             if not await loop.run_in_executor(None, self.record, namespace, name, stage, progress):
                 raise Refused(409, f"stage {stage} of {name} is not running")
         except Refused as refused:

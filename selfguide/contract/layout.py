@@ -41,6 +41,7 @@ TRAIN_DATA = f"generate/{TRAIN_FILE}"
 FILTER_REPORT = f"generate/{FILTER_REPORT_FILE}"
 CANDIDATES = f"generate/{CANDIDATES_FILE}"
 REPORT = f"evaluate/{REPORT_FILE}"
+REPORT_HTML = f"evaluate/{REPORT_HTML_FILE}"
 
 
 def trained_model_dir(method: TrainingMethod) -> str:

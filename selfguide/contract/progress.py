@@ -71,6 +71,10 @@ class StageProgress(SpecModel):
     items_total: Count | None = None
     updated_at: datetime | None = None
 
+    def counters(self) -> set[str]:
+        """The stage counters set in this report (each stage declares its own: `StageDefinition`)."""
+        return {name for name, value in self if value is not None and name not in _COMMON}
+
     def line(self) -> str:
         parts = []
         if self.rounds_total:
@@ -87,6 +91,10 @@ class StageProgress(SpecModel):
             parts.append(f"{self.items_scored or 0}/{self.items_total} scored")
         eta = "" if self.eta_seconds is None else f", ETA {_duration(self.eta_seconds)}"
         return f"{self.percent:.0f}%" + (f" ({', '.join(parts)})" if parts else "") + eta
+
+
+_COMMON = frozenset({"percent", "eta_seconds", "elapsed_seconds", "updated_at"})
+"""The fields every stage reports."""
 
 
 def _duration(seconds: float) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field
 
 from selfguide.contract.progress import StageProgress
+from selfguide.contract.registry import stage_names
 from selfguide.contract.results import EvaluateResult, GenerateResult, TrainResult
 from selfguide.spec.base import SpecModel
 
@@ -107,7 +108,7 @@ class SelfGuideJobStatus(SpecModel):
     """When the first stage started; `spec.activeDeadlineSeconds` counts from here."""
     completion_time: datetime | None = None
     """When the job succeeded or failed; `spec.ttlSecondsAfterFinished` counts from here."""
-    stages: Annotated[list[StageStatus], Field(max_length=3, default_factory=list)]
+    stages: Annotated[list[StageStatus], Field(max_length=len(stage_names()), default_factory=list)]
     conditions: Annotated[list[Condition], Field(max_length=16, default_factory=list)]
     outputs: Outputs | None = None
     generation: GenerateResult | None = None

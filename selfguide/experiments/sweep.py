@@ -35,6 +35,7 @@ from selfguide.experiments.bench import (
     seed_run,
 )
 from selfguide.stages.evaluate.scoring import mean
+from selfguide.stages.generate.declaration import GENERATE
 from selfguide.stages.generate.reuse import inputs_key
 
 
@@ -191,7 +192,7 @@ def _run_seed(task: BenchTask, workdir: Path, task_dir: Path, overrides: dict[st
     same generation settings, and its inputs by every one with the same input-generation settings."""
     run_dir, overrides = seed_run(task.task_type, task_dir, overrides, offset, seeds)
     generation = seed_run(task.task_type, task_dir, generation, offset, seeds)[1]
-    _link(run_dir / "generate", workdir / task.name / f"generate-{config_hash(generation)}")
+    _link(run_dir / GENERATE.name, workdir / task.name / f"{GENERATE.name}-{config_hash(generation)}")
     spec = build_job(task, run_dir / "validation.jsonl", overrides, max_eval).spec
     first = inputs.setdefault((task.name, inputs_key(spec)), run_dir)
     return run_task(task, run_dir, overrides, "validation", max_eval, inputs_from=None if first == run_dir else first)

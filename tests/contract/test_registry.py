@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 
 from selfguide.contract.errors import InvalidInput
-from selfguide.contract.registry import StageDefinition, register_stage, stage, stage_names
+from selfguide.contract.progress import StageProgress
+from selfguide.contract.registry import StageDefinition, pipeline_order, register_stage, stage, stage_names
 from selfguide.contract.results import StageResult
 from selfguide.contract.status import Outputs, SelfGuideJobStatus
 from selfguide.spec import SelfGuideJobSpec
@@ -48,8 +51,43 @@ def test_registration_rejects_duplicates_and_unknown_upstream():
     definition = stage("train")
     with pytest.raises(ValueError, match="already registered"):
         register_stage(definition)
-    orphan = StageDefinition(name="orphan", reads=(), after=("nowhere",), entry_point="x:y",
-                             result=StageResult, artifact=lambda spec: "x", output_field="x", status_field="x")
+    orphan = _definition("orphan", after=("nowhere",))
     with pytest.raises(ValueError, match="unregistered stages: nowhere"):
         register_stage(orphan)
     assert "orphan" not in stage_names()
+
+
+def _definition(name: str, after: tuple[str, ...] = ()) -> StageDefinition:
+    return StageDefinition(name=name, reads=(), after=after, entry_point="x:y", result=StageResult,
+                           artifacts=lambda spec: ("x",), output_field="x", status_field="x")
+
+
+def test_pipeline_order_follows_dependencies_not_listing_order():
+    stages = {"report": _definition("report", ("fit",)), "fit": _definition("fit", ("make",)),
+              "make": _definition("make"), "audit": _definition("audit")}
+    assert [d.name for d in pipeline_order(stages)] == ["audit", "make", "fit", "report"]
+    assert [d.name for d in pipeline_order(dict(reversed(stages.items())))] == ["audit", "make", "fit", "report"]
+
+
+def test_pipeline_order_refuses_a_cycle_and_a_declaration_under_another_name():
+    with pytest.raises(RuntimeError, match="in a cycle"):
+        pipeline_order({"a": _definition("a", ("b",)), "b": _definition("b", ("a",))})
+    with pytest.raises(RuntimeError, match="entry point 'fit' .* is not the StageDefinition of stage 'fit'"):
+        pipeline_order({"fit": _definition("make")})
+
+
+def test_stage_counters_cover_every_progress_counter_once():
+    declared = [counter for name in stage_names() for counter in stage(name).progress_counters]
+    common = {"percent", "eta_seconds", "elapsed_seconds", "updated_at"}
+    assert sorted(declared) == sorted(set(StageProgress.model_fields) - common)
+
+
+def test_loading_the_registry_imports_no_stage_implementation():
+    """The operator and `selfguide validate` read every declaration: they must stay light (no torch, no engine, no
+    stage code)."""
+    probe = ("import sys; from selfguide.contract.registry import stage_names; stage_names(); "
+             "print(' '.join(m for m in sys.modules if m.startswith(('torch', 'transformers', 'selfguide.engine', "
+             "'selfguide.runner')) or (m.startswith('selfguide.stages.') and m.count('.') == 3 "
+             "and not m.endswith('.declaration'))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []

@@ -15,7 +15,7 @@ import pytest
 
 from selfguide.contract.progress import PROGRESS_AUDIENCE, report_path
 from tests.harness.controlplane import free_port
-from tests.harness.fixtures import Kubectl
+from tests.harness.fixtures import Cluster, Kubectl
 from tests.harness.waiting import wait_for
 from tests.operator.helpers import SelfGuideJobs, manifest, post, stage_env
 
@@ -71,7 +71,7 @@ def test_progress_moves_while_a_stage_runs_reaches_100_and_shows_in_kubectl(
 
 def test_reports_without_a_valid_pod_token_are_refused_and_stage_pods_cannot_use_the_api(
         start_operator, sgjs: SelfGuideJobs, output_claim: Path, kubectl: Kubectl, namespace: str,
-        tmp_path: Path):
+        tmp_path: Path, cluster: Cluster):
     url = progress_operator(start_operator, namespace)
     sgjs.create(manifest("guarded", evaluation=None,
                          pod={"env": stage_env(FAKE_STAGE_SECONDS="20", FAKE_STAGE_STEPS="20")}))
@@ -90,6 +90,15 @@ def test_reports_without_a_valid_pod_token_are_refused_and_stage_pods_cannot_use
     bound = kubectl("create", "token", "default", "-n", namespace, f"--audience={PROGRESS_AUDIENCE}",
                     "--bound-object-kind=Pod", "--bound-object-name=intruder", f"--bound-object-uid={uid}").stdout.strip()
     assert post(endpoint, report, bound) == 403
+
+    # the stage pod's own token passes the review, but only for the counters its stage declares
+    pod_name = wait_for(lambda: next(iter(json.loads(kubectl(
+        "get", "pods", "-n", namespace, "-l", "selfguide.dev/job=guarded,selfguide.dev/stage=generate", "-o", "json",
+    ).stdout)["items"]), None), "the generate stage's pod", timeout=60)["metadata"]["name"]
+    token_file = cluster.kubelet.pod_dir(namespace, pod_name) / "volumes" / "progress-token" / "token"
+    token = wait_for(lambda: token_file.is_file() and token_file.read_text(), "the pod's progress token", timeout=30)
+    assert post(endpoint, {"percent": 1.0, "stepsTotal": 9}, token) == 422  # train's counter, not generate's
+    assert post(endpoint, {"percent": 1.0, "roundsTotal": 20}, token) == 204
 
     # the stage pod's own token: its audience keeps it out of the API server
     pod = json.loads(kubectl("get", "pods", "-n", namespace, "-l", "selfguide.dev/stage=generate",

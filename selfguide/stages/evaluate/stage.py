@@ -55,6 +55,12 @@ from selfguide.stages.generate.annotator_accuracy import measure
 from selfguide.text import normalize_answer
 
 
+def preflight(spec: SelfGuideJobSpec) -> None:
+    """Before a job's first stage: the evaluation set can be read (a bad one fails the job in seconds)."""
+    if spec.evaluation is not None:
+        load_eval_set(spec.evaluation)
+
+
 def load_eval_set(spec: EvaluationSpec) -> list[EvalExample]:
     """The evaluation examples, inline or from a JSONL file; bad data is a permanent error naming the line."""
     if spec.examples is not None:
