@@ -27,10 +27,12 @@ from selfguide.engine.backends.token_prompts import plan_requests, prompt_seed
 from selfguide.engine.backends.vllm_backend import (
     ADAPTER_ID,
     ADAPTER_NAME,
+    COMPILE_MIN_SEQUENCES_ON_CPU,
     VllmApi,
     VllmBackend,
     adapter_rank,
     check_tensor_parallel,
+    compiles,
     engine_args,
     lora_rank_for,
     model_heads,
@@ -99,6 +101,14 @@ def test_cpu_engine_args_bound_the_kv_cache_and_prefill_whole_prompts() -> None:
     gpu = engine_args(location)
     assert "kv_cache_memory_bytes" not in gpu and "enable_chunked_prefill" not in gpu  # vLLM sizes it from the GPU
     assert engine_args(location, kv_cache_gib=40)["kv_cache_memory_bytes"] == 40 * 2**30
+
+
+def test_a_cpu_engine_compiles_the_model_only_for_a_stage_long_enough_to_win_the_time_back() -> None:
+    assert compiles("cuda", 10) and compiles("cpu", None) and compiles("cpu", COMPILE_MIN_SEQUENCES_ON_CPU)
+    assert not compiles("cpu", COMPILE_MIN_SEQUENCES_ON_CPU - 1)
+    location = ModelLocation("/models/x")
+    assert engine_args(location, platform="cpu", max_model_len=64, compiled=False)["enforce_eager"] is True
+    assert "enforce_eager" not in engine_args(location, platform="cpu", max_model_len=64)  # vLLM's default
 
 
 def test_kv_cache_size_is_bounded_and_left_out_of_the_hash() -> None:

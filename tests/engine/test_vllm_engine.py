@@ -53,6 +53,21 @@ def adapter(tmp_path_factory) -> Path:
     return out
 
 
+_ENGINE_PROCESSES: dict[int, set[int]] = {}
+"""The processes each engine of this module started (its engine core and worker)."""
+
+
+def _children() -> set[int]:
+    """This process's live children, but multiprocessing's resource tracker (shared, it outlives any engine)."""
+    from multiprocessing import resource_tracker
+
+    import psutil
+
+    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+    return {p.pid for p in psutil.Process().children(recursive=True)
+            if p.pid != tracker and p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
+
+
 @pytest.fixture(scope="module")
 def engine(adapter: Path):
     import torch
@@ -61,7 +76,9 @@ def engine(adapter: Path):
 
     if torch.cuda.is_available() or vllm_platform() != "cpu":
         pytest.skip("these tests run vLLM's CPU build without a GPU (tests/gpu runs the CUDA build)")
+    before = _children()
     backend = open_backend(ModelSpec(), GenerationSpec(backend=Backend.VLLM, seed=3), None, adapter=str(adapter))
+    _ENGINE_PROCESSES[id(backend)] = _children() - before
     yield backend
     backend.close()
 
@@ -91,6 +108,7 @@ def test_the_engine_runs_on_cpu_in_float32_with_a_bounded_kv_cache(engine) -> No
     assert config.cache_config.kv_cache_memory_bytes == 2 * 2**30
     assert config.scheduler_config.enable_chunked_prefill is False
     assert config.scheduler_config.max_num_batched_tokens >= engine.max_model_len == 8192
+    assert config.model_config.enforce_eager is False  # opened without a workload size: compiled, vLLM's default
 
 
 def test_greedy_output_equals_the_transformers_backend(engine, reference) -> None:
@@ -144,21 +162,15 @@ def test_label_likelihood_with_and_without_the_adapter_matches_transformers(engi
     assert [s for row in tuned for s in row] != pytest.approx([s for row in base for s in row], abs=1e-3)
 
 
-def test_close_stops_the_engine_processes() -> None:
-    """A second engine, closed: its engine-core process is gone and a second close is harmless."""
-    import psutil
-
-    from selfguide.engine.backends import open_backend
-
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    backend = open_backend(ModelSpec(), GenerationSpec(backend=Backend.VLLM, kvCacheGib=0.5), None)
-    started = {p.pid for p in psutil.Process().children(recursive=True)} - before
+def test_close_stops_the_engine_processes(engine) -> None:
+    """The module's engine, closed (this is the last test that uses it): the processes it started are gone and a
+    second close (the fixture's) is harmless."""
+    started = _ENGINE_PROCESSES[id(engine)]
     assert started, "vLLM runs its engine core in a process of its own"
-    assert greedy(backend, rendered(backend, QUESTIONS[:1]), 4)
-    backend.close()
-    backend.close()
-    assert not {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()
-                and p.status() != psutil.STATUS_ZOMBIE} & started
+    assert greedy(engine, rendered(engine, QUESTIONS[:1]), 4)
+    engine.close()
+    engine.close()
+    assert not _children() & started
 
 
 def test_a_whole_job_runs_on_vllm_and_evaluates_base_and_fine_tuned_model(tmp_path: Path) -> None:
@@ -178,6 +190,7 @@ def test_a_whole_job_runs_on_vllm_and_evaluates_base_and_fine_tuned_model(tmp_pa
     spec_file = write_manifest(tmp_path / "job.yaml", manifest)
     done = run_cli("run", spec_file, "--workdir", tmp_path / "work", timeout=1500)
     assert done.returncode in (0, 4), done.stdout[-3000:] + done.stderr[-3000:]  # 4: a gate, none is set here
+    assert "'enforce_eager': True" in done.stdout + done.stderr  # stages this small run the model eagerly (no compile)
     work = tmp_path / "work"
     assert read_jsonl(work / "generate" / "train.jsonl")
     report = json.loads((work / "evaluate" / "report.json").read_text(encoding="utf-8"))

@@ -93,7 +93,7 @@ def open_backend(
             raise BackendUnavailable(f"generation.tensorParallelSize {size}: "
                                      f"only {visible} GPU(s) are visible to this pod")
         return VllmBackend.load(location, model.dtype, size, adapter, model.trust_remote_code, generation.seed,
-                                generation.kv_cache_gib)
+                                generation.kv_cache_gib, sequences)
     from selfguide.engine.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend(location, model.dtype, batch_size, adapter=adapter,

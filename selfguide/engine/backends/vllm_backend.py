@@ -148,8 +148,10 @@ def engine_args(
     platform: str = "cuda",
     kv_cache_gib: float | None = None,
     max_model_len: int | None = None,
+    compiled: bool = True,
 ) -> dict[str, Any]:
-    """Keyword arguments of `vllm.LLM` (its `EngineArgs`); `lora_rank` is the adapter's, if one is served.
+    """Keyword arguments of `vllm.LLM` (its `EngineArgs`); `lora_rank` is the adapter's, if one is served;
+    `compiled` False runs the model eagerly (no torch.compile: a faster start, slower decoding; `compiles`).
 
     On a CPU the KV cache has a bounded size (`CPU_KV_CACHE_GIB` unless the job sets one), and a prompt is
     prefilled in one chunk: vLLM's CPU sampler cannot resume a seeded request's generator after a partial
@@ -175,7 +177,21 @@ def engine_args(
         **placement,
         **memory,
         **lora,
+        **({} if compiled else {"enforce_eager": True}),
     }
+
+
+COMPILE_MIN_SEQUENCES_ON_CPU = 3000
+"""On a CPU the engine compiles the model (torch.compile) only for a stage that decodes at least this many
+sequences. Measured on 2 cores (docs/performance.md, "Compiling the model on a CPU"): compiling adds 92-106 s to
+the engine's start and decodes 1.13x faster, so it pays off after about 14 minutes of decoding, about 3,000
+sequences at the paper's budget (its generate stage decodes about 8,400; a 200-item evaluation 400)."""
+
+
+def compiles(platform: str, sequences: int | None) -> bool:
+    """Whether an engine decoding about `sequences` sequences (None: unknown) compiles the model: always on GPUs
+    (vLLM's default, with CUDA graphs), on a CPU only when the stage is long enough to win the time back."""
+    return platform != "cpu" or sequences is None or sequences >= COMPILE_MIN_SEQUENCES_ON_CPU
 
 
 def context_length(location: ModelLocation, trust_remote_code: bool = False) -> int:
@@ -231,8 +247,10 @@ class VllmBackend(ChatRendering, AdapterSwitch):
         trust_remote_code: bool = False,
         seed: int = 0,
         kv_cache_gib: float | None = None,
+        sequences: int | None = None,
     ) -> VllmBackend:
-        """Start an engine on the model (and adapter) after checking what vLLM would reject late."""
+        """Start an engine on the model (and adapter) after checking what vLLM would reject late; `sequences` is
+        about how many sequences it will decode (whether compiling the model pays off: `compiles`)."""
         import torch
 
         heads = model_heads(location, trust_remote_code) if tensor_parallel_size > 1 else None
@@ -249,7 +267,7 @@ class VllmBackend(ChatRendering, AdapterSwitch):
         from vllm import LLM
 
         llm = LLM(**engine_args(location, dtype, tensor_parallel_size, rank, trust_remote_code, seed, platform,
-                                kv_cache_gib, length))
+                                kv_cache_gib, length, compiles(platform, sequences)))
         return cls(llm, tokenizer, int(llm.model_config.max_model_len), adapter, platform=platform)
 
     def generate(self, prompts: Sequence[str], params: SamplingParams, desc: str = "") -> list[list[Completion]]:
