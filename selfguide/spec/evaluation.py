@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
 from selfguide.spec.base import SpecModel
+from selfguide.spec.generation import Calibration
 from selfguide.spec.problems import raise_if_any
 from selfguide.spec.uris import PVC_PATTERN, checked
 
@@ -34,6 +36,17 @@ class GateSpec(SpecModel):
     """Two-sided confidence of that interval."""
 
 
+class EvaluationMethod(StrEnum):
+    GENERATE = "generate"
+    """Greedy decoding; exact match reads the label the answer names (the paper)."""
+    LIKELIHOOD = "likelihood"
+    """Classification: rank classification, the answer is the label whose log-probability as the whole reply
+    is highest (every answer is a label)."""
+
+
+CALIBRATION_NEEDS_LIKELIHOOD = "batch calibration needs method: likelihood"
+
+
 class EvaluationSpec(SpecModel):
     """Where the evaluation set comes from and how much of it to score."""
 
@@ -46,6 +59,13 @@ class EvaluationSpec(SpecModel):
     max_examples: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
     """Score only the first N examples."""
     max_new_tokens: Annotated[int, Field(ge=1, le=8192)] = 128
+    method: EvaluationMethod = EvaluationMethod.GENERATE
+    """How every compared system answers: `generate` (greedy decoding, the paper) or, for classification,
+    `likelihood` (rank classification over the labels)."""
+    calibration: Calibration = Calibration.NONE
+    """With `method: likelihood`: `batch` subtracts each label's mean log-probability over the evaluation inputs
+    before choosing, per system (Batch Calibration, as likelihood annotation does), so a prior for one label that
+    fine-tuning on a few examples shifted does not decide every answer."""
     batch_size: Annotated[int | None, Field(ge=1, le=4096)] = None
     """Sequences per forward pass; unset: sized from free GPU memory, 16 on CPU."""
     few_shot_finetune_baseline: bool = False
@@ -68,4 +88,10 @@ class EvaluationSpec(SpecModel):
     def _one_source(self) -> EvaluationSpec:
         if (self.examples is None) == (self.path is None):
             raise_if_any([("", "set exactly one of examples or path")])
+        return self
+
+    @model_validator(mode="after")
+    def _calibration_needs_likelihood(self) -> EvaluationSpec:
+        if self.calibration is not Calibration.NONE and self.method is not EvaluationMethod.LIKELIHOOD:
+            raise_if_any([("calibration", CALIBRATION_NEEDS_LIKELIHOOD)])
         return self

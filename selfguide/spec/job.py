@@ -9,7 +9,7 @@ from pydantic.json_schema import JsonDict
 
 from selfguide.spec.base import SpecModel
 from selfguide.spec.endpoint import AdapterPlacement
-from selfguide.spec.evaluation import EvaluationSpec
+from selfguide.spec.evaluation import CALIBRATION_NEEDS_LIKELIHOOD, EvaluationSpec
 from selfguide.spec.generation import ENDPOINT_RULE_MESSAGE, GenerationSpec
 from selfguide.spec.model import ModelSpec
 from selfguide.spec.problems import raise_if_any
@@ -82,12 +82,17 @@ GENERATION_RULES = crd_rules(
         ".annotation.keep"),
     cel("has(self.endpoint) == (has(self.backend) && self.backend == 'openai')", ENDPOINT_RULE_MESSAGE, ".endpoint"),
 )
-EVALUATION_RULES = crd_rules(cel("has(self.examples) != has(self.path)", "set exactly one of examples or path"))
+EVALUATION_RULES = crd_rules(
+    cel("has(self.examples) != has(self.path)", "set exactly one of examples or path"),
+    cel("!has(self.calibration) || self.calibration == 'none' || (has(self.method) && self.method == 'likelihood')",
+        CALIBRATION_NEEDS_LIKELIHOOD, ".calibration"),
+)
 CLASSIFICATION_ONLY = (
     ("generation.annotation.method", "likelihood", "likelihood annotation needs a classification task"),
     ("generation.annotation.requirePseudoLabel", True, "pseudo labels exist only for classification tasks"),
     ("generation.inputs.labelSampling", "fill", "label sampling needs a classification task"),
     ("generation.inputs.poolSelection", "sameLabel", "pool selection by label needs a classification task"),
+    ("evaluation.method", "likelihood", "likelihood evaluation (rank classification) needs a classification task"),
     ("evaluation.annotatorAccuracy", True, "the annotator's accuracy is measured on classification tasks only"),
 )
 """Options that only make sense for classification: (field path, value, message)."""

@@ -59,6 +59,15 @@ CASES: list[tuple[str, Callable[[], dict], Callable[[dict], None], bool]] = [
     *((f"annotator-accuracy-on-{base.__name__}", base, set_("spec.evaluation", {
         "examples": [{"input": "a", "output": "b"}], "annotatorAccuracy": True}), base is classification)
       for base in (classification, generation)),
+    *((f"evaluation-likelihood-on-{base.__name__}", base, set_("spec.evaluation", {
+        "examples": [{"input": "a", "output": "b"}], "method": "likelihood"}), base is classification)
+      for base in (classification, generation)),
+    *((f"evaluation-calibration-{calibration}-with-{method}", classification, set_("spec.evaluation", {
+        "examples": [{"input": "a", "output": "b"}], "method": method, "calibration": calibration}),
+       method == "likelihood" or calibration == "none")
+      for method in ("generate", "likelihood") for calibration in ("none", "batch")),
+    ("evaluation-calibration-batch-alone", classification, set_("spec.evaluation", {
+        "examples": [{"input": "a", "output": "b"}], "calibration": "batch"}), False),
     ("instruction-and-examples-over-bound", generation, set_("spec.task.examples", [
         {"input": "i" * 16_384, "output": "o" * 16_384}] * 2), False),
     # types as the API server checks them: no lax coercion of strings, booleans or numbers

@@ -43,7 +43,8 @@ from selfguide.engine.models import locate
 from selfguide.engine.trainer import train
 from selfguide.prompts import few_shot_messages
 from selfguide.spec import EvalExample, Example, SelfGuideJobSpec, TaskType, TrainingMethod
-from selfguide.spec.evaluation import EvaluationSpec
+from selfguide.spec.evaluation import EvaluationMethod, EvaluationSpec
+from selfguide.spec.generation import Calibration
 from selfguide.spec.problems import problems_from
 from selfguide.spec.uris import is_pvc
 from selfguide.stages.backend import opened
@@ -52,6 +53,7 @@ from selfguide.stages.evaluate.readable import write_readable_report
 from selfguide.stages.evaluate.scoring import EXACT_MATCH, ROUGE_L, exact_match, extract_label, mean, rouge_l
 from selfguide.stages.evaluate.self_icl import demonstrations
 from selfguide.stages.generate.annotator_accuracy import measure
+from selfguide.stages.generate.labels import calibrate, decide, label_means
 from selfguide.text import normalize_answer
 
 
@@ -111,9 +113,12 @@ class Scorer:
 
 def predict(backend: GenerationBackend, spec: SelfGuideJobSpec, examples: list[EvalExample], desc: str,
             demonstrations: Sequence[Example] | None = None) -> list[str]:
-    """Greedy answers to the few-shot prompt (the gold examples, or `demonstrations`) for every example."""
+    """Every example's answer to the few-shot prompt (the gold examples, or `demonstrations`): greedy decoding,
+    or with `evaluation.method: likelihood` the best label (calibrated over these examples when asked)."""
     assert spec.evaluation is not None
     prompts = [backend.render_chat(few_shot_messages(spec.task, e.input, demonstrations)) for e in examples]
+    if spec.evaluation.method is EvaluationMethod.LIKELIHOOD:
+        return rank_labels(backend, spec, prompts, desc)
     params = SamplingParams(temperature=0.0, max_tokens=spec.evaluation.max_new_tokens)
     # no completion: the backend skipped a prompt longer than the model's context window (scored as empty)
     answers: list[str] = []
@@ -121,10 +126,31 @@ def predict(backend: GenerationBackend, spec: SelfGuideJobSpec, examples: list[E
     for chunk in progress.chunks(len(prompts)):
         completions = backend.generate(prompts[chunk], params, desc=desc)
         answers += [c[0].text.strip() if c else "" for c in completions]
-        tracker = progress.current()
-        done, total = (tracker.snapshot.items_scored or 0) + len(completions), tracker.snapshot.items_total
-        tracker.update(done / total if total else None, items_scored=done)
+        _scored(len(completions))
     return answers
+
+
+def rank_labels(backend: GenerationBackend, spec: SelfGuideJobSpec, prompts: list[str], desc: str) -> list[str]:
+    """Rank classification: per prompt the label whose log-probability as the whole reply is highest, after
+    subtracting each label's mean over all `prompts` with `calibration: batch`; "" where the backend skipped a
+    prompt longer than the model's context window."""
+    assert spec.evaluation is not None and spec.task.labels is not None
+    labels = list(spec.task.labels)
+    table: list[dict[str, float] | None] = []
+    for chunk in progress.chunks(len(prompts)):
+        rows = backend.score_answers(prompts[chunk], labels, desc=desc)
+        table += [dict(zip(labels, row)) if row else None for row in rows]
+        _scored(len(rows))
+    scored = [row for row in table if row is not None]
+    means = label_means(scored) if spec.evaluation.calibration is Calibration.BATCH else {}
+    return ["" if row is None else decide(calibrate(row, means)).label for row in table]
+
+
+def _scored(items: int) -> None:
+    """Progress: `items` more answers (one call's; chunks keep progress moving)."""
+    tracker = progress.current()
+    done, total = (tracker.snapshot.items_scored or 0) + items, tracker.snapshot.items_total
+    tracker.update(done / total if total else None, items_scored=done)
 
 
 def systems(spec: SelfGuideJobSpec) -> int:
@@ -188,6 +214,16 @@ def _few_shot_finetune(ctx: StageContext, examples: list[EvalExample]) -> list[s
         return predict(backend, spec, examples, "evaluating few-shot fine-tuning")
 
 
+def metric_variant(spec: EvaluationSpec | None, classification: bool) -> str:
+    """How the metric was computed, as the report states it."""
+    if not classification:
+        return "token ROUGE-L F1 (rouge-score, Porter stemmer), best over references"
+    if spec is None or spec.method is EvaluationMethod.GENERATE:
+        return "exact match after SNI normalisation of the last label occurring in the answer"
+    calibrated = " after batch calibration over the evaluation inputs" if spec.calibration is Calibration.BATCH else ""
+    return f"exact match of the label ranked most likely (rank classification){calibrated}"
+
+
 def score_report(spec: SelfGuideJobSpec, examples: list[EvalExample], predictions: dict[str, list[str]],
                  training: list[Example], annotator: AnnotatorAccuracy | None = None) -> EvaluationReport:
     """Every system's scores on `examples`; for classification, the label counts and the `Findings` of the
@@ -209,10 +245,7 @@ def score_report(spec: SelfGuideJobSpec, examples: list[EvalExample], prediction
         found = findings(trained, labels["selfGuide"], gold, annotator.finding() if annotator else None)
     return EvaluationReport(
         metric=scorer.metric,
-        metric_variant=(
-            "exact match after SNI normalisation of the last label occurring in the answer"
-            if scorer.classification else "token ROUGE-L F1 (rouge-score, Porter stemmer), best over references"
-        ),
+        metric_variant=metric_variant(spec.evaluation, scorer.classification),
         examples=len(examples),
         scores={name: round(mean(values), 2) for name, values in scores.items()},
         baseline=round(baseline, 2), finetuned=round(finetuned, 2), delta=round(finetuned - baseline, 2),

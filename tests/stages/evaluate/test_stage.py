@@ -127,6 +127,35 @@ def test_evaluation_from_a_jsonl_file(completed_run, tmp_path):
     assert [(r["input"], r["gold"]) for r in report["predictions"]] == [(r["input"], r["output"]) for r in rows[:2]]
 
 
+BALANCED = [*EVAL, {"input": "Fast delivery and the quality exceeded my expectations.", "output": "positive"},
+            {"input": "The sound is muffled and the app keeps crashing.", "output": "negative"},
+            {"input": "Comfortable, stylish and the battery is excellent.", "output": "positive"}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("calibration", ["none", "batch"])
+def test_rank_classification_answers_with_a_label_for_both_systems(completed_run, tmp_path, calibration):
+    """`evaluation.method: likelihood`: every answer of both systems is a label; with batch calibration each
+    system's answers on a two-label set hold both labels (the mean-centred score difference changes sign)."""
+    done, _ = completed_run
+    workdir = tmp_path / "work"
+    shutil.copytree(done, workdir, symlinks=True)
+    spec_file = write_manifest(tmp_path / "job.yaml", run_manifest(
+        {"examples": BALANCED, "method": "likelihood", "calibration": calibration}))
+    result = run_cli("run", spec_file, "--workdir", workdir)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert sum("already complete" in line for line in result.stdout.splitlines()) == 2, result.stdout
+    report = json.loads((workdir / "evaluate" / "report.json").read_text())
+    assert "rank classification" in report["metricVariant"]
+    assert ("batch calibration" in report["metricVariant"]) is (calibration == "batch")
+    for system in SYSTEMS:
+        answers = [row[system]["answer"] for row in report["predictions"]]
+        assert set(answers) <= {"positive", "negative"}, answers
+        assert [row[system]["label"] for row in report["predictions"]] == answers
+        if calibration == "batch":
+            assert set(answers) == {"positive", "negative"}, (system, answers)
+
+
 BAD_FILES = [
     ('{"input": "fine", "output": "positive"}\n\n{"input": "broken", "output": }\n', 3, ""),
     ('{"input": "fine", "output": "positive"}\n{"input": "no output"}\n', 2, "output"),
