@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import importlib
 import logging
 import shutil
 import time
@@ -30,7 +29,7 @@ from selfguide.contract.errors import PermanentError, RetryableError
 from selfguide.contract.layout import CHECKPOINTS_DIR, LOCK_FILE, RECORD_FILE, SPEC_FILE
 from selfguide.contract.progress import ProgressTracker, Sink, tracking
 from selfguide.contract.record import StageRecord, read_record
-from selfguide.contract.registry import StageDefinition, stage, stages_for
+from selfguide.contract.registry import StageDefinition, load, stage, stages_for
 from selfguide.contract.results import StageResult
 from selfguide.spec import SelfGuideJobSpec
 from selfguide.stages.context import StageContext
@@ -97,16 +96,9 @@ def workdir_lock(workdir: Path) -> Iterator[None]:
         lock.release()
 
 
-def _load(reference: str) -> Callable[..., object]:
-    """The function a stage declaration names as `module:function`, imported only now (so `validate` and the
-    operator never load torch)."""
-    module, _, function = reference.partition(":")
-    return cast(Callable[..., object], getattr(importlib.import_module(module), function))
-
-
 def stage_function(definition: StageDefinition) -> StageFunction:
     """A stage's implementation."""
-    return cast(StageFunction, _load(definition.entry_point))
+    return cast(StageFunction, load(definition.entry_point))
 
 
 def preflight(spec: SelfGuideJobSpec) -> None:
@@ -118,7 +110,7 @@ def preflight(spec: SelfGuideJobSpec) -> None:
     check_model(spec.model)
     for definition in stages_for(spec):
         if definition.preflight is not None:
-            _load(definition.preflight)(spec)
+            load(definition.preflight)(spec)
 
 
 def _stage_state(spec: SelfGuideJobSpec, workdir: Path,

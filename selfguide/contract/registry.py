@@ -9,6 +9,7 @@ implementation; `entry_point` and `preflight` name the heavy code, imported only
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
@@ -45,12 +46,23 @@ class StageDefinition:
     preflight: str | None = None
     """`module:function` taking the spec, run before a job's first stage does any work, raising PermanentError for
     an input this stage would fail on (so the job fails in seconds, not after the stages before it)."""
+    serving: str | None = None
+    """`module:function` taking (spec, workdir, job name, namespace) and returning the files this stage adds to
+    `<workdir>/serving/` when the job's model is published (file name -> text, or a JSON-able value for a
+    `.json` file)."""
     enabled: Callable[[SelfGuideJobSpec], bool] = lambda spec: True
     """Whether a spec runs this stage at all."""
 
     def artifact(self, spec: SelfGuideJobSpec) -> str:
         """Its main artifact (`status.outputs.<output_field>`)."""
         return self.artifacts(spec)[0]
+
+
+def load(reference: str) -> Callable[..., object]:
+    """The function a declaration names as `module:function`, imported only now (so `validate` and the operator
+    never load torch)."""
+    module, _, function = reference.partition(":")
+    return cast(Callable[..., object], getattr(importlib.import_module(module), function))
 
 
 _STAGES: dict[str, StageDefinition] = {}

@@ -1,35 +1,19 @@
 """Publishing: once a job's last stage succeeded and its quality gate (if any) passed, leave ready-to-use serving
-files in `<workdir>/serving/`; a job whose model missed the gate has none (stale ones are removed)."""
+files in `<workdir>/serving/` (what the stages' `serving` hooks give); a job whose model missed the gate has none
+(stale ones are removed)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, cast
 
 from selfguide.artifacts import atomic_dir, atomic_write_json, atomic_write_text
-from selfguide.contract.environment import pvc_local_path
-from selfguide.contract.layout import (
-    MODEL_ADAPTER_FILE,
-    SERVING_DIR,
-    SERVING_JSON_FILE,
-    VLLM_SCRIPT_FILE,
-    trained_model_dir,
-)
+from selfguide.contract.layout import SERVING_DIR, VLLM_SCRIPT_FILE
 from selfguide.contract.publication import may_publish
-from selfguide.contract.registry import stages_for
+from selfguide.contract.registry import load, stages_for
 from selfguide.contract.results import EvaluateResult, StageResult
-from selfguide.contract.serving import (
-    base_model_path,
-    model_adapter,
-    served_model_name,
-    shell_script,
-    vllm_command,
-)
-from selfguide.spec import SelfGuideJobSpec, TrainingMethod
-from selfguide.spec.uris import is_pvc
+from selfguide.spec import SelfGuideJobSpec
 
 
 def is_last_stage(spec: SelfGuideJobSpec, stage: str) -> bool:
@@ -37,20 +21,12 @@ def is_last_stage(spec: SelfGuideJobSpec, stage: str) -> bool:
 
 
 def serving_files(spec: SelfGuideJobSpec, workdir: Path, name: str, namespace: str) -> dict[str, Any]:
-    """What `<workdir>/serving/` holds, by file name (text, or JSON-able for serving.json)."""
-    model_path = str(workdir.absolute() / trained_model_dir(spec.training.method))
-    base = pvc_local_path(spec.model.name) if is_pvc(spec.model.name) else None
-    command = vllm_command(spec, name, model_path, str(base) if base else None)
-    files: dict[str, Any] = {VLLM_SCRIPT_FILE: shell_script(command)}
-    description: dict[str, Any] = {"method": spec.training.method.value, "command": command,
-                                   "modelPath": model_path}
-    if spec.training.method is TrainingMethod.LORA:
-        adapter = model_adapter(spec, name, namespace, model_path)
-        files[MODEL_ADAPTER_FILE] = yaml.safe_dump(adapter, sort_keys=False)
-        description |= {"baseModel": base_model_path(spec, str(base) if base else None),
-                        "servedModelName": served_model_name(spec), "adapterName": name,
-                        "loraRank": spec.training.lora.r}
-    files[SERVING_JSON_FILE] = description
+    """What `<workdir>/serving/` holds, by file name: the files each of the job's stages adds (its declaration's
+    `serving` hook), in pipeline order."""
+    files: dict[str, Any] = {}
+    for definition in stages_for(spec):
+        if definition.serving is not None:
+            files |= cast(dict[str, Any], load(definition.serving)(spec, workdir, name, namespace))
     return files
 
 
@@ -71,5 +47,6 @@ def publish(spec: SelfGuideJobSpec, workdir: Path, stage: str, result: StageResu
                 atomic_write_text(staging / file, content)
             else:
                 atomic_write_json(staging / file, content)
-        (staging / VLLM_SCRIPT_FILE).chmod(0o755)
+        if (staging / VLLM_SCRIPT_FILE).is_file():
+            (staging / VLLM_SCRIPT_FILE).chmod(0o755)
     return target

@@ -37,7 +37,7 @@ from selfguide.prompts import few_shot_messages
 from selfguide.spec import ModelSpec, SelfGuideJobSpec, TaskSpec
 from selfguide.spec.endpoint import API_KEY_ENV
 from selfguide.spec.generation import GenerationSpec
-from selfguide.stages.publish import serving_files
+from selfguide.stages.train.serving import serving_files
 from tests.harness.controlplane import die_with_parent, free_port, kill_group, tail
 from tests.harness.http_faults import Faults, faulty_proxy
 from tests.harness.waiting import wait_for

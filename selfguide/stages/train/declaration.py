@@ -16,4 +16,5 @@ TRAIN = StageDefinition(
     output_field="adapter",
     status_field="training",
     progress_counters=("step", "steps_total", "loss"),
+    serving="selfguide.stages.train.serving:serving_files",
 )
