@@ -294,8 +294,10 @@ class TransformersBackend(ChatRendering):
         return completions
 
     def score_answers(self, prompts: Sequence[str], answers: Sequence[str], desc: str = "") -> list[list[float]]:
-        """Each answer's log-probability as the whole reply to each prompt: one prefill per prompt (after the
-        shared prefix, computed once), then every answer in one batch over copies of the prompt's cache."""
+        """Each answer's log-probability as the whole reply to each prompt: the prefix all prompts share computed
+        once, then (prompt, answer) pairs in batches over copies of its cache, each row the prompt's own tokens
+        and the answer, left-padded so that every answer ends the row (the LM head runs only where an answer's
+        tokens are predicted)."""
         if not prompts or not answers:
             return [[] for _ in prompts]
         started = time.perf_counter()
@@ -303,38 +305,43 @@ class TransformersBackend(ChatRendering):
         end = end_of_turn(self.tokenizer, self._eos)
         tails = [answer_ids(self.tokenizer, answer, end) for answer in answers]
         prefix = self._shared_prefix(encoded)
-        scores = [self._score_prompt(ids, prefix, tails) for ids in tqdm(encoded, desc=desc or "scoring",
-                                                                           unit="prompt", leave=False)]
+        pairs = [(ids, tail) for ids in encoded for tail in tails]
+        rows = max(len(tails), self._sequences_per_batch(max(map(len, encoded)), SamplingParams()))
+        flat: list[float] = []
+        with tqdm(total=len(prompts), desc=desc or "scoring", unit="prompt", leave=False) as bar:
+            for first in range(0, len(pairs), rows):
+                batch = pairs[first:first + rows]
+                flat += self._score_pairs(batch, prefix)
+                bar.update(len(batch) // len(tails))
         self.throughput.prompts += len(prompts)
         self.throughput.prompt_tokens += sum(map(len, encoded))
         self.throughput.seconds += time.perf_counter() - started
-        return scores
+        return [flat[i:i + len(tails)] for i in range(0, len(flat), len(tails))]
 
     @torch.inference_mode()
-    def _score_prompt(self, ids: list[int], prefix: DynamicCache | None, tails: list[list[int]]) -> list[float]:
+    def _score_pairs(self, pairs: list[tuple[list[int], list[int]]], prefix: DynamicCache | None) -> list[float]:
+        """The log-probability of each pair's answer tokens after its prompt tokens, in one forward pass."""
         skip = prefix.get_seq_length() if prefix is not None else 0
+        rows = [ids[skip:] + tail for ids, tail in pairs]
+        width = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self._eos[0]
+        inputs = torch.tensor([[pad] * (width - len(row)) + row for row in rows], device=self.device)
+        own = (torch.arange(width, device=self.device) >= torch.tensor(
+            [width - len(row) for row in rows], device=self.device)[:, None]).long()
+        mask = torch.cat([own.new_ones(len(rows), skip), own], dim=1)
+        # each row's tokens take the positions after the prefix as if unpadded (pads get any position: masked)
+        positions = (skip + (own.cumsum(1) - 1).clamp(min=0))
         cache = roomy_cache(self.model.config) if prefix is None else copy.deepcopy(prefix)
-        own = torch.tensor([ids[skip:]], device=self.device)
-        positions = torch.arange(skip, len(ids), device=self.device)[None]
-        first = self._forward(own, torch.ones(1, len(ids), dtype=torch.long, device=self.device), positions, cache)
-        first = first.log_softmax(-1)[0]
-        scores = [float(first[tail[0]]) for tail in tails]
-        width = max(map(len, tails)) - 1
-        if width == 0:
-            return scores
-        # every answer's remaining tokens, right-padded, in one batch over copies of the prompt's cache
-        cache.batch_repeat_interleave(len(tails))
-        pad = self.tokenizer.pad_token_id
-        inputs = torch.tensor([tail[:-1] + [pad] * (width + 1 - len(tail)) for tail in tails], device=self.device)
-        lengths = torch.tensor([len(tail) - 1 for tail in tails], device=self.device)
-        own_mask = (torch.arange(width, device=self.device) < lengths[:, None]).long()
-        mask = torch.cat([own_mask.new_ones(len(tails), len(ids)), own_mask], dim=1)
-        steps = (len(ids) + torch.arange(width, device=self.device))[None].expand(len(tails), -1)
-        out = self.model(input_ids=inputs, attention_mask=mask, position_ids=steps, past_key_values=cache,
-                         use_cache=True)
-        logprobs = out.logits.float().log_softmax(-1)
-        for row, tail in enumerate(tails):
-            scores[row] += float(sum(logprobs[row, i, tail[i + 1]] for i in range(len(tail) - 1)))
+        if prefix is not None:
+            cache.batch_repeat_interleave(len(rows))
+        keep = max(len(tail) for _, tail in pairs) + 1  # the positions that predict some answer token
+        logits = self.model(input_ids=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                            use_cache=True, logits_to_keep=keep).logits.float().log_softmax(-1)
+        scores = []
+        for row, (_, tail) in enumerate(pairs):
+            # the answer's tokens end the row; token j of it is predicted by the position before it
+            start = keep - 1 - len(tail)
+            scores.append(float(sum(logits[row, start + j, token] for j, token in enumerate(tail))))
         return scores
 
     def close(self) -> None:
