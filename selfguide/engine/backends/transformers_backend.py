@@ -306,7 +306,9 @@ class TransformersBackend(ChatRendering):
         tails = [answer_ids(self.tokenizer, answer, end) for answer in answers]
         prefix = self._shared_prefix(encoded)
         pairs = [(ids, tail) for ids in encoded for tail in tails]
-        rows = max(len(tails), self._sequences_per_batch(max(map(len, encoded)), SamplingParams()))
+        # whole prompts per batch, so that progress counts prompts exactly
+        per_batch = self._sequences_per_batch(max(map(len, encoded)), SamplingParams())
+        rows = max(1, per_batch // len(tails)) * len(tails)
         flat: list[float] = []
         with tqdm(total=len(prompts), desc=desc or "scoring", unit="prompt", leave=False) as bar:
             for first in range(0, len(pairs), rows):
